@@ -1,0 +1,170 @@
+"""DRN primal and dual networks (Guo et al., CVPR 2020), layer for layer as the authors' release.
+
+- The primal network maps an LR image to the whole SR pyramid ``[×1, ×2, …, ×scale]``.
+- Dual network ``k`` maps the level-``k+1`` output back down to level ``k``.
+- :class:`DRN` bundles both, so one ``.keras`` file carries everything inference and
+  fine-tuning need.
+
+All images are float32 RGB, NHWC, on the 0..255 range, with any batch size, height and width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+from keras import layers
+
+from drn_tf.layers import RCAB, DownBlock, MeanShift, PixelShuffle, TorchBicubicUpsample, conv
+
+VARIANTS = ("drn-s", "drn-l")
+
+# (variant, scale) -> (n_blocks, n_feats), from the authors' `utility.init_model`.
+PRESETS = {
+    ("drn-s", 4): (30, 16),
+    ("drn-s", 8): (30, 8),
+    ("drn-l", 4): (40, 20),
+    ("drn-l", 8): (36, 10),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DRNConfig:
+    """The size of a DRN model.
+
+    ``scale`` is any power of two ≥ 2; ``n_blocks`` is the number of RCABs per up-phase and
+    ``n_feats`` the width of the full-resolution features (the bottleneck is
+    ``n_feats · scale`` wide). Unset sizes come from the paper's preset of ``variant`` for
+    ×4 (scales up to 4) or ×8 (scales from 8).
+    """
+
+    variant: str = "drn-s"
+    scale: int = 4
+    n_blocks: int | None = None
+    n_feats: int | None = None
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.scale < 2 or self.scale & (self.scale - 1):
+            raise ValueError(f"scale must be a power of two ≥ 2, got {self.scale!r}")
+        n_blocks, n_feats = PRESETS[(self.variant, 4 if self.scale <= 4 else 8)]
+        object.__setattr__(self, "n_blocks", self.n_blocks or n_blocks)
+        object.__setattr__(self, "n_feats", self.n_feats or n_feats)
+        if self.n_blocks < 1 or self.n_feats < 1:
+            raise ValueError(f"n_blocks and n_feats must be positive, got {self}")
+
+    @property
+    def phases(self) -> int:
+        """Number of ×2 steps, ``log2(scale)``."""
+        return int(math.log2(self.scale))
+
+
+def build_drn(variant: str = "drn-s", scale: int = 4, **overrides) -> keras.Model:
+    """Builds the primal network of a DRN model.
+
+    Args:
+        variant: ``"drn-s"`` or ``"drn-l"``.
+        scale: the upscaling factor, a power of two.
+        **overrides: other :class:`DRNConfig` fields (``n_blocks``, ``n_feats``).
+
+    Returns:
+        A functional model with input ``lr`` float32 ``(N, H, W, 3)`` on 0..255 and a list of
+        ``log2(scale) + 1`` outputs, lowest level first: output ``k`` is
+        ``(N, 2^k·H, 2^k·W, 3)`` float32 on (about) 0..255.
+    """
+    cfg = DRNConfig(variant, scale, **overrides)
+    feats, phases = cfg.n_feats, cfg.phases
+
+    lr = keras.Input((None, None, 3), name="lr")
+    x = TorchBicubicUpsample(cfg.scale, name="upsample")(lr)
+    x = MeanShift(-1, name="sub_mean")(x)
+    x = conv(feats, 3, 3, name="head")(x)
+
+    skips = []
+    for k in range(phases):
+        skips.append(x)
+        width = feats * 2**k
+        x = DownBlock(width, width, 2 * width, name=f"down_{k}")(x)
+
+    # One mean-adding layer shared by every level, as in the authors' model (12 parameters).
+    add_mean = MeanShift(+1, name="add_mean")
+    # Tails run in float32: a bfloat16 RGB output on 0..255 would be off by up to half a level.
+    width = feats * 2**phases
+    outputs = [add_mean(conv(3, 3, width, name="tail_0", dtype="float32")(x))]
+    for k in range(phases):
+        for j in range(cfg.n_blocks):
+            x = RCAB(width, name=f"up_{k}_rcab_{j}")(x)
+        x = conv(4 * width, 3, width, name=f"up_{k}_upsample")(x)
+        x = PixelShuffle(2, name=f"up_{k}_shuffle")(x)
+        skip = skips[phases - k - 1]
+        x = conv(skip.shape[-1], 1, width, name=f"up_{k}_project")(x)
+        x = layers.Concatenate(name=f"up_{k}_concat")([x, skip])
+        width = x.shape[-1]
+        outputs.append(add_mean(conv(3, 3, width, name=f"tail_{k + 1}", dtype="float32")(x)))
+    return keras.Model(lr, outputs, name=f"{cfg.variant}_x{cfg.scale}_primal")
+
+
+def build_duals(variant: str = "drn-s", scale: int = 4, **overrides) -> list[keras.Model]:
+    """Builds the dual networks of a DRN model, one per ×2 step.
+
+    Dual ``k`` maps float32 ``(N, 2H, 2W, 3)`` (the level-``k+1`` output, 0..255) to
+    ``(N, H, W, 3)`` (an estimate of level ``k``): conv3×3 stride 2 to ``n_feats``,
+    LeakyReLU 0.2, conv3×3 to RGB, no biases.
+    """
+    cfg = DRNConfig(variant, scale, **overrides)
+    duals = []
+    for k in range(cfg.phases):
+        x = keras.Input((None, None, 3), name=f"sr_{k + 1}")
+        y = DownBlock(3, cfg.n_feats, 3, name="down", dtype="float32")(x)
+        duals.append(keras.Model(x, y, name=f"dual_{k}"))
+    return duals
+
+
+@keras.saving.register_keras_serializable(package="drn_tf")
+class DRN(keras.Model):
+    """A DRN model: the primal network and its dual networks, saved and loaded as one file.
+
+    Calling it runs the primal network: float32 ``(N, H, W, 3)`` on 0..255 → the list of SR
+    levels ``[×1, ×2, …, ×scale]``. ``model.duals[k]`` maps level ``k+1`` to level ``k``.
+    """
+
+    def __init__(self, primal: keras.Model, duals: list[keras.Model], **kwargs):
+        super().__init__(**kwargs)
+        if len(duals) != len(primal.outputs) - 1:
+            raise ValueError(f"{len(duals)} dual networks do not fit a primal network with "
+                             f"{len(primal.outputs)} outputs (expected {len(primal.outputs) - 1})")
+        self.primal = primal
+        self.duals = list(duals)
+        self.built = True  # both parts are built functional models
+
+    @property
+    def scale(self) -> int:
+        """The upscaling factor of the primal network."""
+        return 2 ** len(self.duals)
+
+    def call(self, lr, training=False):
+        return self.primal(lr, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "primal": keras.saving.serialize_keras_object(self.primal),
+            "duals": [keras.saving.serialize_keras_object(d) for d in self.duals],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        primal = keras.saving.deserialize_keras_object(config.pop("primal"))
+        duals = [keras.saving.deserialize_keras_object(d) for d in config.pop("duals")]
+        return cls(primal, duals, **config)
+
+
+def build_drn_bundle(variant: str = "drn-s", scale: int = 4, **overrides) -> DRN:
+    """Builds a :class:`DRN` holding a fresh primal network and its dual networks."""
+    cfg = DRNConfig(variant, scale, **overrides)
+    kwargs = {"n_blocks": cfg.n_blocks, "n_feats": cfg.n_feats}
+    return DRN(build_drn(variant, scale, **kwargs), build_duals(variant, scale, **kwargs),
+               name=f"{variant}_x{scale}")

@@ -1,0 +1,34 @@
+"""drn-tf: Dual Regression Networks for super-resolution in TensorFlow/Keras.
+
+Versions are pinned to the set measured to co-install (see BUILD_NOTES.md). TensorFlow comes
+from an extra so that CPU and GPU installs do not fight over the same ``tensorflow/`` files:
+``pip install .[cpu]`` or ``pip install .[gpu]``.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="drn-tf",
+    version="0.1.0",
+    description="Dual Regression Networks (DRN, CVPR 2020) for single-image super-resolution in TensorFlow/Keras",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["drn_tf", "drn_tf.*", "export", "export.*"]),
+    package_data={"drn_tf": ["weights/*.keras", "assets/*"]},
+    install_requires=[
+        "keras==3.15.1",
+        "numpy==2.4.6",
+        "pillow==13.0.0",
+        "absl-py==2.5.1",
+        "protobuf==7.36.2",
+        "ml_dtypes==0.6.0",
+        "h5py==3.14.0",
+        "tqdm==4.70.1",
+        "matplotlib==3.11.2",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu==2.21.0"],
+        "gpu": ["tensorflow[and-cuda]==2.21.0"],
+        "test": ["pytest==9.2.0", "ruff==0.17.6"],
+    },
+    entry_points={"console_scripts": ["drn-tf=drn_tf.cli:run"]},
+)
