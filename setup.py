@@ -24,6 +24,7 @@ setup(
         "h5py==3.14.0",
         "tqdm==4.70.1",
         "matplotlib==3.11.2",
+        "tensorboard==2.21.0",  # TF 2.21 no longer pulls it in; tf.summary needs it
     ],
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.0"],

@@ -17,7 +17,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from drn_tf.models import DRN, DRNConfig, build_drn, build_duals
+from drn_tf.models import DRN, DRNConfig, build_drn, build_duals, save_model_atomic
 
 # torch storage class name -> numpy dtype of its elements.
 _STORAGE_DTYPES = {
@@ -55,14 +54,17 @@ class _TensorRef:
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
     def materialize(self) -> np.ndarray:
-        data = self.storage.array
-        spans = zip(self.size, self.stride, strict=True)
-        needed = self.offset + sum((n - 1) * s for n, s in spans) + 1
-        if data is None or (all(self.size) and needed > data.size):
-            raise CheckpointError(f"storage {self.storage.key} is missing or too short")
+        data, size, stride, offset = self.storage.array, self.size, self.stride, self.offset
+        integers = all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride))
+        if data is None or not integers or len(size) != len(stride):
+            raise CheckpointError(f"storage {self.storage.key}: missing, or an invalid view")
+        # A crafted view must not reach outside its storage (as_strided does not check).
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if all(size) and last >= data.size:
+            raise CheckpointError(f"storage {self.storage.key} is too short for its tensor")
         return np.lib.stride_tricks.as_strided(
-            data[self.offset:], shape=tuple(self.size),
-            strides=tuple(s * data.itemsize for s in self.stride)).copy()
+            data[offset:], shape=tuple(size),
+            strides=tuple(s * data.itemsize for s in stride)).copy()
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused) -> _TensorRef:
@@ -262,8 +264,8 @@ def describe_state_dict(state_dict: dict) -> str:
         return "the file does not look like a DRN primal model"
 
 
-def _assign(mapping, state_dict: dict, path: Path, what: str) -> None:
-    """Checks every key and shape, then assigns; nothing is assigned if anything disagrees."""
+def _check(mapping, state_dict: dict, path: Path, what: str) -> list:
+    """Checks every key and shape; returns the ``(variable, value)`` pairs to assign."""
     state_dict = {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
     mapping = list(mapping)
     expected = {key for key, _, _ in mapping}
@@ -289,9 +291,8 @@ def _assign(mapping, state_dict: dict, path: Path, what: str) -> None:
             raise CheckpointError(
                 f"{path}: key '{key}' has shape {tuple(array.shape)} in the file, but the "
                 f"{what} expects {shape}" + (f" ({hint})" if hint else ""))
-        values.append((variable, value))
-    for variable, value in values:
-        variable.assign(value.astype(np.float32))
+        values.append((variable, value.astype(np.float32)))
+    return values
 
 
 def load_authors_weights(model: DRN, checkpoint: str | os.PathLike,
@@ -307,7 +308,7 @@ def load_authors_weights(model: DRN, checkpoint: str | os.PathLike,
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
                               f"found a {type(state_dict).__name__}")
-    _assign(_primal_mapping(model.primal, cfg), state_dict, path,
+    values = _check(_primal_mapping(model.primal, cfg), state_dict, path,
             f"primal network of {cfg.variant} ×{cfg.scale} (n_blocks {cfg.n_blocks}, "
             f"n_feats {cfg.n_feats})")
     if dual_checkpoint is not None:
@@ -321,8 +322,12 @@ def load_authors_weights(model: DRN, checkpoint: str | os.PathLike,
             raise CheckpointError(f"{dual_path}: expected a list of {len(model.duals)} dual "
                                   f"state dicts for ×{cfg.scale}, found {count}")
         for k, (dual, state) in enumerate(zip(model.duals, states, strict=True)):
-            _assign(_dual_mapping(dual), state, dual_path,
-                    f"dual network {k} of {cfg.variant} ×{cfg.scale} (n_feats {cfg.n_feats})")
+            values += _check(_dual_mapping(dual), state, dual_path,
+                             f"dual network {k} of {cfg.variant} ×{cfg.scale} "
+                             f"(n_feats {cfg.n_feats})")
+    # Only now that every file and shape is known good, so a bad file changes nothing.
+    for variable, value in values:
+        variable.assign(value)
     return model
 
 
@@ -334,25 +339,6 @@ def model_config(model: DRN) -> DRNConfig:
     n_blocks = sum(1 for layer in primal.layers if layer.name.startswith("up_0_rcab_"))
     variant = model.name.split("_x")[0] if model.name.startswith("drn-") else "drn-s"
     return DRNConfig(variant, 2**phases, n_blocks=n_blocks, n_feats=n_feats)
-
-
-def save_model_atomic(model: keras.Model, output: str | os.PathLike) -> Path:
-    """Saves ``model`` to ``output`` (``.keras``) through a temporary file, so a failure or an
-    interruption never leaves a partial file, and an existing file is replaced only when the
-    new one is complete."""
-    output = Path(output)
-    if output.suffix != ".keras":
-        raise ValueError(f"{output}: the output must be a .keras file")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(suffix=".keras", prefix=f".{output.stem}.", dir=output.parent)
-    os.close(handle)
-    try:
-        model.save(temp)
-        os.replace(temp, output)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    return output
 
 
 def convert_checkpoint(checkpoint: str | os.PathLike, variant: str, scale: int,

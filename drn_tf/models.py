@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import keras
 from keras import layers
@@ -50,8 +53,10 @@ class DRNConfig:
         if self.scale < 2 or self.scale & (self.scale - 1):
             raise ValueError(f"scale must be a power of two ≥ 2, got {self.scale!r}")
         n_blocks, n_feats = PRESETS[(self.variant, 4 if self.scale <= 4 else 8)]
-        object.__setattr__(self, "n_blocks", self.n_blocks or n_blocks)
-        object.__setattr__(self, "n_feats", self.n_feats or n_feats)
+        if self.n_blocks is None:
+            object.__setattr__(self, "n_blocks", n_blocks)
+        if self.n_feats is None:
+            object.__setattr__(self, "n_feats", n_feats)
         if self.n_blocks < 1 or self.n_feats < 1:
             raise ValueError(f"n_blocks and n_feats must be positive, got {self}")
 
@@ -168,3 +173,25 @@ def build_drn_bundle(variant: str = "drn-s", scale: int = 4, **overrides) -> DRN
     kwargs = {"n_blocks": cfg.n_blocks, "n_feats": cfg.n_feats}
     return DRN(build_drn(variant, scale, **kwargs), build_duals(variant, scale, **kwargs),
                name=f"{variant}_x{scale}")
+
+
+def save_model_atomic(model: keras.Model, output: str | os.PathLike) -> Path:
+    """Saves ``model`` to ``output`` (``.keras``) through a temporary file, so a failure or an
+    interruption never leaves a partial file, and an existing file is replaced only when the
+    new one is complete."""
+    output = Path(output)
+    if output.suffix != ".keras":
+        raise ValueError(f"{output}: the output must be a .keras file")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(suffix=".keras", prefix=f".{output.stem}.", dir=output.parent)
+    os.close(handle)
+    try:
+        model.save(temp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp's 0600 would hide the weights from others
+        os.replace(temp, output)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    return output
