@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 setup(
     name="drn-tf",
     version="0.1.0",
-    description="Dual Regression Networks (DRN, CVPR 2020) for single-image super-resolution in TensorFlow/Keras",
+    description="Dual Regression Networks (DRN, CVPR 2020) for super-resolution in Keras",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["drn_tf", "drn_tf.*", "export", "export.*"]),
     package_data={"drn_tf": ["weights/*.keras", "assets/*"]},

@@ -12,18 +12,20 @@ import os
 import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
 
 from absl import flags  # noqa: E402
 
-
-def setting(default, help: str, **kwargs):
-    """A dataclass field that is also a command-line flag with ``help``."""
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help},
-                                 **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+from drn_tf.config import setting  # noqa: E402
+from drn_tf.convert import convert_checkpoint  # noqa: E402
+from drn_tf.demo import run_demo  # noqa: E402
+from drn_tf.evaluation import evaluate as run_evaluation  # noqa: E402
+from drn_tf.evaluation import format_table, write_json  # noqa: E402
+from drn_tf.inference import load_model, upscale_files  # noqa: E402
+from drn_tf.training import TrainConfig  # noqa: E402
+from drn_tf.training import train as run_training  # noqa: E402
 
 
 def define_flags(config_cls, flag_values: flags.FlagValues) -> None:
@@ -83,8 +85,6 @@ class ConvertConfig:
 
 
 def convert(config: ConvertConfig, positionals: list[str]) -> None:
-    from drn_tf.convert import convert_checkpoint
-
     if not config.checkpoint or not config.output:
         raise UsageError("--checkpoint and --output are required")
     _no_positionals(positionals)
@@ -98,8 +98,102 @@ def _no_positionals(positionals: list[str]) -> None:
         raise UsageError(f"unexpected arguments: {' '.join(positionals)}")
 
 
+# --- train -------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, positionals: list[str]) -> None:
+    _no_positionals(positionals)
+    run_training(config)
+    print(f"wrote {config.output}/model.keras")
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Y-channel PSNR/SSIM of a DRN model (or bicubic) on benchmark sets or image folders."""
+
+    model: str = setting("default", "A .keras model, 'default' (the packaged model) or "
+                         "'bicubic' (the MATLAB-bicubic baseline).")
+    data: list[str] = setting([], "Benchmark set(s) (HR/ + LR_bicubic/X<s>/) or folder(s) of "
+                              "HR images; more folders may follow as plain arguments.")
+    scale: int | None = setting(None, "Upscaling factor (default: the model's; 4 for bicubic).")
+    json: str | None = setting(None, "Also write the results (per image and mean) to this file.")
+
+
+def evaluate(config: EvaluateConfig, positionals: list[str]) -> None:
+    folders = [*config.data, *positionals]  # `--data A B` leaves B as a positional
+    if not folders:
+        raise UsageError("--data is required")
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{folder}: evaluation folder does not exist")
+    if config.model == "bicubic":
+        model, scale = "bicubic", config.scale or 4
+    else:
+        model = load_model(config.model)
+        scale = config.scale or model.scale
+        if model.scale != scale:
+            raise ValueError(f"{config.model}: a ×{model.scale} model, but --scale is {scale}")
+    results = run_evaluation(model, folders, scale)
+    print(format_table(results))
+    if config.json:
+        write_json(config.json, {"model": config.model, "scale": scale, "sets": results})
+        print(f"wrote {config.json}")
+
+
+# --- upscale -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class UpscaleConfig:
+    """Upscale images and folders (drn-tf upscale INPUT... --output DIR): a.jpg -> DIR/a_x4.png."""
+
+    output: str | None = setting(None, "Output folder; folders keep their layout inside it.")
+    model: str = setting("default", "A .keras model, or 'default' (the packaged model).")
+
+
+def upscale(config: UpscaleConfig, positionals: list[str]) -> None:
+    if not positionals:
+        raise UsageError("no input image or folder given")
+    if not config.output:
+        raise UsageError("--output is required")
+    missing = [p for p in positionals if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
+    model = load_model(config.model)
+    written = upscale_files(positionals, config.output, model)
+    print(f"wrote {len(written)} image(s) to {config.output}")
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Super-resolve the bundled sample photo: DRN against bicubic, scored and pictured."""
+
+    output: str = setting("demo_output", "Folder for the SR image and comparison.png.")
+    model: str = setting("default", "A .keras model, or 'default' (the packaged model).")
+
+
+def demo(config: DemoConfig, positionals: list[str]) -> None:
+    _no_positionals(positionals)
+    results = run_demo(config.output, config.model)
+    print(f"{'':8} {'PSNR (Y)':>9} {'SSIM (Y)':>9}")
+    for name in ("bicubic", "drn"):
+        print(f"{name:8} {results[name]['psnr']:9.2f} {results[name]['ssim']:9.4f}")
+    for path in results["files"]:
+        print(f"wrote {path}")
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "convert": (ConvertConfig, convert),
+    "train": (TrainConfig, train),
+    "evaluate": (EvaluateConfig, evaluate),
+    "upscale": (UpscaleConfig, upscale),
+    "demo": (DemoConfig, demo),
 }
 
 

@@ -1,0 +1,183 @@
+"""Tests for drn_tf.evaluation (evaluate, format_table, write_json) and ``drn-tf evaluate``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import drn_tf
+from drn_tf import cli
+from drn_tf.data import read_image, write_image
+from drn_tf.degrade import imresize, modcrop
+from drn_tf.evaluation import evaluate, format_table, write_json
+from drn_tf.inference import upscale
+from drn_tf.metrics import psnr_y, ssim_y
+from drn_tf.models import DRN, save_model_atomic
+
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5"
+needs_set5 = pytest.mark.skipif(not (SET5 / "HR").is_dir(), reason=f"{SET5} not found")
+
+# Published bicubic ×4 row on Set5 (e.g. EDSR, RCAN, DRN tables).
+BICUBIC_SET5_X4 = (28.42, 0.8104)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[DRN, Path]:
+    """A tiny ×4 DRN, in memory and saved as .keras."""
+    keras.utils.set_random_seed(0)
+    model = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
+    path = save_model_atomic(model, tmp_path_factory.mktemp("model") / "tiny.keras")
+    return model, path
+
+
+def _smooth(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random RGB image (bicubic-friendly, so PSNRs are finite and meaningful)."""
+    coarse = np.random.default_rng(seed).uniform(0, 255, (height // 8 + 2, width // 8 + 2, 3))
+    return imresize(coarse, output_shape=(height, width)).clip(0, 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def plain_set(tmp_path) -> Path:
+    """A plain folder of HR images (sizes not multiples of 4), one nested."""
+    root = tmp_path / "mine"
+    write_image(root / "one.png", _smooth(50, 62, 1))
+    write_image(root / "nested" / "two.png", _smooth(45, 41, 2))
+    return root
+
+
+@needs_set5
+def test_bicubic_set5_x4_matches_published_numbers():
+    results = evaluate("bicubic", [SET5], 4, progress=False)
+    assert list(results) == ["Set5"]
+    set5 = results["Set5"]
+    assert sorted(set5["images"]) == ["baby", "bird", "butterfly", "head", "woman"]
+    assert set5["psnr"] == pytest.approx(BICUBIC_SET5_X4[0], abs=0.01)
+    assert set5["ssim"] == pytest.approx(BICUBIC_SET5_X4[1], abs=0.001)
+    assert set5["psnr"] == pytest.approx(np.mean([v["psnr"] for v in set5["images"].values()]))
+
+
+def test_model_evaluation_matches_independent_metrics(tiny, plain_set):
+    model = tiny[0]
+    results = evaluate(model, plain_set, 4, progress=False)
+    assert list(results) == ["mine"]
+    images = results["mine"]["images"]
+    assert list(images) == ["nested/two", "one"]
+    for name, file in (("one", "one.png"), ("nested/two", "nested/two.png")):
+        hr = modcrop(read_image(plain_set / file), 4)
+        sr = upscale(model, imresize(hr, 1 / 4))
+        assert images[name]["psnr"] == pytest.approx(psnr_y(sr, hr, shave=4), abs=1e-9)
+        assert images[name]["ssim"] == pytest.approx(ssim_y(sr, hr, shave=4), abs=1e-9)
+    assert results["mine"]["psnr"] == pytest.approx(
+        np.mean([v["psnr"] for v in images.values()]))
+    assert results["mine"]["ssim"] == pytest.approx(
+        np.mean([v["ssim"] for v in images.values()]))
+
+
+def test_bicubic_uses_matlab_imresize(plain_set):
+    results = evaluate("bicubic", [plain_set], 4, progress=False)
+    hr = modcrop(read_image(plain_set / "one.png"), 4)
+    sr = imresize(imresize(hr, 1 / 4), 4)
+    assert results["mine"]["images"]["one"]["psnr"] == pytest.approx(psnr_y(sr, hr, 4))
+
+
+def test_several_sets_and_same_names(tmp_path, plain_set):
+    other = tmp_path / "b" / "mine"
+    write_image(other / "x.png", _smooth(40, 40, 3))
+    results = evaluate("bicubic", [plain_set, other], 4, progress=False)
+    assert list(results) == [str(plain_set), str(other)]
+
+
+def test_evaluate_errors(tiny, plain_set):
+    with pytest.raises(ValueError, match="×4.*×8"):
+        evaluate(tiny[0], [plain_set], 8)
+    with pytest.raises(ValueError, match="bicubic"):
+        evaluate("nearest", [plain_set], 4)
+    with pytest.raises(ValueError, match="no evaluation folder"):
+        evaluate("bicubic", [], 4)
+    with pytest.raises(FileNotFoundError):
+        evaluate("bicubic", [plain_set / "missing"], 4)
+
+
+def test_format_table():
+    results = {
+        "Set5": {"psnr": 28.4234, "ssim": 0.81041,
+                 "images": {"baby": {"psnr": 31.7771, "ssim": 0.85631},
+                            "bird": {"psnr": math.inf, "ssim": 1.0}}},
+        "Other": {"psnr": 20.0, "ssim": 0.5, "images": {"x": {"psnr": 20.0, "ssim": 0.5}}},
+    }
+    table = format_table(results)
+    assert "Set5 (2 images)" in table and "Other (1 images)" in table
+    lines = table.splitlines()
+    assert any(line.split() == ["baby", "31.78", "0.8563"] for line in lines)
+    assert any(line.split() == ["bird", "inf", "1.0000"] for line in lines)
+    assert any(line.split() == ["mean", "28.42", "0.8104"] for line in lines)
+    assert any(line.split() == ["Set5", "28.42", "0.8104"] for line in lines)  # summary
+    single = format_table({"Set5": results["Set5"]})
+    assert "set" not in single.splitlines()[-1] and single.splitlines()[-1].startswith("mean")
+
+
+def test_write_json_is_atomic(tmp_path):
+    path = write_json(tmp_path / "sub" / "r.json", {"a": 1.5, "b": math.inf})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": math.inf}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+# --- drn-tf evaluate ---------------------------------------------------------------------------
+
+
+@needs_set5
+def test_cli_evaluate_bicubic_set5(tmp_path, capsys):
+    output = tmp_path / "results.json"
+    assert cli.main(["evaluate", "--model", "bicubic", "--data", str(SET5), "--scale", "4",
+                     "--json", str(output)]) == 0
+    content = json.loads(output.read_text())
+    assert content["model"] == "bicubic" and content["scale"] == 4
+    assert content["sets"]["Set5"]["psnr"] == pytest.approx(BICUBIC_SET5_X4[0], abs=0.01)
+    assert content["sets"]["Set5"]["ssim"] == pytest.approx(BICUBIC_SET5_X4[1], abs=0.001)
+    assert set(content["sets"]["Set5"]["images"]) == {"baby", "bird", "butterfly", "head",
+                                                      "woman"}
+    out = capsys.readouterr().out
+    assert "Set5" in out and "28.42" in out and f"wrote {output}" in out
+
+
+def test_cli_evaluate_model_and_several_folders(tiny, plain_set, tmp_path, capsys):
+    other = tmp_path / "other"
+    write_image(other / "x.png", _smooth(40, 36, 4))
+    output = tmp_path / "r.json"
+    # `--data A B`: absl leaves B as a positional; both are evaluated. --scale defaults to 4.
+    assert cli.main(["evaluate", "--model", str(tiny[1]), "--data", str(plain_set), str(other),
+                     "--json", str(output)]) == 0
+    content = json.loads(output.read_text())
+    assert list(content["sets"]) == ["mine", "other"] and content["scale"] == 4
+    direct = evaluate(tiny[0], [plain_set], 4, progress=False)["mine"]
+    assert content["sets"]["mine"]["psnr"] == pytest.approx(direct["psnr"], abs=1e-9)
+
+
+def test_cli_evaluate_scale_mismatch_is_exit_1(tiny, plain_set, tmp_path, capsys):
+    output = tmp_path / "r.json"
+    assert cli.main(["evaluate", "--model", str(tiny[1]), "--data", str(plain_set),
+                     "--scale", "8", "--json", str(output)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "×4" in err and "8" in err
+    assert not output.exists()
+
+
+def test_cli_evaluate_missing_folder_is_exit_1(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert cli.main(["evaluate", "--model", "bicubic", "--data", str(missing)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err
+
+
+def test_cli_evaluate_usage(capsys):
+    assert cli.main(["evaluate", "--model", "bicubic"]) == 2  # no --data
+    assert "--data" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--model", "--data", "--scale", "--json"):
+        assert flag in out
