@@ -16,6 +16,7 @@ batch size, as in Eq. 2's ``1/(m+n)``.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
 from pathlib import Path
@@ -154,13 +155,36 @@ class DualRegressionModel(DRN):
         finite = ops.logical_and(
             ops.all(ops.isfinite(loss)),
             ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None])))
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # It skips non-finite steps itself (and lowers the loss scale).
-            self.optimizer.apply(grads, variables)
-        else:
-            ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
-        self.skipped_steps.assign_add(ops.cast(ops.logical_not(finite), "int64"))
+        self._apply_if_finite(grads, variables, finite)
         return self._update_trackers(losses, ok=finite)
+
+    def _apply_if_finite(self, grads, variables, finite) -> None:
+        """Applies ``grads`` only when every replica's loss and gradients are finite."""
+        replica = tf.distribute.get_replica_context()
+        distributed = tf.distribute.has_strategy() and replica is not None
+        if distributed:  # one decision for all replicas, or their weights would diverge
+            bad = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                                     ops.cast(ops.logical_not(finite), "float32"))
+            finite = ops.equal(bad, 0.0)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # It skips steps with non-finite gradients itself (and lowers the loss scale), but
+            # does not look at the loss: an infinite target gives finite gradients. Poisoning
+            # the gradients makes it skip those steps too.
+            poison = ops.where(finite, 1.0, float("nan"))
+            self.optimizer.apply([None if g is None else g * ops.cast(poison, g.dtype)
+                                  for g in grads], variables)
+        elif not distributed or tf.__internal__.distribute.strategy_supports_no_merge_call():
+            ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        else:
+            # apply() synchronises replicas (merge_call), which a per-replica cond cannot hold;
+            # decide in the cross-replica context instead, as LossScaleOptimizer does.
+            def apply_if_finite(distribution, finite, grads):
+                finite = distribution.experimental_local_results(finite)[0]
+                ops.cond(finite, lambda: distribution.extended.call_for_each_replica(
+                    self.optimizer.apply, args=(grads, variables)), lambda: None)
+
+            replica.merge_call(apply_if_finite, args=(finite, grads))
+        self.skipped_steps.assign_add(ops.cast(ops.logical_not(finite), "int64"))
 
     def _update_trackers(self, losses, ok=True):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -246,10 +270,19 @@ class SampleImages(keras.callbacks.Callback):
 class SaveModel(keras.callbacks.Callback):
     """Saves the model atomically at each epoch end (``latest``) and on a new best ``monitor``."""
 
-    def __init__(self, latest: Path, best: Path | None = None, monitor: str = "val_psnr"):
+    def __init__(self, latest: Path, best: Path | None = None, monitor: str = "val_psnr",
+                 log_csv: Path | None = None):
         super().__init__()
-        self.latest, self.best, self.monitor = latest, best, monitor
+        self.latest, self.best, self.monitor, self.log_csv = latest, best, monitor, log_csv
         self.best_value = -np.inf
+
+    def on_train_begin(self, logs=None):
+        # A resumed run must not let its first epoch overwrite a better earlier best.
+        if self.log_csv is not None and self.log_csv.is_file():
+            with open(self.log_csv) as file:
+                values = [float(row[self.monitor]) for row in csv.DictReader(file)
+                          if row.get(self.monitor)]
+            self.best_value = max(values, default=-np.inf)
 
     def on_epoch_end(self, epoch, logs=None):
         save_model_atomic(self.model, self.latest)
@@ -333,7 +366,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
                                          delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
-        SaveModel(run / "latest.keras", run / "best.keras" if val_ds is not None else None),
+        SaveModel(run / "latest.keras", run / "best.keras" if val_ds is not None else None,
+                  log_csv=run / "log.csv"),
     ]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run / "tensorboard"), update_freq=50,
@@ -354,8 +388,6 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
 
 def plot_curves(log_csv: Path, output: Path) -> None:
     """Draws training loss and validation PSNR per epoch from a ``CSVLogger`` file."""
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")
