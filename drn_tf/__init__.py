@@ -8,6 +8,8 @@ except ImportError as error:  # pragma: no cover - depends on the install
         "(or `'drn-tf[gpu]'` on a CUDA machine)") from error
 
 from drn_tf.models import DRN, DRNConfig, build_drn, build_drn_bundle, build_duals
+from drn_tf.training import DualRegressionModel  # registered, so trained files load anywhere
 
-__all__ = ["DRN", "DRNConfig", "build_drn", "build_drn_bundle", "build_duals"]
+__all__ = ["DRN", "DRNConfig", "DualRegressionModel", "build_drn", "build_drn_bundle",
+           "build_duals"]
 __version__ = "0.1.0"

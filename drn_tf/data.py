@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -39,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from drn_tf import degrade
+from drn_tf.files import atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -218,21 +218,10 @@ def _compose(color: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` via a temporary file in the same folder, then ``os.replace``.
-
-    Readers (and concurrent writers of the same cache entry) never see a half-written file. The
-    temp file is opened with plain ``open`` rather than ``mkstemp`` so it gets the umask's
-    permissions instead of 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``path`` through :func:`~drn_tf.files.atomic_path`: readers (and concurrent
+    writers of the same cache entry) never see a half-written file."""
+    with atomic_path(path) as temp, open(temp, "xb") as handle:
+        write(handle)
 
 
 def write_image(path: PathLike, image: np.ndarray) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from drn_tf.data import load_eval_pairs
 from drn_tf.degrade import imresize
+from drn_tf.files import atomic_path
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
 from drn_tf.models import DRN
@@ -122,14 +122,7 @@ def write_json(path: PathLike, content: Any) -> Path:
     ``path`` is either the old file or the complete new one. Infinite PSNRs are written as
     ``Infinity`` (Python's ``json`` reads them back)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "x", encoding="utf-8") as stream:  # umask permissions, unlike mkstemp
-            json.dump(content, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp, open(temp, "x", encoding="utf-8") as stream:
+        json.dump(content, stream, indent=2)
+        stream.write("\n")
     return path

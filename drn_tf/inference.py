@@ -77,9 +77,6 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
         raise ValueError(f"{path}: not a .keras model file (suffix {path.suffix or 'none'!r})")
     _check_archive(path)
 
-    # Registers DualRegressionModel, the class of the files `drn-tf train` writes.
-    import drn_tf.training  # noqa: F401
-
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises ValueError, TypeError, KeyError, OSError…

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import keras
 from keras import layers
 
+from drn_tf.files import atomic_path
 from drn_tf.layers import RCAB, DownBlock, MeanShift, PixelShuffle, TorchBicubicUpsample, conv
 
 VARIANTS = ("drn-s", "drn-l")
@@ -182,16 +182,6 @@ def save_model_atomic(model: keras.Model, output: str | os.PathLike) -> Path:
     output = Path(output)
     if output.suffix != ".keras":
         raise ValueError(f"{output}: the output must be a .keras file")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(suffix=".keras", prefix=f".{output.stem}.", dir=output.parent)
-    os.close(handle)
-    try:
+    with atomic_path(output) as temp:
         model.save(temp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp's 0600 would hide the weights from others
-        os.replace(temp, output)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
     return output

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import drn_tf
 from drn_tf import demo
 from drn_tf.data import read_image
 from drn_tf.degrade import imresize, modcrop
@@ -17,15 +16,8 @@ from drn_tf.metrics import psnr_y, ssim_y
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
 
 
-@pytest.fixture(scope="module")
-def tiny_model_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4).save(path)
-    return path
-
-
-def test_demo_writes_images_and_scores_both_methods(tiny_model_path, tmp_path):
-    results = demo.run_demo(tmp_path, model=str(tiny_model_path))
+def test_demo_writes_images_and_scores_both_methods(tiny, tmp_path):
+    results = demo.run_demo(tmp_path, model=str(tiny[1]))
 
     hr = modcrop(read_image(demo.SAMPLE_IMAGE), 4)
     lr = imresize(hr, 1 / 4)

@@ -6,33 +6,21 @@ import json
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
-import drn_tf
 from drn_tf import cli
 from drn_tf.data import read_image, write_image
 from drn_tf.degrade import imresize, modcrop
 from drn_tf.evaluation import evaluate, format_table, write_json
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
-from drn_tf.models import DRN, save_model_atomic
 
 SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5"
 needs_set5 = pytest.mark.skipif(not (SET5 / "HR").is_dir(), reason=f"{SET5} not found")
 
 # Published bicubic ×4 row on Set5 (e.g. EDSR, RCAN, DRN tables).
 BICUBIC_SET5_X4 = (28.42, 0.8104)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[DRN, Path]:
-    """A tiny ×4 DRN, in memory and saved as .keras."""
-    keras.utils.set_random_seed(0)
-    model = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
-    path = save_model_atomic(model, tmp_path_factory.mktemp("model") / "tiny.keras")
-    return model, path
 
 
 def _smooth(height: int, width: int, seed: int) -> np.ndarray:

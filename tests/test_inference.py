@@ -10,19 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import drn_tf
 from drn_tf import cli, inference
 from drn_tf.data import read_image, write_image
 from drn_tf.models import DRN, save_model_atomic
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[DRN, Path]:
-    """A tiny ×4 DRN, in memory and saved as .keras."""
-    keras.utils.set_random_seed(0)
-    model = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
-    path = save_model_atomic(model, tmp_path_factory.mktemp("model") / "tiny.keras")
-    return model, path
 
 
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,18 @@
+"""Fixtures shared by several test modules."""
+
+from pathlib import Path
+
+import keras
+import pytest
+
+import drn_tf
+from drn_tf.models import DRN, save_model_atomic
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> tuple[DRN, Path]:
+    """A tiny ×4 DRN (1 RCAB per phase, 4 features), in memory and saved as .keras."""
+    keras.utils.set_random_seed(0)
+    model = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
+    path = save_model_atomic(model, tmp_path_factory.mktemp("model") / "tiny.keras")
+    return model, path
