@@ -376,7 +376,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
             callbacks.append(SampleImages(run / "tensorboard" / "samples", val_pairs[:3]))
     epochs = -(-config.steps // config.steps_per_epoch)
     model.fit(train_ds, epochs=epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_data=val_ds, callbacks=callbacks, verbose=config.verbose)
+              validation_data=val_ds, callbacks=callbacks, verbose=config.verbose,
+              shuffle=False)  # the dataset shuffles itself
     save_model_atomic(model, run / "model.keras")
     skipped_steps = int(model.skipped_steps.numpy())
     if skipped_steps:
