@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from drn_tf.models import DRN, DRNConfig, build_drn, build_duals, save_model_atomic
+from drn_tf.models import DRN, DRNConfig, build_drn_bundle, save_model_atomic
 
 # torch storage class name -> numpy dtype of its elements.
 _STORAGE_DTYPES = {
@@ -351,10 +351,7 @@ def convert_checkpoint(checkpoint: str | os.PathLike, variant: str, scale: int,
 
     Returns the converted :class:`DRN`; ``keras.saving.load_model(output)`` gives it back.
     """
-    cfg = DRNConfig(variant, scale, **overrides)
-    kwargs = {"n_blocks": cfg.n_blocks, "n_feats": cfg.n_feats}
-    model = DRN(build_drn(variant, scale, **kwargs), build_duals(variant, scale, **kwargs),
-                name=f"{variant}_x{scale}")
+    model = build_drn_bundle(variant, scale, **overrides)
     load_authors_weights(model, checkpoint, dual_checkpoint)
     save_model_atomic(model, output)
     return model

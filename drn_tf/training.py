@@ -29,8 +29,9 @@ from keras import ops
 from drn_tf import data
 from drn_tf.config import setting
 from drn_tf.degrade import imresize
+from drn_tf.inference import load_model
 from drn_tf.metrics import PSNR, SSIM
-from drn_tf.models import DRN, DRNConfig, build_drn, build_duals, save_model_atomic
+from drn_tf.models import DRN, build_drn_bundle, save_model_atomic
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
@@ -295,19 +296,14 @@ class SaveModel(keras.callbacks.Callback):
 def build_model(config: TrainConfig) -> DualRegressionModel:
     """A fresh model of ``config``'s size, or the ``config.init`` model wrapped for training."""
     if config.init:
-        loaded = keras.saving.load_model(config.init)
-        if not isinstance(loaded, DRN):
-            raise ValueError(f"{config.init}: not a DRN model (found {type(loaded).__name__})")
+        loaded = load_model(config.init)  # checks the file and that it holds a DRN
         if loaded.scale != config.scale:
             raise ValueError(f"{config.init}: a ×{loaded.scale} model, but --scale is "
                              f"{config.scale}")
         return DualRegressionModel.from_drn(loaded, config.dual_weight)
-    cfg = DRNConfig(config.variant, config.scale, config.n_blocks, config.n_feats)
-    sizes = {"n_blocks": cfg.n_blocks, "n_feats": cfg.n_feats}
-    return DualRegressionModel(build_drn(cfg.variant, cfg.scale, **sizes),
-                               build_duals(cfg.variant, cfg.scale, **sizes),
-                               dual_weight=config.dual_weight,
-                               name=f"{cfg.variant}_x{cfg.scale}")
+    fresh = build_drn_bundle(config.variant, config.scale, n_blocks=config.n_blocks,
+                             n_feats=config.n_feats)
+    return DualRegressionModel.from_drn(fresh, config.dual_weight)
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:

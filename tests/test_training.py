@@ -640,3 +640,21 @@ def test_cli_train_help_and_missing_folder(capsys):
         assert flag in out
     assert cli.main(["train"]) == 1
     assert "no training folder" in capsys.readouterr().err
+
+
+def test_init_starts_from_a_saved_model(tiny):
+    from drn_tf.training import build_model
+
+    model, path = tiny
+    started = build_model(TrainConfig(train_dir=["unused"], init=str(path)))
+    assert isinstance(started, DualRegressionModel)
+    for network, saved_network in zip([started.primal, *started.duals],
+                                      [model.primal, *model.duals], strict=True):
+        for ours, saved in zip(network.get_weights(), saved_network.get_weights(), strict=True):
+            np.testing.assert_array_equal(ours, saved)
+    with pytest.raises(ValueError, match="×4 model, but --scale is 8"):
+        build_model(TrainConfig(train_dir=["unused"], init=str(path), scale=8))
+    plain = path.with_name("plain.keras")
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(plain)
+    with pytest.raises(ValueError, match="not a DRN"):
+        build_model(TrainConfig(train_dir=["unused"], init=str(plain)))
