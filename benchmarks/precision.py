@@ -36,13 +36,17 @@ def time_policy(policy: str) -> float:
     """Seconds per training step under ``policy``."""
     keras.mixed_precision.set_global_policy(policy)
     sizes = {"n_blocks": FLAGS.n_blocks, "n_feats": FLAGS.n_feats}
-    model = DualRegressionModel(build_drn(FLAGS.variant, FLAGS.scale, **sizes),
-                                build_duals(FLAGS.variant, FLAGS.scale, **sizes))
+    model = DualRegressionModel(
+        build_drn(FLAGS.variant, FLAGS.scale, **sizes),
+        build_duals(FLAGS.variant, FLAGS.scale, **sizes),
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     rng = np.random.default_rng(0)
     p, b = FLAGS.patch_size, FLAGS.batch_size
-    levels = [rng.uniform(0, 255, (b, p // k, p // k, 3)).astype("float32")
-              for k in (FLAGS.scale // 2**i for i in range(int(np.log2(FLAGS.scale)) + 1))]
+    levels = [
+        rng.uniform(0, 255, (b, p // k, p // k, 3)).astype("float32")
+        for k in (FLAGS.scale // 2**i for i in range(int(np.log2(FLAGS.scale)) + 1))
+    ]
     dataset = tf.data.Dataset.from_tensors((levels[0], tuple(levels[1:]))).repeat()
     model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # trace and warm up
     start = time.perf_counter()
@@ -53,14 +57,18 @@ def time_policy(policy: str) -> float:
 def main(argv):
     del argv
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
-    print(f"{FLAGS.variant} x{FLAGS.scale} n_blocks={FLAGS.n_blocks} n_feats={FLAGS.n_feats} "
-          f"patch={FLAGS.patch_size} batch={FLAGS.batch_size} on {device}")
+    print(
+        f"{FLAGS.variant} x{FLAGS.scale} n_blocks={FLAGS.n_blocks} n_feats={FLAGS.n_feats} "
+        f"patch={FLAGS.patch_size} batch={FLAGS.batch_size} on {device}"
+    )
     results = {policy: time_policy(policy) for policy in FLAGS.precisions}
     baseline = results.get("float32")
     for policy, seconds in results.items():
         relative = f"{baseline / seconds:5.2f}x float32" if baseline else ""
-        print(f"{policy:>15}: {seconds * 1000:8.1f} ms/step  "
-              f"{FLAGS.batch_size / seconds:7.1f} samples/s  {relative}")
+        print(
+            f"{policy:>15}: {seconds * 1000:8.1f} ms/step  "
+            f"{FLAGS.batch_size / seconds:7.1f} samples/s  {relative}"
+        )
 
 
 if __name__ == "__main__":

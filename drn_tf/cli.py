@@ -33,8 +33,11 @@ def define_flags(config_cls, flag_values: flags.FlagValues) -> None:
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         name, help = field.name.replace("_", "-"), field.metadata.get("help", "")
-        default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
-                   else field.default)
+        default = (
+            field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else field.default
+        )
         kind = hints[field.name]
         args = typing.get_args(kind)
         base = next((a for a in args if a is not type(None)), kind) if args else kind
@@ -58,8 +61,9 @@ def parse(config_cls, argv: list[str], command: str):
         positionals = flag_values([f"drn-tf {command}", *argv])[1:]
     except flags.Error as error:
         raise UsageError(f"{error}\n\n{flag_values.get_help()}") from error
-    values = {f.name: flag_values[f.name.replace("_", "-")].value
-              for f in dataclasses.fields(config_cls)}
+    values = {
+        f.name: flag_values[f.name.replace("_", "-")].value for f in dataclasses.fields(config_cls)
+    }
     return config_cls(**values), positionals
 
 
@@ -76,7 +80,8 @@ class ConvertConfig:
 
     checkpoint: str | None = setting(None, "The authors' primal checkpoint, e.g. DRNS4x.pt.")
     dual_checkpoint: str | None = setting(
-        None, "The authors' dual checkpoint (a list of state dicts), e.g. DRNS4x_dual_model.pt.")
+        None, "The authors' dual checkpoint (a list of state dicts), e.g. DRNS4x_dual_model.pt."
+    )
     variant: str = setting("drn-s", "drn-s or drn-l.")
     scale: int = setting(4, "Upscaling factor, a power of two.")
     n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
@@ -88,8 +93,15 @@ def convert(config: ConvertConfig, positionals: list[str]) -> None:
     if not config.checkpoint or not config.output:
         raise UsageError("--checkpoint and --output are required")
     _no_positionals(positionals)
-    convert_checkpoint(config.checkpoint, config.variant, config.scale, config.output,
-                       config.dual_checkpoint, n_blocks=config.n_blocks, n_feats=config.n_feats)
+    convert_checkpoint(
+        config.checkpoint,
+        config.variant,
+        config.scale,
+        config.output,
+        config.dual_checkpoint,
+        n_blocks=config.n_blocks,
+        n_feats=config.n_feats,
+    )
     print(f"wrote {config.output}")
 
 
@@ -114,10 +126,16 @@ def train(config: TrainConfig, positionals: list[str]) -> None:
 class EvaluateConfig:
     """Y-channel PSNR/SSIM of a DRN model (or bicubic) on benchmark sets or image folders."""
 
-    model: str = setting("default", "A .keras model, 'default' (the packaged model) or "
-                         "'bicubic' (the MATLAB-bicubic baseline).")
-    data: list[str] = setting([], "Benchmark set(s) (HR/ + LR_bicubic/X<s>/) or folder(s) of "
-                              "HR images; more folders may follow as plain arguments.")
+    model: str = setting(
+        "default",
+        "A .keras model, 'default' (the packaged model) or "
+        "'bicubic' (the MATLAB-bicubic baseline).",
+    )
+    data: list[str] = setting(
+        [],
+        "Benchmark set(s) (HR/ + LR_bicubic/X<s>/) or folder(s) of "
+        "HR images; more folders may follow as plain arguments.",
+    )
     scale: int | None = setting(None, "Upscaling factor (default: the model's; 4 for bicubic).")
     json: str | None = setting(None, "Also write the results (per image and mean) to this file.")
 
@@ -201,8 +219,12 @@ def main(argv: list[str]) -> int:
     """Runs ``drn-tf`` with ``argv`` (without the program name); returns the exit status."""
     usage = "usage: drn-tf {" + ",".join(COMMANDS) + "} [flags]  (drn-tf COMMAND --help)"
     if not argv or argv[0] not in COMMANDS:
-        print(usage if not argv or argv[0] in ("-h", "--help") else
-              f"drn-tf: unknown command {argv[0]!r}\n{usage}", file=sys.stderr)
+        print(
+            usage
+            if not argv or argv[0] in ("-h", "--help")
+            else f"drn-tf: unknown command {argv[0]!r}\n{usage}",
+            file=sys.stderr,
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command = argv[0]
     config_cls, function = COMMANDS[command]

@@ -29,9 +29,15 @@ from drn_tf.models import DRN, DRNConfig, build_drn_bundle, save_model_atomic
 
 # torch storage class name -> numpy dtype of its elements.
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -63,8 +69,8 @@ class _TensorRef:
         if all(size) and last >= data.size:
             raise CheckpointError(f"storage {self.storage.key} is too short for its tensor")
         return np.lib.stride_tricks.as_strided(
-            data[offset:], shape=tuple(size),
-            strides=tuple(s * data.itemsize for s in stride)).copy()
+            data[offset:], shape=tuple(size), strides=tuple(s * data.itemsize for s in stride)
+        ).copy()
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused) -> _TensorRef:
@@ -105,11 +111,16 @@ class _SafeUnpickler(pickle.Unpickler):
             return _StorageType(name)
         raise CheckpointError(
             f"{self.path}: refusing to load '{module}.{name}': a checkpoint may hold only "
-            "tensors and containers, and this file asks to import other code")
+            "tensors and containers, and this file asks to import other code"
+        )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) >= 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+        ):
             raise CheckpointError(f"{self.path}: unsupported storage record {pid!r}")
         if len(pid) > 5 and pid[5] is not None:
             raise CheckpointError(f"{self.path}: storage views (pre-1.0 PyTorch) are not supported")
@@ -141,11 +152,13 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     except CheckpointError as error:
         message = str(error)
         raise CheckpointError(
-            message if message.startswith(str(path)) else f"{path}: {message}") from None
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from None
     except Exception as error:  # noqa: BLE001 - any decoding failure means a bad file
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error}); "
-            "is the file truncated or of another kind?") from error
+            "is the file truncated or of another kind?"
+        ) from error
 
 
 def _read_zip(path: Path) -> Any:
@@ -155,8 +168,9 @@ def _read_zip(path: Path) -> Any:
         if not pickles:
             raise CheckpointError("a zip file, but not a PyTorch checkpoint (no data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
-        big_endian = (prefix + "byteorder" in names
-                      and archive.read(prefix + "byteorder").strip() == b"big")
+        big_endian = (
+            prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() == b"big"
+        )
         obj, storages = _unpickle(io.BytesIO(archive.read(pickles[0])), path)
         for key, storage in storages.items():
             dtype = np.dtype(storage.dtype).newbyteorder(">" if big_endian else "<")
@@ -172,8 +186,9 @@ def _read_legacy(path: Path) -> Any:
         except CheckpointError:
             raise
         except Exception as error:  # noqa: BLE001
-            raise CheckpointError("not a PyTorch checkpoint (neither a zip archive nor a "
-                                  "legacy PyTorch file)") from error
+            raise CheckpointError(
+                "not a PyTorch checkpoint (neither a zip archive nor a legacy PyTorch file)"
+            ) from error
         if magic != _LEGACY_MAGIC:
             raise CheckpointError("not a PyTorch checkpoint (no PyTorch magic number)")
         _unpickle(file, path)  # protocol version
@@ -217,12 +232,16 @@ def _shuffle_permutation(out_channels: int, scale: int = 2) -> np.ndarray:
 
 def _primal_mapping(primal: keras.Model, cfg: DRNConfig):
     """Yields ``(torch_key, keras_variable, transform)`` for every weight of the primal net."""
+
     def conv_pair(key, layer, permute=None):
         kernel = _conv_kernel if permute is None else (lambda w: _conv_kernel(w)[..., permute])
         yield f"{key}.weight", layer.kernel, kernel
         if getattr(layer, "use_bias", True):
-            yield f"{key}.bias", layer.bias, (lambda b: b) if permute is None else (
-                lambda b: b[permute])
+            yield (
+                f"{key}.bias",
+                layer.bias,
+                (lambda b: b) if permute is None else (lambda b: b[permute]),
+            )
 
     get = primal.get_layer
     yield from conv_pair("sub_mean", get("sub_mean"))
@@ -241,8 +260,9 @@ def _primal_mapping(primal: keras.Model, cfg: DRNConfig):
             yield from conv_pair(f"{key}.3.conv_du.0", block.attention.squeeze)
             yield from conv_pair(f"{key}.3.conv_du.2", block.attention.excite)
         upsample = get(f"up_{k}_upsample")
-        yield from conv_pair(f"up_blocks.{k}.{cfg.n_blocks}.0", upsample,
-                             _shuffle_permutation(upsample.filters))
+        yield from conv_pair(
+            f"up_blocks.{k}.{cfg.n_blocks}.0", upsample, _shuffle_permutation(upsample.filters)
+        )
         yield from conv_pair(f"up_blocks.{k}.{cfg.n_blocks + 1}", get(f"up_{k}_project"))
 
 
@@ -257,8 +277,9 @@ def describe_state_dict(state_dict: dict) -> str:
     try:
         feats = state_dict["head.weight"].shape[0]
         phases = sum(1 for key in state_dict if re.fullmatch(r"tail\.\d+\.weight", key)) - 1
-        blocks = sum(1 for key in state_dict if re.fullmatch(r"up_blocks\.0\.\d+\.body\.0\.weight",
-                                                            key))
+        blocks = sum(
+            1 for key in state_dict if re.fullmatch(r"up_blocks\.0\.\d+\.body\.0\.weight", key)
+        )
         return f"the file looks like scale {2**phases}, n_blocks {blocks}, n_feats {feats}"
     except (KeyError, AttributeError, IndexError):
         return "the file does not look like a DRN primal model"
@@ -277,9 +298,13 @@ def _check(mapping, state_dict: dict, path: Path, what: str) -> list:
             f"{path}: does not match the {what}: "
             + (f"missing keys {missing[:5]}{' …' if len(missing) > 5 else ''}" if missing else "")
             + ("; " if missing and unexpected else "")
-            + (f"unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}"
-               if unexpected else "")
-            + (f" ({hint})" if hint else ""))
+            + (
+                f"unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}"
+                if unexpected
+                else ""
+            )
+            + (f" ({hint})" if hint else "")
+        )
     values = []
     for key, variable, transform in mapping:
         array = np.asarray(state_dict[key])
@@ -290,13 +315,15 @@ def _check(mapping, state_dict: dict, path: Path, what: str) -> list:
                 shape = (shape[3], shape[2], shape[0], shape[1])
             raise CheckpointError(
                 f"{path}: key '{key}' has shape {tuple(array.shape)} in the file, but the "
-                f"{what} expects {shape}" + (f" ({hint})" if hint else ""))
+                f"{what} expects {shape}" + (f" ({hint})" if hint else "")
+            )
         values.append((variable, value.astype(np.float32)))
     return values
 
 
-def load_authors_weights(model: DRN, checkpoint: str | os.PathLike,
-                         dual_checkpoint: str | os.PathLike | None = None) -> DRN:
+def load_authors_weights(
+    model: DRN, checkpoint: str | os.PathLike, dual_checkpoint: str | os.PathLike | None = None
+) -> DRN:
     """Loads the authors' primal (and optionally dual) checkpoint into ``model`` in place.
 
     ``checkpoint`` is a state dict (``DRNS4x.pt``); ``dual_checkpoint`` a list of state dicts,
@@ -306,25 +333,38 @@ def load_authors_weights(model: DRN, checkpoint: str | os.PathLike,
     path = Path(checkpoint)
     state_dict = read_checkpoint(path)
     if not isinstance(state_dict, dict):
-        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
-                              f"found a {type(state_dict).__name__}")
-    values = _check(_primal_mapping(model.primal, cfg), state_dict, path,
-            f"primal network of {cfg.variant} ×{cfg.scale} (n_blocks {cfg.n_blocks}, "
-            f"n_feats {cfg.n_feats})")
+        raise CheckpointError(
+            f"{path}: expected a state dict (a mapping of names to tensors), "
+            f"found a {type(state_dict).__name__}"
+        )
+    values = _check(
+        _primal_mapping(model.primal, cfg),
+        state_dict,
+        path,
+        f"primal network of {cfg.variant} ×{cfg.scale} (n_blocks {cfg.n_blocks}, "
+        f"n_feats {cfg.n_feats})",
+    )
     if dual_checkpoint is not None:
         dual_path = Path(dual_checkpoint)
         states = read_checkpoint(dual_path)
         if isinstance(states, dict):
-            raise CheckpointError(f"{dual_path}: a single state dict; the dual checkpoint is a "
-                                  "list of them (is this the primal checkpoint?)")
+            raise CheckpointError(
+                f"{dual_path}: a single state dict; the dual checkpoint is a "
+                "list of them (is this the primal checkpoint?)"
+            )
         if not isinstance(states, (list, tuple)) or len(states) != len(model.duals):
             count = len(states) if isinstance(states, (list, tuple)) else type(states).__name__
-            raise CheckpointError(f"{dual_path}: expected a list of {len(model.duals)} dual "
-                                  f"state dicts for ×{cfg.scale}, found {count}")
+            raise CheckpointError(
+                f"{dual_path}: expected a list of {len(model.duals)} dual "
+                f"state dicts for ×{cfg.scale}, found {count}"
+            )
         for k, (dual, state) in enumerate(zip(model.duals, states, strict=True)):
-            values += _check(_dual_mapping(dual), state, dual_path,
-                             f"dual network {k} of {cfg.variant} ×{cfg.scale} "
-                             f"(n_feats {cfg.n_feats})")
+            values += _check(
+                _dual_mapping(dual),
+                state,
+                dual_path,
+                f"dual network {k} of {cfg.variant} ×{cfg.scale} (n_feats {cfg.n_feats})",
+            )
     # Only now that every file and shape is known good, so a bad file changes nothing.
     for variable, value in values:
         variable.assign(value)
@@ -341,9 +381,14 @@ def model_config(model: DRN) -> DRNConfig:
     return DRNConfig(variant, 2**phases, n_blocks=n_blocks, n_feats=n_feats)
 
 
-def convert_checkpoint(checkpoint: str | os.PathLike, variant: str, scale: int,
-                       output: str | os.PathLike, dual_checkpoint: str | os.PathLike | None = None,
-                       **overrides) -> DRN:
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    variant: str,
+    scale: int,
+    output: str | os.PathLike,
+    dual_checkpoint: str | os.PathLike | None = None,
+    **overrides,
+) -> DRN:
     """Converts the authors' checkpoint(s) into one ``.keras`` file holding primal and duals.
 
     Without ``dual_checkpoint`` the dual networks keep a fresh initialisation (enough for

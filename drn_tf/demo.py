@@ -20,8 +20,9 @@ from drn_tf.metrics import psnr_y, ssim_y
 SAMPLE_IMAGE = Path(__file__).parent / "assets" / "chelsea.png"
 
 
-def comparison_picture(panels: list[tuple[str, np.ndarray]], crop_box: tuple[int, int, int, int],
-                       zoom: int = 3) -> np.ndarray:
+def comparison_picture(
+    panels: list[tuple[str, np.ndarray]], crop_box: tuple[int, int, int, int], zoom: int = 3
+) -> np.ndarray:
     """Draws labelled panels side by side, with a zoomed crop of each below it.
 
     Args:
@@ -37,8 +38,11 @@ def comparison_picture(panels: list[tuple[str, np.ndarray]], crop_box: tuple[int
     image_h, image_w = panels[0][1].shape[:2]
     crop_w = width * zoom
     column_w = max(image_w, crop_w)
-    canvas = Image.new("RGB", (len(panels) * (column_w + gap) - gap,
-                               label_height + image_h + gap + height * zoom), "white")
+    canvas = Image.new(
+        "RGB",
+        (len(panels) * (column_w + gap) - gap, label_height + image_h + gap + height * zoom),
+        "white",
+    )
     draw = ImageDraw.Draw(canvas)
     for i, (label, image) in enumerate(panels):
         x = i * (column_w + gap)
@@ -46,14 +50,15 @@ def comparison_picture(panels: list[tuple[str, np.ndarray]], crop_box: tuple[int
         canvas.paste(Image.fromarray(image), (x, label_height))
         y = label_height + top
         draw.rectangle((x + left, y, x + left + width, y + height), outline="red", width=2)
-        crop = Image.fromarray(image[top:top + height, left:left + width])
+        crop = Image.fromarray(image[top : top + height, left : left + width])
         crop = crop.resize((crop_w, height * zoom), Image.Resampling.NEAREST)
         canvas.paste(crop, (x, label_height + image_h + gap))
     return np.asarray(canvas)
 
 
-def run_demo(output_dir: str | Path, model: str = "default",
-             image_path: str | Path = SAMPLE_IMAGE) -> dict:
+def run_demo(
+    output_dir: str | Path, model: str = "default", image_path: str | Path = SAMPLE_IMAGE
+) -> dict:
     """Runs the demo; writes ``<name>_x{s}.png`` and ``comparison.png`` into ``output_dir``.
 
     Returns ``{"drn": {"psnr", "ssim"}, "bicubic": {...}, "files": [...]}``.
@@ -68,7 +73,9 @@ def run_demo(output_dir: str | Path, model: str = "default",
     panels = [("bicubic", imresize(lr, scale)), ("DRN", upscale(drn, lr)), ("ground truth", hr)]
     for label, sr in panels[:2]:
         results["drn" if label == "DRN" else label] = {
-            "psnr": psnr_y(sr, hr, shave=scale), "ssim": ssim_y(sr, hr, shave=scale)}
+            "psnr": psnr_y(sr, hr, shave=scale),
+            "ssim": ssim_y(sr, hr, shave=scale),
+        }
     name = Path(image_path).stem
     sr_path = output_dir / f"{name}_x{scale}.png"
     write_image(sr_path, panels[1][1])
@@ -76,8 +83,12 @@ def run_demo(output_dir: str | Path, model: str = "default",
     height, width = hr.shape[:2]
     crop = (height // 3, width // 3, min(64, height // 3), min(96, width // 3))
     picture = comparison_picture(
-        [(f"{label}" + (f" {results[key]['psnr']:.2f} dB" if key in results else ""), image)
-         for (label, image), key in zip(panels, ("bicubic", "drn", "hr"), strict=True)], crop)
+        [
+            (f"{label}" + (f" {results[key]['psnr']:.2f} dB" if key in results else ""), image)
+            for (label, image), key in zip(panels, ("bicubic", "drn", "hr"), strict=True)
+        ],
+        crop,
+    )
     comparison_path = output_dir / "comparison.png"
     write_image(comparison_path, picture)
     results["files"] = [str(sr_path), str(comparison_path)]

@@ -29,8 +29,9 @@ __all__ = ["evaluate", "format_table", "write_json"]
 PathLike = str | os.PathLike[str]
 
 
-def evaluate(model: DRN | str, folders: PathLike | Iterable[PathLike], scale: int,
-             progress: bool = True) -> dict[str, dict[str, Any]]:
+def evaluate(
+    model: DRN | str, folders: PathLike | Iterable[PathLike], scale: int, progress: bool = True
+) -> dict[str, dict[str, Any]]:
     """PSNR/SSIM of ``model`` on each folder.
 
     Args:
@@ -60,8 +61,7 @@ def evaluate(model: DRN | str, folders: PathLike | Iterable[PathLike], scale: in
     elif not isinstance(model, DRN):
         raise ValueError(f"model must be a DRN or 'bicubic', got a {type(model).__name__}")
     elif model.scale != scale:
-        raise ValueError(f"the model upscales ×{model.scale}, but the evaluation scale is "
-                         f"×{scale}")
+        raise ValueError(f"the model upscales ×{model.scale}, but the evaluation scale is ×{scale}")
     folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
     if not folders:
         raise ValueError("no evaluation folder given")
@@ -73,13 +73,14 @@ def evaluate(model: DRN | str, folders: PathLike | Iterable[PathLike], scale: in
             raise ValueError(f"{folder}: given twice")
         pairs = load_eval_pairs(folder, scale)
         images: dict[str, dict[str, float]] = {}
-        for image_name, lr, hr in tqdm(pairs, desc=set_name, unit="image",
-                                       disable=not progress):
+        for image_name, lr, hr in tqdm(pairs, desc=set_name, unit="image", disable=not progress):
             sr = imresize(lr, scale) if isinstance(model, str) else upscale(model, lr)
             if sr.shape != hr.shape:  # a model that does not upscale by `scale`
                 raise ValueError(f"{folder}/{image_name}: SR {sr.shape} vs HR {hr.shape}")
-            images[image_name] = {"psnr": psnr_y(sr, hr, shave=scale),
-                                  "ssim": ssim_y(sr, hr, shave=scale)}
+            images[image_name] = {
+                "psnr": psnr_y(sr, hr, shave=scale),
+                "ssim": ssim_y(sr, hr, shave=scale),
+            }
         results[set_name] = {
             "psnr": float(np.mean([v["psnr"] for v in images.values()])),
             "ssim": float(np.mean([v["ssim"] for v in images.values()])),
@@ -94,8 +95,18 @@ def format_table(results: dict[str, dict[str, Any]], per_image: bool = True) -> 
     One block per set (each image's PSNR in dB with 2 decimals and SSIM with 4, then the
     set's mean), and a summary of the set means when there are several sets.
     """
-    width = max([len("mean"), len("set"), *(len(s) for s in results),
-                 *(len(n) for r in results.values() for n in r["images"])]) if results else 4
+    width = (
+        max(
+            [
+                len("mean"),
+                len("set"),
+                *(len(s) for s in results),
+                *(len(n) for r in results.values() for n in r["images"]),
+            ]
+        )
+        if results
+        else 4
+    )
     line = f"{{:<{width}}}  {{:>9}}  {{:>6}}"
 
     def row(name: str, psnr: float, ssim: float) -> str:
@@ -105,8 +116,10 @@ def format_table(results: dict[str, dict[str, Any]], per_image: bool = True) -> 
     blocks = []
     if per_image:
         for set_name, result in results.items():
-            lines = [f"{set_name} ({len(result['images'])} images)",
-                     line.format("image", "PSNR (dB)", "SSIM")]
+            lines = [
+                f"{set_name} ({len(result['images'])} images)",
+                line.format("image", "PSNR (dB)", "SSIM"),
+            ]
             lines += [row(n, v["psnr"], v["ssim"]) for n, v in result["images"].items()]
             lines.append(row("mean", result["psnr"], result["ssim"]))
             blocks.append("\n".join(lines))

@@ -63,8 +63,10 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
     if str(name_or_path) == "default":
         path = DEFAULT_MODEL_PATH
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: the packaged default model is not installed; "
-                                    "pass the path of a .keras model instead")
+            raise FileNotFoundError(
+                f"{path}: the packaged default model is not installed; "
+                "pass the path of a .keras model instead"
+            )
     else:
         path = Path(name_or_path)
     if not path.exists():
@@ -80,8 +82,9 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises ValueError, TypeError, KeyError, OSError…
-        raise ValueError(f"{path}: cannot load the model ({type(error).__name__}: "
-                         f"{_first_line(error)})") from error
+        raise ValueError(
+            f"{path}: cannot load the model ({type(error).__name__}: {_first_line(error)})"
+        ) from error
     if not isinstance(model, DRN):
         raise ValueError(f"{path}: not a DRN model (found a Keras {type(model).__name__})")
     return model
@@ -94,8 +97,9 @@ def _check_archive(path: Path) -> None:
             bad = archive.testzip()
             names = set(archive.namelist())
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a valid .keras file, truncated or corrupt "
-                         f"({_first_line(error)})") from error
+        raise ValueError(
+            f"{path}: not a valid .keras file, truncated or corrupt ({_first_line(error)})"
+        ) from error
     if bad is not None:
         raise ValueError(f"{path}: corrupt .keras file (member {bad!r} fails its CRC check)")
     if "config.json" not in names:
@@ -118,8 +122,10 @@ def _runner(model: keras.Model) -> Callable:
     if runner is None:
         network = weakref.ref(model.primal if isinstance(model, DRN) else model)
 
-        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
-                     reduce_retracing=True)
+        @tf.function(
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
+            reduce_retracing=True,
+        )
         def runner(lr):
             outputs = network()(lr, training=False)
             top = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
@@ -156,8 +162,7 @@ def upscale(model: DRN, image_uint8: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _collect(inputs: Iterable[PathLike], output_dir: Path, suffix: str
-             ) -> list[tuple[Path, Path]]:
+def _collect(inputs: Iterable[PathLike], output_dir: Path, suffix: str) -> list[tuple[Path, Path]]:
     """``(source, destination)`` pairs for image files and folders; checks inputs first."""
     inputs = [Path(p) for p in inputs]
     missing = [str(p) for p in inputs if not p.exists()]
@@ -168,10 +173,13 @@ def _collect(inputs: Iterable[PathLike], output_dir: Path, suffix: str
     seen: set[Path] = set()
     for item in inputs:
         if item.is_dir():
-            files = [f for f in data.find_images(item)
-                     if not f.resolve().is_relative_to(output_real)]  # earlier outputs
-            pairs = [(f, output_dir / f.relative_to(item).parent / f"{f.stem}{suffix}.png")
-                     for f in files]
+            files = [
+                f for f in data.find_images(item) if not f.resolve().is_relative_to(output_real)
+            ]  # earlier outputs
+            pairs = [
+                (f, output_dir / f.relative_to(item).parent / f"{f.stem}{suffix}.png")
+                for f in files
+            ]
         else:
             pairs = [(item, output_dir / f"{item.stem}{suffix}.png")]
         for source, destination in pairs:
@@ -181,14 +189,21 @@ def _collect(inputs: Iterable[PathLike], output_dir: Path, suffix: str
     by_destination: dict[Path, Path] = {}
     for source, destination in jobs:
         if destination in by_destination:
-            raise ValueError(f"{by_destination[destination]} and {source} would both be written "
-                             f"to {destination}; upscale them separately")
+            raise ValueError(
+                f"{by_destination[destination]} and {source} would both be written "
+                f"to {destination}; upscale them separately"
+            )
         by_destination[destination] = source
     return jobs
 
 
-def upscale_files(inputs: Iterable[PathLike], output_dir: PathLike, model: DRN,
-                  suffix: str | None = None, progress: bool = True) -> list[Path]:
+def upscale_files(
+    inputs: Iterable[PathLike],
+    output_dir: PathLike,
+    model: DRN,
+    suffix: str | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Upscales image files and folders into ``output_dir`` as PNG.
 
     ``photo.jpg`` becomes ``output_dir/photo_x4.png``; a folder is searched recursively
@@ -229,8 +244,10 @@ def upscale_files(inputs: Iterable[PathLike], output_dir: PathLike, model: DRN,
             tqdm.write(f"skipped {error}", file=sys.stderr)
             continue
         except tf.errors.ResourceExhaustedError:
-            tqdm.write(f"skipped {source}: out of memory for a {image.shape[1]}x{image.shape[0]} "
-                       "image", file=sys.stderr)
+            tqdm.write(
+                f"skipped {source}: out of memory for a {image.shape[1]}x{image.shape[0]} image",
+                file=sys.stderr,
+            )
             continue
         data.write_image(destination, result)
         written.append(destination)

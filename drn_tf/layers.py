@@ -34,22 +34,31 @@ def torch_conv_init(fan_in: int) -> dict:
     }
 
 
-def conv(filters: int, kernel_size: int, in_channels: int, name: str | None = None,
-         use_bias: bool = True, dtype=None) -> layers.Conv2D:
+def conv(
+    filters: int,
+    kernel_size: int,
+    in_channels: int,
+    name: str | None = None,
+    use_bias: bool = True,
+    dtype=None,
+) -> layers.Conv2D:
     """A stride-1 'same' convolution initialised as PyTorch would (``padding = k // 2``)."""
     init = torch_conv_init(in_channels * kernel_size * kernel_size)
     if not use_bias:
         init.pop("bias_initializer")
-    return layers.Conv2D(filters, kernel_size, padding="same", use_bias=use_bias, name=name,
-                         dtype=dtype, **init)
+    return layers.Conv2D(
+        filters, kernel_size, padding="same", use_bias=use_bias, name=name, dtype=dtype, **init
+    )
 
 
 def _torch_cubic(x: np.ndarray, a: float = -0.75) -> np.ndarray:
     """The cubic convolution kernel of PyTorch's bicubic interpolation (coefficient a = -0.75)."""
     x = np.abs(x)
     return np.where(
-        x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-        np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+        x <= 1,
+        ((a + 2) * x - (a + 3)) * x * x + 1,
+        np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0),
+    )
 
 
 def torch_bicubic_phase_filters(scale: int) -> np.ndarray:
@@ -101,7 +110,8 @@ class TorchBicubicUpsample(layers.Layer):
             for rx in range(self.scale):
                 for c in range(channels):
                     kernel[:, :, c, (ry * self.scale + rx) * channels + c] = np.outer(
-                        phases[ry], phases[rx])
+                        phases[ry], phases[rx]
+                    )
         self._kernel = kernel
 
     def call(self, x):
@@ -151,17 +161,24 @@ class MeanShift(layers.Layer):
     def build(self, input_shape):
         bias = self.sign * self.rgb_range * np.asarray(self.rgb_mean, np.float32)
         self.kernel = self.add_weight(
-            shape=(1, 1, 3, 3), name="kernel",
-            initializer=keras.initializers.Constant(np.eye(3, dtype=np.float32)[None, None]))
-        self.bias = self.add_weight(shape=(3,), name="bias",
-                                    initializer=keras.initializers.Constant(bias))
+            shape=(1, 1, 3, 3),
+            name="kernel",
+            initializer=keras.initializers.Constant(np.eye(3, dtype=np.float32)[None, None]),
+        )
+        self.bias = self.add_weight(
+            shape=(3,), name="bias", initializer=keras.initializers.Constant(bias)
+        )
 
     def call(self, x):
         return ops.conv(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "sign": self.sign, "rgb_mean": self.rgb_mean,
-                "rgb_range": self.rgb_range}
+        return {
+            **super().get_config(),
+            "sign": self.sign,
+            "rgb_mean": self.rgb_mean,
+            "rgb_range": self.rgb_range,
+        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -176,10 +193,12 @@ class ChannelAttention(layers.Layer):
         self.channels = int(channels)
         self.reduction = int(reduction)
         squeezed = max(self.channels // self.reduction, 1)
-        self.squeeze = layers.Conv2D(squeezed, 1, name="squeeze", dtype=self.dtype_policy,
-                                     **torch_conv_init(self.channels))
-        self.excite = layers.Conv2D(self.channels, 1, name="excite", dtype=self.dtype_policy,
-                                    **torch_conv_init(squeezed))
+        self.squeeze = layers.Conv2D(
+            squeezed, 1, name="squeeze", dtype=self.dtype_policy, **torch_conv_init(self.channels)
+        )
+        self.excite = layers.Conv2D(
+            self.channels, 1, name="excite", dtype=self.dtype_policy, **torch_conv_init(squeezed)
+        )
 
     def build(self, input_shape):
         pooled = (input_shape[0], 1, 1, self.channels)
@@ -209,8 +228,9 @@ class RCAB(layers.Layer):
         self.reduction = int(reduction)
         self.conv1 = conv(self.channels, 3, self.channels, name="conv1", dtype=self.dtype_policy)
         self.conv2 = conv(self.channels, 3, self.channels, name="conv2", dtype=self.dtype_policy)
-        self.attention = ChannelAttention(self.channels, self.reduction, name="attention",
-                                          dtype=self.dtype_policy)
+        self.attention = ChannelAttention(
+            self.channels, self.reduction, name="attention", dtype=self.dtype_policy
+        )
 
     def build(self, input_shape):
         self.conv1.build(input_shape)
@@ -242,11 +262,24 @@ class DownBlock(layers.Layer):
         self.mid_channels = int(mid_channels)
         self.out_channels = int(out_channels)
         kernel_init = torch_conv_init(9 * self.in_channels)["kernel_initializer"]
-        self.down = layers.Conv2D(self.mid_channels, 3, strides=2, padding="valid",
-                                  use_bias=False, name="down", dtype=self.dtype_policy,
-                                  kernel_initializer=kernel_init)
-        self.conv = conv(self.out_channels, 3, self.mid_channels, name="conv", use_bias=False,
-                         dtype=self.dtype_policy)
+        self.down = layers.Conv2D(
+            self.mid_channels,
+            3,
+            strides=2,
+            padding="valid",
+            use_bias=False,
+            name="down",
+            dtype=self.dtype_policy,
+            kernel_initializer=kernel_init,
+        )
+        self.conv = conv(
+            self.out_channels,
+            3,
+            self.mid_channels,
+            name="conv",
+            use_bias=False,
+            dtype=self.dtype_policy,
+        )
 
     def build(self, input_shape):
         n, h, w, c = input_shape
@@ -262,8 +295,12 @@ class DownBlock(layers.Layer):
         return (n, _scaled(h, 1, 2), _scaled(w, 1, 2), self.out_channels)
 
     def get_config(self):
-        return {**super().get_config(), "in_channels": self.in_channels,
-                "mid_channels": self.mid_channels, "out_channels": self.out_channels}
+        return {
+            **super().get_config(),
+            "in_channels": self.in_channels,
+            "mid_channels": self.mid_channels,
+            "out_channels": self.out_channels,
+        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

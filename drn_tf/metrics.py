@@ -173,8 +173,9 @@ def _tf_y_shaved(images: tf.Tensor, shave: int) -> tf.Tensor:
         r = g = b = x[..., 0]
     else:
         raise ValueError(f"expected NHWC images with 3 or 1 (static) channels, got {x.shape}")
-    y = tf.floor(_Y_OFFSET + (_Y_COEFFS[0] * r + _Y_COEFFS[1] * g + _Y_COEFFS[2] * b) / _PEAK
-                 + 0.5)  # uint8 Y, as MATLAB's rgb2ycbcr (see rgb_to_y)
+    y = tf.floor(
+        _Y_OFFSET + (_Y_COEFFS[0] * r + _Y_COEFFS[1] * g + _Y_COEFFS[2] * b) / _PEAK + 0.5
+    )  # uint8 Y, as MATLAB's rgb2ycbcr (see rgb_to_y)
     if shave:
         # Stops computed from the dynamic size, so one traced graph serves every image size.
         h, w = tf.shape(y)[1], tf.shape(y)[2]

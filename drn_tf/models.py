@@ -138,8 +138,10 @@ class DRN(keras.Model):
     def __init__(self, primal: keras.Model, duals: list[keras.Model], **kwargs):
         super().__init__(**kwargs)
         if len(duals) != len(primal.outputs) - 1:
-            raise ValueError(f"{len(duals)} dual networks do not fit a primal network with "
-                             f"{len(primal.outputs)} outputs (expected {len(primal.outputs) - 1})")
+            raise ValueError(
+                f"{len(duals)} dual networks do not fit a primal network with "
+                f"{len(primal.outputs)} outputs (expected {len(primal.outputs) - 1})"
+            )
         self.primal = primal
         self.duals = list(duals)
         self.built = True  # both parts are built functional models
@@ -171,8 +173,11 @@ def build_drn_bundle(variant: str = "drn-s", scale: int = 4, **overrides) -> DRN
     """Builds a :class:`DRN` holding a fresh primal network and its dual networks."""
     cfg = DRNConfig(variant, scale, **overrides)
     kwargs = {"n_blocks": cfg.n_blocks, "n_feats": cfg.n_feats}
-    return DRN(build_drn(variant, scale, **kwargs), build_duals(variant, scale, **kwargs),
-               name=f"{variant}_x{scale}")
+    return DRN(
+        build_drn(variant, scale, **kwargs),
+        build_duals(variant, scale, **kwargs),
+        name=f"{variant}_x{scale}",
+    )
 
 
 def save_model_atomic(model: keras.Model, output: str | os.PathLike) -> Path:

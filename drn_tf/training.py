@@ -55,8 +55,15 @@ def _per_sample_l1(prediction, target):
     return ops.mean(diff, axis=(1, 2, 3))
 
 
-def pyramid_loss(outputs, dual_outputs, lr, targets, dual_weight: float = 0.1,
-                 paired=None, global_batch_size=None):
+def pyramid_loss(
+    outputs,
+    dual_outputs,
+    lr,
+    targets,
+    dual_weight: float = 0.1,
+    paired=None,
+    global_batch_size=None,
+):
     """The DRN loss of one batch.
 
     Args:
@@ -75,8 +82,10 @@ def pyramid_loss(outputs, dual_outputs, lr, targets, dual_weight: float = 0.1,
     """
     levels = [lr, *targets]
     if len(outputs) != len(levels) or len(dual_outputs) != len(levels) - 1:
-        raise ValueError(f"{len(outputs)} outputs, {len(dual_outputs)} dual outputs and "
-                         f"{len(levels)} levels do not form one pyramid")
+        raise ValueError(
+            f"{len(outputs)} outputs, {len(dual_outputs)} dual outputs and "
+            f"{len(levels)} levels do not form one pyramid"
+        )
     batch = ops.shape(lr)[0]
     weight = ops.ones((batch,), "float32") if paired is None else ops.cast(paired, "float32")
     divisor = ops.cast(batch if global_batch_size is None else global_batch_size, "float32")
@@ -84,11 +93,14 @@ def pyramid_loss(outputs, dual_outputs, lr, targets, dual_weight: float = 0.1,
     def total(per_sample):
         return ops.sum(per_sample) / divisor
 
-    primal = sum(total(weight * _per_sample_l1(sr, t)) for sr, t in zip(outputs, levels,
-                                                                          strict=True))
+    primal = sum(
+        total(weight * _per_sample_l1(sr, t)) for sr, t in zip(outputs, levels, strict=True)
+    )
     dual = total(_per_sample_l1(dual_outputs[0], lr))
-    dual += sum(total(weight * _per_sample_l1(d, t))
-                for d, t in zip(dual_outputs[1:], levels[1:-1], strict=True))
+    dual += sum(
+        total(weight * _per_sample_l1(d, t))
+        for d, t in zip(dual_outputs[1:], levels[1:-1], strict=True)
+    )
     return primal + dual_weight * dual, primal, dual
 
 
@@ -108,8 +120,9 @@ class DualRegressionModel(DRN):
     the ``skipped_steps`` log.
     """
 
-    def __init__(self, primal: keras.Model, duals: list[keras.Model], dual_weight: float = 0.1,
-                 **kwargs):
+    def __init__(
+        self, primal: keras.Model, duals: list[keras.Model], dual_weight: float = 0.1, **kwargs
+    ):
         super().__init__(primal, duals, **kwargs)
         self.dual_weight = float(dual_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -117,8 +130,7 @@ class DualRegressionModel(DRN):
         self.dual_tracker = keras.metrics.Mean(name="dual_loss")
         self.psnr = PSNR(shave=self.scale, name="psnr")
         self.ssim = SSIM(shave=self.scale, name="ssim")
-        self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False,
-                                            name="skipped_steps")
+        self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False, name="skipped_steps")
 
     @classmethod
     def from_drn(cls, model: DRN, dual_weight: float = 0.1) -> DualRegressionModel:
@@ -135,11 +147,19 @@ class DualRegressionModel(DRN):
         outputs = self.primal(lr, training=training)
         if len(targets) != len(outputs) - 1:
             return outputs, targets, None
-        dual_outputs = [dual(outputs[k + 1], training=training)
-                        for k, dual in enumerate(self.duals)]
+        dual_outputs = [
+            dual(outputs[k + 1], training=training) for k, dual in enumerate(self.duals)
+        ]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        losses = pyramid_loss(outputs, dual_outputs, lr, targets, self.dual_weight, paired,
-                              global_batch_size=ops.shape(lr)[0] * replicas)
+        losses = pyramid_loss(
+            outputs,
+            dual_outputs,
+            lr,
+            targets,
+            self.dual_weight,
+            paired,
+            global_batch_size=ops.shape(lr)[0] * replicas,
+        )
         return outputs, targets, losses
 
     def train_step(self, data):
@@ -155,7 +175,8 @@ class DualRegressionModel(DRN):
         grads = tape.gradient(scaled, variables)
         finite = ops.logical_and(
             ops.all(ops.isfinite(loss)),
-            ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None])))
+            ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None])),
+        )
         self._apply_if_finite(grads, variables, finite)
         return self._update_trackers(losses, ok=finite)
 
@@ -164,16 +185,18 @@ class DualRegressionModel(DRN):
         replica = tf.distribute.get_replica_context()
         distributed = tf.distribute.has_strategy() and replica is not None
         if distributed:  # one decision for all replicas, or their weights would diverge
-            bad = replica.all_reduce(tf.distribute.ReduceOp.SUM,
-                                     ops.cast(ops.logical_not(finite), "float32"))
+            bad = replica.all_reduce(
+                tf.distribute.ReduceOp.SUM, ops.cast(ops.logical_not(finite), "float32")
+            )
             finite = ops.equal(bad, 0.0)
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # It skips steps with non-finite gradients itself (and lowers the loss scale), but
             # does not look at the loss: an infinite target gives finite gradients. Poisoning
             # the gradients makes it skip those steps too.
             poison = ops.where(finite, 1.0, float("nan"))
-            self.optimizer.apply([None if g is None else g * ops.cast(poison, g.dtype)
-                                  for g in grads], variables)
+            self.optimizer.apply(
+                [None if g is None else g * ops.cast(poison, g.dtype) for g in grads], variables
+            )
         elif not distributed or tf.__internal__.distribute.strategy_supports_no_merge_call():
             ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
         else:
@@ -181,8 +204,13 @@ class DualRegressionModel(DRN):
             # decide in the cross-replica context instead, as LossScaleOptimizer does.
             def apply_if_finite(distribution, finite, grads):
                 finite = distribution.experimental_local_results(finite)[0]
-                ops.cond(finite, lambda: distribution.extended.call_for_each_replica(
-                    self.optimizer.apply, args=(grads, variables)), lambda: None)
+                ops.cond(
+                    finite,
+                    lambda: distribution.extended.call_for_each_replica(
+                        self.optimizer.apply, args=(grads, variables)
+                    ),
+                    lambda: None,
+                )
 
             replica.merge_call(apply_if_finite, args=(finite, grads))
         self.skipped_steps.assign_add(ops.cast(ops.logical_not(finite), "int64"))
@@ -190,12 +218,14 @@ class DualRegressionModel(DRN):
     def _update_trackers(self, losses, ok=True):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         # Trackers show the global batch mean, not this replica's share of it.
-        for tracker, value in zip((self.loss_tracker, self.primal_tracker, self.dual_tracker),
-                                  losses, strict=True):
+        for tracker, value in zip(
+            (self.loss_tracker, self.primal_tracker, self.dual_tracker), losses, strict=True
+        ):
             value = value * replicas
             tracker.update_state(ops.where(ok, value, 0.0), sample_weight=ops.cast(ok, "float32"))
-        logs = {m.name: m.result() for m in (self.loss_tracker, self.primal_tracker,
-                                             self.dual_tracker)}
+        logs = {
+            m.name: m.result() for m in (self.loss_tracker, self.primal_tracker, self.dual_tracker)
+        }
         logs["skipped_steps"] = self.skipped_steps.value
         return logs
 
@@ -260,19 +290,32 @@ class SampleImages(keras.callbacks.Callback):
             sr = self.model.primal(lr[None].astype("float32"), training=False)[-1][0]
             bicubic = imresize(lr, hr.shape[0] / lr.shape[0])
             crop = (slice(0, self.crop), slice(0, self.crop))
-            rows.append(np.concatenate([bicubic[crop], np.clip(np.round(sr[crop]), 0, 255)
-                                        .astype(np.uint8), hr[crop]], axis=1))
+            rows.append(
+                np.concatenate(
+                    [bicubic[crop], np.clip(np.round(sr[crop]), 0, 255).astype(np.uint8), hr[crop]],
+                    axis=1,
+                )
+            )
         with self.writer.as_default():
-            tf.summary.image("bicubic|sr|hr", np.stack(rows) if len({r.shape for r in rows}) == 1
-                             else rows[:1], step=epoch, max_outputs=len(rows))
+            tf.summary.image(
+                "bicubic|sr|hr",
+                np.stack(rows) if len({r.shape for r in rows}) == 1 else rows[:1],
+                step=epoch,
+                max_outputs=len(rows),
+            )
         self.writer.flush()
 
 
 class SaveModel(keras.callbacks.Callback):
     """Saves the model atomically at each epoch end (``latest``) and on a new best ``monitor``."""
 
-    def __init__(self, latest: Path, best: Path | None = None, monitor: str = "val_psnr",
-                 log_csv: Path | None = None):
+    def __init__(
+        self,
+        latest: Path,
+        best: Path | None = None,
+        monitor: str = "val_psnr",
+        log_csv: Path | None = None,
+    ):
         super().__init__()
         self.latest, self.best, self.monitor, self.log_csv = latest, best, monitor, log_csv
         self.best_value = -np.inf
@@ -281,8 +324,11 @@ class SaveModel(keras.callbacks.Callback):
         # A resumed run must not let its first epoch overwrite a better earlier best.
         if self.log_csv is not None and self.log_csv.is_file():
             with open(self.log_csv) as file:
-                values = [float(row[self.monitor]) for row in csv.DictReader(file)
-                          if row.get(self.monitor)]
+                values = [
+                    float(row[self.monitor])
+                    for row in csv.DictReader(file)
+                    if row.get(self.monitor)
+                ]
             self.best_value = max(values, default=-np.inf)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -298,25 +344,31 @@ def build_model(config: TrainConfig) -> DualRegressionModel:
     if config.init:
         loaded = load_model(config.init)  # checks the file and that it holds a DRN
         if loaded.scale != config.scale:
-            raise ValueError(f"{config.init}: a ×{loaded.scale} model, but --scale is "
-                             f"{config.scale}")
+            raise ValueError(
+                f"{config.init}: a ×{loaded.scale} model, but --scale is {config.scale}"
+            )
         return DualRegressionModel.from_drn(loaded, config.dual_weight)
-    fresh = build_drn_bundle(config.variant, config.scale, n_blocks=config.n_blocks,
-                             n_feats=config.n_feats)
+    fresh = build_drn_bundle(
+        config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
+    )
     return DualRegressionModel.from_drn(fresh, config.dual_weight)
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """Adam with cosine decay from ``learning_rate`` to ``min_learning_rate`` over the run."""
     schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=config.steps,
-        alpha=config.min_learning_rate / config.learning_rate)
-    return keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2,
-                                 epsilon=config.epsilon)
+        config.learning_rate,
+        decay_steps=config.steps,
+        alpha=config.min_learning_rate / config.learning_rate,
+    )
+    return keras.optimizers.Adam(
+        schedule, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=config.epsilon
+    )
 
 
-def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
-          ) -> DualRegressionModel:
+def train(
+    config: TrainConfig, strategy: tf.distribute.Strategy | None = None
+) -> DualRegressionModel:
     """Runs ``config`` end to end and returns the trained model.
 
     Writes to ``config.output``: ``model.keras`` (final), ``best.keras`` (best validation
@@ -328,8 +380,9 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
     if config.steps < 1 or config.steps_per_epoch < 1:
         raise ValueError("--steps and --steps-per-epoch must be positive")
     if config.patch_size % config.scale:
-        raise ValueError(f"--patch-size {config.patch_size} is not a multiple of the scale "
-                         f"{config.scale}")
+        raise ValueError(
+            f"--patch-size {config.patch_size} is not a multiple of the scale {config.scale}"
+        )
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
@@ -337,15 +390,27 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
     run = Path(config.output)
     run.mkdir(parents=True, exist_ok=True)
 
-    pyramids, skipped = data.load_pyramids(config.train_dir, config.scale, config.patch_size,
-                                           cache_dir=config.cache_dir, progress=config.verbose > 0)
+    pyramids, skipped = data.load_pyramids(
+        config.train_dir,
+        config.scale,
+        config.patch_size,
+        cache_dir=config.cache_dir,
+        progress=config.verbose > 0,
+    )
     for path, reason in skipped:
         logging.warning("skipped %s: %s", path, reason)
-    print(f"training on {len(pyramids)} images ({len(skipped)} skipped), precision {precision}, "
-          f"{strategy.num_replicas_in_sync} replica(s)")
-    train_ds = data.make_train_dataset(pyramids, config.scale, config.patch_size,
-                                       config.batch_size, seed=config.seed,
-                                       augment=config.augment)
+    print(
+        f"training on {len(pyramids)} images ({len(skipped)} skipped), precision {precision}, "
+        f"{strategy.num_replicas_in_sync} replica(s)"
+    )
+    train_ds = data.make_train_dataset(
+        pyramids,
+        config.scale,
+        config.patch_size,
+        config.batch_size,
+        seed=config.seed,
+        augment=config.augment,
+    )
     val_ds, val_pairs = None, []
     for folder in config.val_dir:
         pairs = data.load_eval_pairs(folder, config.scale)
@@ -358,27 +423,39 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None
         model.compile(optimizer=make_optimizer(config))
 
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch",
-                                         delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(
+            str(run / "backup"), save_freq="epoch", delete_checkpoint=False
+        ),
         keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
-        SaveModel(run / "latest.keras", run / "best.keras" if val_ds is not None else None,
-                  log_csv=run / "log.csv"),
+        SaveModel(
+            run / "latest.keras",
+            run / "best.keras" if val_ds is not None else None,
+            log_csv=run / "log.csv",
+        ),
     ]
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run / "tensorboard"), update_freq=50,
-                                                     write_graph=False))
+        callbacks.append(
+            keras.callbacks.TensorBoard(str(run / "tensorboard"), update_freq=50, write_graph=False)
+        )
         if val_pairs:
             callbacks.append(SampleImages(run / "tensorboard" / "samples", val_pairs[:3]))
     epochs = -(-config.steps // config.steps_per_epoch)
-    model.fit(train_ds, epochs=epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_data=val_ds, callbacks=callbacks, verbose=config.verbose,
-              shuffle=False)  # the dataset shuffles itself
+    model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=config.verbose,
+        shuffle=False,
+    )  # the dataset shuffles itself
     save_model_atomic(model, run / "model.keras")
     skipped_steps = int(model.skipped_steps.numpy())
     if skipped_steps:
-        logging.warning("%d step(s) had a non-finite loss or gradient and were skipped",
-                        skipped_steps)
+        logging.warning(
+            "%d step(s) had a non-finite loss or gradient and were skipped", skipped_steps
+        )
     plot_curves(run / "log.csv", run / "curves.png")
     return model
 
@@ -401,8 +478,13 @@ def plot_curves(log_csv: Path, output: Path) -> None:
     loss_axis.set_ylabel("loss (L1, 0..255)", color="tab:blue")
     if "val_psnr" in rows[0]:
         psnr_axis = loss_axis.twinx()
-        psnr_axis.plot(epochs, [float(r["val_psnr"]) for r in rows], color="tab:red",
-                       marker=".", label="validation PSNR")
+        psnr_axis.plot(
+            epochs,
+            [float(r["val_psnr"]) for r in rows],
+            color="tab:red",
+            marker=".",
+            label="validation PSNR",
+        )
         psnr_axis.set_ylabel("validation Y-PSNR (dB)", color="tab:red")
     figure.tight_layout()
     figure.savefig(output, dpi=100)

@@ -28,8 +28,11 @@ val_ds = data.make_eval_dataset(args.val_dir, scale)
 
 # 2. Model: primal + dual networks, trained together by the dual-regression loss.
 sizes = {"n_blocks": 4, "n_feats": 8}
-model = DualRegressionModel(drn_tf.build_drn("drn-s", scale, **sizes),
-                            drn_tf.build_duals("drn-s", scale, **sizes), dual_weight=0.1)
+model = DualRegressionModel(
+    drn_tf.build_drn("drn-s", scale, **sizes),
+    drn_tf.build_duals("drn-s", scale, **sizes),
+    dual_weight=0.1,
+)
 schedule = keras.optimizers.schedules.CosineDecay(1e-4, decay_steps=args.steps, alpha=1e-3)
 model.compile(optimizer=keras.optimizers.Adam(schedule))
 

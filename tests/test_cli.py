@@ -21,7 +21,8 @@ IO_NPZ = REFERENCE / "drn_s_x4_io.npz"
 
 needs_reference = pytest.mark.skipif(
     not (PRIMAL_PT.is_file() and DUAL_PT.is_file() and IO_NPZ.is_file()),
-    reason=f"reference checkpoints not found under {REFERENCE}")
+    reason=f"reference checkpoints not found under {REFERENCE}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,21 @@ def cli_conversion(tmp_path_factory):
     if not (PRIMAL_PT.is_file() and DUAL_PT.is_file()):
         pytest.skip(f"reference checkpoints not found under {REFERENCE}")
     output = tmp_path_factory.mktemp("cli") / "models" / "drn_s_x4.keras"  # parent is created
-    status = cli.main(["convert", "--checkpoint", str(PRIMAL_PT), "--dual-checkpoint",
-                       str(DUAL_PT), "--variant", "drn-s", "--scale", "4",
-                       "--output", str(output)])
+    status = cli.main(
+        [
+            "convert",
+            "--checkpoint",
+            str(PRIMAL_PT),
+            "--dual-checkpoint",
+            str(DUAL_PT),
+            "--variant",
+            "drn-s",
+            "--scale",
+            "4",
+            "--output",
+            str(output),
+        ]
+    )
     return status, output
 
 
@@ -54,8 +67,19 @@ def test_convert_writes_a_loadable_file(cli_conversion):
 @needs_reference
 def test_wrong_scale_is_a_one_line_error(tmp_path, capsys):
     output = tmp_path / "x8.keras"
-    status = cli.main(["convert", "--checkpoint", str(PRIMAL_PT), "--scale", "8",
-                       "--n-blocks", "1", "--output", str(output)])
+    status = cli.main(
+        [
+            "convert",
+            "--checkpoint",
+            str(PRIMAL_PT),
+            "--scale",
+            "8",
+            "--n-blocks",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 1
     lines = captured.err.strip().splitlines()
@@ -68,24 +92,46 @@ def test_wrong_scale_is_a_one_line_error(tmp_path, capsys):
 
 def test_missing_checkpoint_file_is_exit_1(tmp_path, capsys):
     missing = tmp_path / "missing.pt"
-    status = cli.main(["convert", "--checkpoint", str(missing), "--n-blocks", "1",
-                       "--n-feats", "4", "--output", str(tmp_path / "m.keras")])
+    status = cli.main(
+        [
+            "convert",
+            "--checkpoint",
+            str(missing),
+            "--n-blocks",
+            "1",
+            "--n-feats",
+            "4",
+            "--output",
+            str(tmp_path / "m.keras"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 1
     assert len(err.strip().splitlines()) == 1 and str(missing) in err
     assert not (tmp_path / "m.keras").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["convert", "--no-such-flag", "1"],
-    ["convert", "--scale", "four", "--checkpoint", "a.pt", "--output", "b.keras"],
-    ["convert", "--output", "b.keras"],  # --checkpoint missing
-    ["convert", "--checkpoint", "a.pt"],  # --output missing
-    ["convert", "--checkpoint", "a.pt", "--output", "b.keras", "extra"],
-    ["no-such-command"],
-    [],
-], ids=["unknown-flag", "bad-int", "no-checkpoint", "no-output", "positional", "command",
-        "nothing"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["convert", "--no-such-flag", "1"],
+        ["convert", "--scale", "four", "--checkpoint", "a.pt", "--output", "b.keras"],
+        ["convert", "--output", "b.keras"],  # --checkpoint missing
+        ["convert", "--checkpoint", "a.pt"],  # --output missing
+        ["convert", "--checkpoint", "a.pt", "--output", "b.keras", "extra"],
+        ["no-such-command"],
+        [],
+    ],
+    ids=[
+        "unknown-flag",
+        "bad-int",
+        "no-checkpoint",
+        "no-output",
+        "positional",
+        "command",
+        "nothing",
+    ],
+)
 def test_usage_errors_exit_2(argv, capsys):
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
@@ -98,16 +144,32 @@ def test_help_exits_0(argv, capsys):
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     if argv[0] == "convert":
-        for flag in ("--checkpoint", "--dual-checkpoint", "--variant", "--scale", "--output",
-                     "--n-blocks", "--n-feats"):
+        for flag in (
+            "--checkpoint",
+            "--dual-checkpoint",
+            "--variant",
+            "--scale",
+            "--output",
+            "--n-blocks",
+            "--n-feats",
+        ):
             assert flag in captured.out
     else:
         assert "convert" in captured.out + captured.err
 
 
 def test_bad_scale_value_is_reported(tmp_path, capsys):
-    status = cli.main(["convert", "--checkpoint", str(tmp_path / "a.pt"), "--scale", "3",
-                       "--output", str(tmp_path / "b.keras")])
+    status = cli.main(
+        [
+            "convert",
+            "--checkpoint",
+            str(tmp_path / "a.pt"),
+            "--scale",
+            "3",
+            "--output",
+            str(tmp_path / "b.keras"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status in (1, 2)
     assert "scale" in err
@@ -116,8 +178,13 @@ def test_bad_scale_value_is_reported(tmp_path, capsys):
 
 def test_python_dash_m_help():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-m", "drn_tf", "convert", "--help"],
-                            capture_output=True, text=True, env=env, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "drn_tf", "convert", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr
     assert "--dual-checkpoint" in result.stdout

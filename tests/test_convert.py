@@ -40,7 +40,8 @@ IO_NPZ = REFERENCE / "drn_s_x4_io.npz"
 
 needs_reference = pytest.mark.skipif(
     not (PRIMAL_PT.is_file() and DUAL_PT.is_file() and IO_NPZ.is_file()),
-    reason=f"reference checkpoints not found under {REFERENCE}")
+    reason=f"reference checkpoints not found under {REFERENCE}",
+)
 
 SMALL = {"n_blocks": 1, "n_feats": 4}
 
@@ -64,9 +65,11 @@ class TorchGlobal:
 
 
 REBUILD_TENSOR_V2 = TorchGlobal("torch._utils", "_rebuild_tensor_v2")
-STORAGE_TYPES = {np.dtype(np.float32): TorchGlobal("torch", "FloatStorage"),
-                 np.dtype(np.float64): TorchGlobal("torch", "DoubleStorage"),
-                 np.dtype(np.int64): TorchGlobal("torch", "LongStorage")}
+STORAGE_TYPES = {
+    np.dtype(np.float32): TorchGlobal("torch", "FloatStorage"),
+    np.dtype(np.float64): TorchGlobal("torch", "DoubleStorage"),
+    np.dtype(np.int64): TorchGlobal("torch", "LongStorage"),
+}
 
 
 class Storage:
@@ -84,8 +87,10 @@ class Tensor:
         self.size, self.stride = tuple(size), tuple(stride)
 
     def __reduce__(self):
-        return (REBUILD_TENSOR_V2,
-                (self.storage, self.offset, self.size, self.stride, False, OrderedDict()))
+        return (
+            REBUILD_TENSOR_V2,
+            (self.storage, self.offset, self.size, self.stride, False, OrderedDict()),
+        )
 
 
 _STORAGE_KEYS = itertools.count()  # torch names storages by distinct decimal strings
@@ -156,8 +161,15 @@ def write_torch_legacy(path: Path, obj) -> Path:
     with open(path, "wb") as file:
         pickle.dump(LEGACY_MAGIC, file, protocol=2)
         pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
-        pickle.dump({"protocol_version": LEGACY_PROTOCOL, "little_endian": True,
-                     "type_sizes": {"short": 2, "int": 4, "long": 4}}, file, protocol=2)
+        pickle.dump(
+            {
+                "protocol_version": LEGACY_PROTOCOL,
+                "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4},
+            },
+            file,
+            protocol=2,
+        )
         pickler = TorchPickler(file, legacy=True)
         pickler.dump(obj)
         keys = sorted(pickler.storages)
@@ -211,9 +223,13 @@ def authors_state_dict(scale: int, n_blocks: int, n_feats: int, seed: int = 0) -
 
 def authors_dual_states(count: int, n_feats: int, seed: int = 1) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"dual_module.0.0.weight": rng.normal(0, 0.2, (n_feats, 3, 3, 3)).astype(np.float32),
-             "dual_module.1.weight": rng.normal(0, 0.2, (3, n_feats, 3, 3)).astype(np.float32)}
-            for _ in range(count)]
+    return [
+        {
+            "dual_module.0.0.weight": rng.normal(0, 0.2, (n_feats, 3, 3, 3)).astype(np.float32),
+            "dual_module.1.weight": rng.normal(0, 0.2, (3, n_feats, 3, 3)).astype(np.float32),
+        }
+        for _ in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +312,9 @@ def test_read_reference_checkpoints():
     duals = read_checkpoint(DUAL_PT)
     assert isinstance(duals, list) and len(duals) == 2
     assert {k: v.shape for k, v in duals[0].items()} == {
-        "dual_module.0.0.weight": (16, 3, 3, 3), "dual_module.1.weight": (3, 16, 3, 3)}
+        "dual_module.0.0.weight": (16, 3, 3, 3),
+        "dual_module.1.weight": (3, 16, 3, 3),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,32 +324,46 @@ def test_read_reference_checkpoints():
 
 def test_small_checkpoint_weights_land_in_place(small_checkpoints, tmp_path):
     output = tmp_path / "small.keras"
-    model = convert_checkpoint(small_checkpoints["primal"], "drn-s", 4, output,
-                               small_checkpoints["dual"], **SMALL)
+    model = convert_checkpoint(
+        small_checkpoints["primal"], "drn-s", 4, output, small_checkpoints["dual"], **SMALL
+    )
     state, duals = small_checkpoints["state"], small_checkpoints["duals"]
     primal = model.primal
     # Plain convolutions: kernels transposed to HWIO, biases unchanged.
-    plain = [("sub_mean", "sub_mean"), ("add_mean", "add_mean"), ("head", "head"),
-             ("tail_0", "tail.0"), ("tail_2", "tail.2"), ("up_1_project", "up_blocks.1.2")]
+    plain = [
+        ("sub_mean", "sub_mean"),
+        ("add_mean", "add_mean"),
+        ("head", "head"),
+        ("tail_0", "tail.0"),
+        ("tail_2", "tail.2"),
+        ("up_1_project", "up_blocks.1.2"),
+    ]
     for layer, key in plain:
-        np.testing.assert_array_equal(np.asarray(primal.get_layer(layer).kernel),
-                                      kernel(state[f"{key}.weight"]))
-        np.testing.assert_array_equal(np.asarray(primal.get_layer(layer).bias),
-                                      state[f"{key}.bias"])
+        np.testing.assert_array_equal(
+            np.asarray(primal.get_layer(layer).kernel), kernel(state[f"{key}.weight"])
+        )
+        np.testing.assert_array_equal(
+            np.asarray(primal.get_layer(layer).bias), state[f"{key}.bias"]
+        )
     block = primal.get_layer("up_0_rcab_0")
-    np.testing.assert_array_equal(np.asarray(block.conv2.kernel),
-                                  kernel(state["up_blocks.0.0.body.2.weight"]))
-    np.testing.assert_array_equal(np.asarray(block.attention.excite.bias),
-                                  state["up_blocks.0.0.body.3.conv_du.2.bias"])
+    np.testing.assert_array_equal(
+        np.asarray(block.conv2.kernel), kernel(state["up_blocks.0.0.body.2.weight"])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(block.attention.excite.bias), state["up_blocks.0.0.body.3.conv_du.2.bias"]
+    )
     down = primal.get_layer("down_1")
-    np.testing.assert_array_equal(np.asarray(down.down.kernel),
-                                  kernel(state["down.1.dual_module.0.0.weight"]))
+    np.testing.assert_array_equal(
+        np.asarray(down.down.kernel), kernel(state["down.1.dual_module.0.0.weight"])
+    )
     for k, dual in enumerate(model.duals):
         block = dual.get_layer("down")
-        np.testing.assert_array_equal(np.asarray(block.down.kernel),
-                                      kernel(duals[k]["dual_module.0.0.weight"]))
-        np.testing.assert_array_equal(np.asarray(block.conv.kernel),
-                                      kernel(duals[k]["dual_module.1.weight"]))
+        np.testing.assert_array_equal(
+            np.asarray(block.down.kernel), kernel(duals[k]["dual_module.0.0.weight"])
+        )
+        np.testing.assert_array_equal(
+            np.asarray(block.conv.kernel), kernel(duals[k]["dual_module.1.weight"])
+        )
 
     # The upsampler: conv + Keras depth_to_space must equal conv + PyTorch PixelShuffle, where
     # PixelShuffle puts channel c*r^2 + i*r + j at sub-pixel (i, j) of output channel c.
@@ -341,7 +373,7 @@ def test_small_checkpoint_weights_land_in_place(small_checkpoints, tmp_path):
     conv_out = np.zeros((1, 3, 4, 64))
     for y in range(3):
         for x in range(4):
-            conv_out[0, y, x] = np.einsum("hwc,ochw->o", padded[0, y:y + 3, x:x + 3], weight)
+            conv_out[0, y, x] = np.einsum("hwc,ochw->o", padded[0, y : y + 3, x : x + 3], weight)
     conv_out += bias
     want = np.zeros((1, 6, 8, 16))
     for c in range(16):
@@ -364,8 +396,10 @@ def test_data_parallel_prefix_is_accepted(small_checkpoints, tmp_path):
     state = {f"module.{k}": v for k, v in small_checkpoints["state"].items()}
     path = write_torch_zip(tmp_path / "dp.pt", to_state_dict(state))
     model = convert_checkpoint(path, "drn-s", 4, tmp_path / "dp.keras", **SMALL)
-    np.testing.assert_array_equal(np.asarray(model.primal.get_layer("head").kernel),
-                                  kernel(small_checkpoints["state"]["head.weight"]))
+    np.testing.assert_array_equal(
+        np.asarray(model.primal.get_layer("head").kernel),
+        kernel(small_checkpoints["state"]["head.weight"]),
+    )
 
 
 def test_output_file_mode_follows_umask(small_checkpoints, tmp_path):
@@ -393,8 +427,7 @@ def test_failed_save_leaves_no_partial_file(small_checkpoints, tmp_path, monkeyp
 
 def test_output_must_be_keras_file(small_checkpoints, tmp_path):
     with pytest.raises(ValueError, match=r"\.keras"):
-        convert_checkpoint(small_checkpoints["primal"], "drn-s", 4, tmp_path / "model.h5",
-                           **SMALL)
+        convert_checkpoint(small_checkpoints["primal"], "drn-s", 4, tmp_path / "model.h5", **SMALL)
     assert_nothing_written(tmp_path)
 
 
@@ -403,8 +436,9 @@ def test_output_must_be_keras_file(small_checkpoints, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def convert_error(tmp_path: Path, checkpoint, dual=None, variant="drn-s", scale=4,
-                  **overrides) -> str:
+def convert_error(
+    tmp_path: Path, checkpoint, dual=None, variant="drn-s", scale=4, **overrides
+) -> str:
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
     with pytest.raises(CheckpointError) as info:
@@ -463,9 +497,11 @@ def test_truncated_storage(small_checkpoints, tmp_path):
     assert str(path) in message and "storage" in message
 
 
-@pytest.mark.parametrize("content", [np.random.default_rng(0).bytes(4096),
-                                     b"hello, this is a text file\nnot a checkpoint\n", b""],
-                         ids=["random", "text", "empty"])
+@pytest.mark.parametrize(
+    "content",
+    [np.random.default_rng(0).bytes(4096), b"hello, this is a text file\nnot a checkpoint\n", b""],
+    ids=["random", "text", "empty"],
+)
 def test_not_a_checkpoint(tmp_path, content):
     path = tmp_path / "junk.pt"
     path.write_bytes(content)
@@ -496,15 +532,17 @@ def test_primal_checkpoint_as_dual(small_checkpoints, tmp_path):
 
 @pytest.mark.parametrize("count", [1, 3])
 def test_dual_checkpoint_wrong_count(small_checkpoints, tmp_path, count):
-    dual = write_torch_zip(tmp_path / "duals.pt",
-                           [to_state_dict(d) for d in authors_dual_states(count, 4)])
+    dual = write_torch_zip(
+        tmp_path / "duals.pt", [to_state_dict(d) for d in authors_dual_states(count, 4)]
+    )
     message = convert_error(tmp_path, small_checkpoints["primal"], dual, **SMALL)
     assert str(dual) in message and f"found {count}" in message and "2" in message
 
 
 def test_dual_checkpoint_wrong_width(small_checkpoints, tmp_path):
-    dual = write_torch_zip(tmp_path / "duals.pt",
-                           [to_state_dict(d) for d in authors_dual_states(2, 5)])
+    dual = write_torch_zip(
+        tmp_path / "duals.pt", [to_state_dict(d) for d in authors_dual_states(2, 5)]
+    )
     message = convert_error(tmp_path, small_checkpoints["primal"], dual, **SMALL)
     assert str(dual) in message and "dual_module.0.0.weight" in message
     assert "(5, 3, 3, 3)" in message and "(4, 3, 3, 3)" in message
@@ -513,8 +551,9 @@ def test_dual_checkpoint_wrong_width(small_checkpoints, tmp_path):
 def test_bad_dual_leaves_model_untouched(small_checkpoints, tmp_path):
     model = build_drn_bundle("drn-s", 4, **SMALL)
     before = [np.array(w) for w in model.get_weights()]
-    bad = write_torch_zip(tmp_path / "duals.pt",
-                          [to_state_dict(d) for d in authors_dual_states(3, 4)])
+    bad = write_torch_zip(
+        tmp_path / "duals.pt", [to_state_dict(d) for d in authors_dual_states(3, 4)]
+    )
     with pytest.raises(CheckpointError):
         load_authors_weights(model, small_checkpoints["primal"], bad)
     for a, b in zip(model.get_weights(), before, strict=True):
@@ -530,18 +569,20 @@ def strided_contents():
     """Tensors sharing storages, with offsets and non-contiguous strides, and their values."""
     floats = np.arange(24, dtype=np.float32) * 1.5 - 7.0
     shared = new_storage(floats)
-    longs = new_storage(np.array([3, -1, 2**40, 7, 0, -2**50], dtype=np.int64))
+    longs = new_storage(np.array([3, -1, 2**40, 7, 0, -(2**50)], dtype=np.int64))
     doubles = new_storage(np.linspace(-1, 1, 10))
-    contents = OrderedDict([
-        ("contiguous", Tensor(shared, 0, (2, 3, 4), (12, 4, 1))),
-        ("transposed", Tensor(shared, 0, (4, 6), (1, 4))),
-        ("offset_step", Tensor(shared, 5, (3,), (2,))),
-        ("offset_2d", Tensor(shared, 2, (2, 2), (8, 3))),
-        ("scalar", Tensor(shared, 7, (), ())),
-        ("empty", Tensor(shared, 0, (0, 3), (3, 1))),
-        ("longs", Tensor(longs, 1, (2, 2), (1, 3))),
-        ("doubles", Tensor(doubles, 0, (5,), (2,))),
-    ])
+    contents = OrderedDict(
+        [
+            ("contiguous", Tensor(shared, 0, (2, 3, 4), (12, 4, 1))),
+            ("transposed", Tensor(shared, 0, (4, 6), (1, 4))),
+            ("offset_step", Tensor(shared, 5, (3,), (2,))),
+            ("offset_2d", Tensor(shared, 2, (2, 2), (8, 3))),
+            ("scalar", Tensor(shared, 7, (), ())),
+            ("empty", Tensor(shared, 0, (0, 3), (3, 1))),
+            ("longs", Tensor(longs, 1, (2, 2), (1, 3))),
+            ("doubles", Tensor(doubles, 0, (5,), (2,))),
+        ]
+    )
     expected = {
         "contiguous": floats.reshape(2, 3, 4),
         "transposed": floats.reshape(6, 4).T,
@@ -549,7 +590,7 @@ def strided_contents():
         "offset_2d": np.array([[floats[2], floats[5]], [floats[10], floats[13]]]),
         "scalar": np.array(floats[7]),
         "empty": np.zeros((0, 3), np.float32),
-        "longs": np.array([[-1, 0], [2**40, -2**50]], dtype=np.int64),
+        "longs": np.array([[-1, 0], [2**40, -(2**50)]], dtype=np.int64),
         "doubles": np.linspace(-1, 1, 10)[::2],
     }
     return contents, expected
@@ -570,8 +611,12 @@ def assert_contents(got, expected):
 def test_read_hand_built_zip(tmp_path, byteorder):
     contents, expected = strided_contents()
     contents._metadata = OrderedDict([("", {"version": 1})])
-    path = write_torch_zip(tmp_path / "t.pt", {"state": contents, "epoch": 3, "names": ["a"]},
-                           archive="t", byteorder=byteorder)
+    path = write_torch_zip(
+        tmp_path / "t.pt",
+        {"state": contents, "epoch": 3, "names": ["a"]},
+        archive="t",
+        byteorder=byteorder,
+    )
     got = read_checkpoint(path)
     assert got["epoch"] == 3 and got["names"] == ["a"]
     assert_contents(got["state"], expected)
@@ -607,8 +652,10 @@ def test_read_legacy_truncated(tmp_path):
 def test_legacy_checkpoint_converts(small_checkpoints, tmp_path):
     path = write_torch_legacy(tmp_path / "legacy.pt", to_state_dict(small_checkpoints["state"]))
     model = convert_checkpoint(path, "drn-s", 4, tmp_path / "legacy.keras", **SMALL)
-    np.testing.assert_array_equal(np.asarray(model.primal.get_layer("tail_1").kernel),
-                                  kernel(small_checkpoints["state"]["tail.1.weight"]))
+    np.testing.assert_array_equal(
+        np.asarray(model.primal.get_layer("tail_1").kernel),
+        kernel(small_checkpoints["state"]["tail.1.weight"]),
+    )
 
 
 @pytest.mark.parametrize("offset,stride", [(0, -1), (-1, 1)], ids=["neg-stride", "neg-offset"])
@@ -651,8 +698,10 @@ class EvalCall:
 
 # The refused global: os.system pickles as posix.system; builtins.eval as __builtin__.eval in
 # protocols < 3 (pickle's fix_imports) and builtins.eval from protocol 3.
-PAYLOADS = {"system": (SystemCall, r"'(posix|os|nt)\.system'"),
-            "eval": (EvalCall, r"'(builtins|__builtin__)\.eval'")}
+PAYLOADS = {
+    "system": (SystemCall, r"'(posix|os|nt)\.system'"),
+    "eval": (EvalCall, r"'(builtins|__builtin__)\.eval'"),
+}
 
 
 def _payload_pickle(kind: str, marker: Path, protocol: int) -> bytes:
@@ -694,8 +743,15 @@ def test_legacy_payload_is_refused(tmp_path, kind, position):
         if position == "object":
             pickle.dump(LEGACY_MAGIC, file, protocol=2)
             pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
-            pickle.dump({"protocol_version": LEGACY_PROTOCOL, "little_endian": True,
-                         "type_sizes": {"short": 2, "int": 4, "long": 4}}, file, protocol=2)
+            pickle.dump(
+                {
+                    "protocol_version": LEGACY_PROTOCOL,
+                    "little_endian": True,
+                    "type_sizes": {"short": 2, "int": 4, "long": 4},
+                },
+                file,
+                protocol=2,
+            )
         file.write(_payload_pickle(kind, marker, 2))
         pickle.dump([], file, protocol=2)
     with pytest.raises(CheckpointError) as info:
@@ -713,4 +769,3 @@ def test_payload_refused_by_convert_without_output(tmp_path):
     message = convert_error(tmp_path, evil, **SMALL)
     assert "refusing" in message and str(evil) in message
     assert not marker.exists()
-

@@ -42,7 +42,7 @@ def test_comparison_picture_layout():
     picture = demo.comparison_picture(panels, crop_box=(5, 5, 8, 10), zoom=2)
     assert picture.dtype == np.uint8 and picture.shape[2] == 3
     # The zoomed crop of panel 1 sits below it and holds that panel's colour.
-    assert (picture[-16:, 36 + 2: 36 + 18] == 50).all()
+    assert (picture[-16:, 36 + 2 : 36 + 18] == 50).all()
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="no packaged model")

@@ -60,10 +60,8 @@ def test_model_evaluation_matches_independent_metrics(tiny, plain_set):
         sr = upscale(model, imresize(hr, 1 / 4))
         assert images[name]["psnr"] == pytest.approx(psnr_y(sr, hr, shave=4), abs=1e-9)
         assert images[name]["ssim"] == pytest.approx(ssim_y(sr, hr, shave=4), abs=1e-9)
-    assert results["mine"]["psnr"] == pytest.approx(
-        np.mean([v["psnr"] for v in images.values()]))
-    assert results["mine"]["ssim"] == pytest.approx(
-        np.mean([v["ssim"] for v in images.values()]))
+    assert results["mine"]["psnr"] == pytest.approx(np.mean([v["psnr"] for v in images.values()]))
+    assert results["mine"]["ssim"] == pytest.approx(np.mean([v["ssim"] for v in images.values()]))
 
 
 def test_bicubic_uses_matlab_imresize(plain_set):
@@ -93,9 +91,14 @@ def test_evaluate_errors(tiny, plain_set):
 
 def test_format_table():
     results = {
-        "Set5": {"psnr": 28.4234, "ssim": 0.81041,
-                 "images": {"baby": {"psnr": 31.7771, "ssim": 0.85631},
-                            "bird": {"psnr": math.inf, "ssim": 1.0}}},
+        "Set5": {
+            "psnr": 28.4234,
+            "ssim": 0.81041,
+            "images": {
+                "baby": {"psnr": 31.7771, "ssim": 0.85631},
+                "bird": {"psnr": math.inf, "ssim": 1.0},
+            },
+        },
         "Other": {"psnr": 20.0, "ssim": 0.5, "images": {"x": {"psnr": 20.0, "ssim": 0.5}}},
     }
     table = format_table(results)
@@ -121,14 +124,27 @@ def test_write_json_is_atomic(tmp_path):
 @needs_set5
 def test_cli_evaluate_bicubic_set5(tmp_path, capsys):
     output = tmp_path / "results.json"
-    assert cli.main(["evaluate", "--model", "bicubic", "--data", str(SET5), "--scale", "4",
-                     "--json", str(output)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                "bicubic",
+                "--data",
+                str(SET5),
+                "--scale",
+                "4",
+                "--json",
+                str(output),
+            ]
+        )
+        == 0
+    )
     content = json.loads(output.read_text())
     assert content["model"] == "bicubic" and content["scale"] == 4
     assert content["sets"]["Set5"]["psnr"] == pytest.approx(BICUBIC_SET5_X4[0], abs=0.01)
     assert content["sets"]["Set5"]["ssim"] == pytest.approx(BICUBIC_SET5_X4[1], abs=0.001)
-    assert set(content["sets"]["Set5"]["images"]) == {"baby", "bird", "butterfly", "head",
-                                                      "woman"}
+    assert set(content["sets"]["Set5"]["images"]) == {"baby", "bird", "butterfly", "head", "woman"}
     out = capsys.readouterr().out
     assert "Set5" in out and "28.42" in out and f"wrote {output}" in out
 
@@ -138,8 +154,21 @@ def test_cli_evaluate_model_and_several_folders(tiny, plain_set, tmp_path, capsy
     write_image(other / "x.png", _smooth(40, 36, 4))
     output = tmp_path / "r.json"
     # `--data A B`: absl leaves B as a positional; both are evaluated. --scale defaults to 4.
-    assert cli.main(["evaluate", "--model", str(tiny[1]), "--data", str(plain_set), str(other),
-                     "--json", str(output)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(tiny[1]),
+                "--data",
+                str(plain_set),
+                str(other),
+                "--json",
+                str(output),
+            ]
+        )
+        == 0
+    )
     content = json.loads(output.read_text())
     assert list(content["sets"]) == ["mine", "other"] and content["scale"] == 4
     direct = evaluate(tiny[0], [plain_set], 4, progress=False)["mine"]
@@ -148,8 +177,22 @@ def test_cli_evaluate_model_and_several_folders(tiny, plain_set, tmp_path, capsy
 
 def test_cli_evaluate_scale_mismatch_is_exit_1(tiny, plain_set, tmp_path, capsys):
     output = tmp_path / "r.json"
-    assert cli.main(["evaluate", "--model", str(tiny[1]), "--data", str(plain_set),
-                     "--scale", "8", "--json", str(output)]) == 1
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(tiny[1]),
+                "--data",
+                str(plain_set),
+                "--scale",
+                "8",
+                "--json",
+                str(output),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "×4" in err and "8" in err
     assert not output.exists()

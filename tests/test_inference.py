@@ -24,7 +24,8 @@ def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def test_default_model_path():
     assert inference.DEFAULT_MODEL_PATH == Path(inference.__file__).parent / "weights" / (
-        "drn_x4.keras")
+        "drn_x4.keras"
+    )
 
 
 def test_load_model_round_trip(tiny):
@@ -32,8 +33,7 @@ def test_load_model_round_trip(tiny):
     loaded = inference.load_model(str(path))
     assert isinstance(loaded, DRN) and loaded.scale == 4
     image = _image(6, 5)
-    np.testing.assert_array_equal(inference.upscale(loaded, image),
-                                  inference.upscale(model, image))
+    np.testing.assert_array_equal(inference.upscale(loaded, image), inference.upscale(model, image))
 
 
 def test_load_model_default(tiny, monkeypatch, tmp_path):
@@ -80,15 +80,19 @@ def _bad_config(tiny, path):
         archive.writestr("metadata.json", "{}")
 
 
-@pytest.mark.parametrize("make, message", [
-    (_truncated, "truncated or corrupt"),
-    (_flipped, "CRC"),
-    (lambda tiny, path: path.write_bytes(b"hello"), "not a valid .keras file"),
-    (lambda tiny, path: path.write_bytes(b""), "not a valid .keras file"),
-    (_sequential, "not a DRN model .*Sequential"),
-    (_no_config, "no config.json"),
-    (_bad_config, "cannot load the model"),
-], ids=["truncated", "flipped-byte", "garbage", "empty", "sequential", "no-config", "bad-config"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_truncated, "truncated or corrupt"),
+        (_flipped, "CRC"),
+        (lambda tiny, path: path.write_bytes(b"hello"), "not a valid .keras file"),
+        (lambda tiny, path: path.write_bytes(b""), "not a valid .keras file"),
+        (_sequential, "not a DRN model .*Sequential"),
+        (_no_config, "no config.json"),
+        (_bad_config, "cannot load the model"),
+    ],
+    ids=["truncated", "flipped-byte", "garbage", "empty", "sequential", "no-config", "bad-config"],
+)
 def test_load_model_rejects_bad_files(tiny, tmp_path, make, message):
     path = tmp_path / "bad.keras"
     make(tiny, path)
@@ -134,9 +138,16 @@ def test_upscale_traces_once_for_all_sizes(tiny):
     assert inference._runner(model).experimental_get_tracing_count() == 1
 
 
-@pytest.mark.parametrize("image", [
-    np.zeros((4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.float32),
-    np.zeros((0, 4, 3), np.uint8)], ids=["2d", "rgba", "float", "empty"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((4, 4), np.uint8),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((0, 4, 3), np.uint8),
+    ],
+    ids=["2d", "rgba", "float", "empty"],
+)
 def test_upscale_rejects_bad_arrays(tiny, image):
     with pytest.raises(ValueError):
         inference.upscale(tiny[0], image)
@@ -152,8 +163,9 @@ def photos(tmp_path) -> Path:
     write_image(root / "a.png", _image(5, 7, seed=1))
     write_image(root / "sub" / "deeper" / "b.jpg", _image(6, 4, seed=2))
     Image.fromarray(_image(4, 3, seed=3)[..., 0]).save(root / "gray.png")
-    Image.fromarray(np.dstack([_image(3, 5, seed=4), _image(3, 5, seed=5)[..., :1]]),
-                    "RGBA").save(root / "rgba.png")
+    Image.fromarray(np.dstack([_image(3, 5, seed=4), _image(3, 5, seed=5)[..., :1]]), "RGBA").save(
+        root / "rgba.png"
+    )
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     return root
 
@@ -162,8 +174,12 @@ def test_upscale_files_folder(tiny, photos, tmp_path, capsys):
     model = tiny[0]
     out = tmp_path / "out"
     written = inference.upscale_files([photos], out, model, progress=False)
-    expected = {out / "a_x4.png", out / "sub" / "deeper" / "b_x4.png", out / "gray_x4.png",
-                out / "rgba_x4.png"}
+    expected = {
+        out / "a_x4.png",
+        out / "sub" / "deeper" / "b_x4.png",
+        out / "gray_x4.png",
+        out / "rgba_x4.png",
+    }
     assert set(written) == expected
     assert {p for p in out.rglob("*") if p.is_file()} == expected  # no temp files, no bad_x4
     for source in ("a.png", "sub/deeper/b.jpg", "gray.png", "rgba.png"):
@@ -177,8 +193,9 @@ def test_upscale_files_folder(tiny, photos, tmp_path, capsys):
 def test_upscale_files_mixed_inputs_and_suffix(tiny, photos, tmp_path):
     other = tmp_path / "other.png"
     write_image(other, _image(3, 3, seed=9))
-    written = inference.upscale_files([other, photos / "a.png"], tmp_path / "o", tiny[0],
-                                      suffix="_sr", progress=False)
+    written = inference.upscale_files(
+        [other, photos / "a.png"], tmp_path / "o", tiny[0], suffix="_sr", progress=False
+    )
     assert written == [tmp_path / "o" / "other_sr.png", tmp_path / "o" / "a_sr.png"]
     assert read_image(written[0]).shape == (12, 12, 3)
 
@@ -209,16 +226,22 @@ def test_upscale_files_errors(tiny, photos, tmp_path):
 
 def test_cli_upscale(tiny, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli.main(["upscale", str(photos / "a.png"), "--output", str(out),
-                     "--model", str(tiny[1])]) == 0
+    assert (
+        cli.main(["upscale", str(photos / "a.png"), "--output", str(out), "--model", str(tiny[1])])
+        == 0
+    )
     assert read_image(out / "a_x4.png").shape == (20, 28, 3)
     assert "wrote 1 image" in capsys.readouterr().out
 
 
 def test_cli_upscale_missing_input_is_exit_1(tiny, tmp_path, capsys):
     missing = tmp_path / "missing.png"
-    assert cli.main(["upscale", str(missing), "--output", str(tmp_path / "out"),
-                     "--model", str(tiny[1])]) == 1
+    assert (
+        cli.main(
+            ["upscale", str(missing), "--output", str(tmp_path / "out"), "--model", str(tiny[1])]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(missing) in err
     assert not (tmp_path / "out").exists()
@@ -227,14 +250,17 @@ def test_cli_upscale_missing_input_is_exit_1(tiny, tmp_path, capsys):
 def test_cli_upscale_bad_model_is_exit_1(photos, tmp_path, capsys):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"junk")
-    assert cli.main(["upscale", str(photos), "--output", str(tmp_path / "o"),
-                     "--model", str(bad)]) == 1
+    assert (
+        cli.main(["upscale", str(photos), "--output", str(tmp_path / "o"), "--model", str(bad)])
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err
 
 
-@pytest.mark.parametrize("argv", [["upscale", "--output", "o"], ["upscale", "a.png"]],
-                         ids=["no-input", "no-output"])
+@pytest.mark.parametrize(
+    "argv", [["upscale", "--output", "o"], ["upscale", "a.png"]], ids=["no-input", "no-output"]
+)
 def test_cli_upscale_usage_errors(argv, capsys):
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip()

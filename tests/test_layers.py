@@ -64,19 +64,20 @@ def torch_bicubic_reference(x: np.ndarray, scale: int) -> np.ndarray:
     return _torch_bicubic_1d(_torch_bicubic_1d(x, 1, scale), 2, scale)
 
 
-def conv2d_reference(x: np.ndarray, kernel: np.ndarray, bias=None, stride: int = 1,
-                     pad: int = 1) -> np.ndarray:
+def conv2d_reference(
+    x: np.ndarray, kernel: np.ndarray, bias=None, stride: int = 1, pad: int = 1
+) -> np.ndarray:
     """Direct-loop cross-correlation, NHWC x HWIO kernel, zero padding ``pad`` on every side."""
     n, h, w, _ = x.shape
     kh, kw, _, cout = kernel.shape
     xp = np.zeros((n, h + 2 * pad, w + 2 * pad, x.shape[3]))
-    xp[:, pad:pad + h, pad:pad + w] = x
+    xp[:, pad : pad + h, pad : pad + w] = x
     oh = (h + 2 * pad - kh) // stride + 1
     ow = (w + 2 * pad - kw) // stride + 1
     out = np.zeros((n, oh, ow, cout))
     for oy in range(oh):
         for ox in range(ow):
-            patch = xp[:, oy * stride:oy * stride + kh, ox * stride:ox * stride + kw, :]
+            patch = xp[:, oy * stride : oy * stride + kh, ox * stride : ox * stride + kw, :]
             out[:, oy, ox, :] = np.einsum("nhwc,hwco->no", patch, kernel)
     if bias is not None:
         out += bias
@@ -151,7 +152,7 @@ def test_phase_filters_match_reference_weights():
     for tap in range(5):
         impulse = np.zeros((1, 9, 1, 1))
         impulse[0, 4 + tap - 2] = 1.0  # input pixel i + tap - 2, with i = 4
-        response = torch_bicubic_reference(impulse, scale)[0, 4 * scale:5 * scale, 0, 0]
+        response = torch_bicubic_reference(impulse, scale)[0, 4 * scale : 5 * scale, 0, 0]
         np.testing.assert_allclose(filters[:, tap], response, atol=1e-12)
 
 
@@ -228,14 +229,23 @@ def test_pixel_shuffle_is_dcr_depth_to_space(scale, channels):
                 for j in range(scale):
                     for c in range(channels):
                         want[:, y * scale + i, xx * scale + j, c] = x[
-                            :, y, xx, (i * scale + j) * channels + c]
+                            :, y, xx, (i * scale + j) * channels + c
+                        ]
     layer = PixelShuffle(scale)
     got = np.asarray(layer(x))
     np.testing.assert_array_equal(got, want)
     assert layer.compute_output_shape((n, h, w, channels * scale**2)) == (
-        n, h * scale, w * scale, channels)
+        n,
+        h * scale,
+        w * scale,
+        channels,
+    )
     assert layer.compute_output_shape((None, None, None, channels * scale**2)) == (
-        None, None, None, channels)
+        None,
+        None,
+        None,
+        channels,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,8 +269,9 @@ def test_meanshift_pair_is_identity():
     np.testing.assert_allclose(np.asarray(MeanShift(1)(MeanShift(-1)(x))), x, atol=1e-3)
 
 
-@pytest.mark.parametrize("channels,reduction,squeezed", [(8, 4, 2), (32, 16, 2), (64, 16, 4),
-                                                         (80, 16, 5), (4, 16, 1)])
+@pytest.mark.parametrize(
+    "channels,reduction,squeezed", [(8, 4, 2), (32, 16, 2), (64, 16, 4), (80, 16, 5), (4, 16, 1)]
+)
 def test_channel_attention_matches_numpy(channels, reduction, squeezed):
     layer = ChannelAttention(channels, reduction)
     x = np.random.default_rng(channels).normal(0, 3, (2, 5, 6, channels)).astype(np.float32)
@@ -313,8 +324,9 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("make,shape", LAYERS,
-                         ids=["bicubic", "meanshift", "attention", "rcab", "down", "shuffle"])
+@pytest.mark.parametrize(
+    "make,shape", LAYERS, ids=["bicubic", "meanshift", "attention", "rcab", "down", "shuffle"]
+)
 def test_layer_config_round_trip(make, shape):
     layer = make()
     x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)

@@ -56,7 +56,9 @@ def test_rgb_to_y_studio_range() -> None:
     assert y.dtype == np.float64
     np.testing.assert_allclose(
         # MATLAB's uint8 result: 16 + 65.481 → 81, 16 + 128.553 → 145, 16 + 24.966 → 41.
-        y[0], [16.0, 235.0, 81.0, 145.0, 41.0], atol=1e-12
+        y[0],
+        [16.0, 235.0, 81.0, 145.0, 41.0],
+        atol=1e-12,
     )
     gray = np.array([[0, 128, 255]], dtype=np.uint8)
     np.testing.assert_allclose(rgb_to_y(gray), rgb_to_y(np.repeat(gray[..., None], 3, -1)))

@@ -89,7 +89,10 @@ def test_paper_structure(paper_models, key):
     for k in range(phases):
         down = primal.get_layer(f"down_{k}")
         assert (down.in_channels, down.mid_channels, down.out_channels) == (
-            n_feats * 2**k, n_feats * 2**k, n_feats * 2 ** (k + 1))
+            n_feats * 2**k,
+            n_feats * 2**k,
+            n_feats * 2 ** (k + 1),
+        )
         assert not down.down.use_bias and not down.conv.use_bias
     # Input: any size RGB; outputs: RGB at every level.
     assert tuple(primal.inputs[0].shape) == (None, None, None, 3)
@@ -103,8 +106,10 @@ def test_paper_structure(paper_models, key):
 
 @pytest.fixture(scope="module")
 def small_models():
-    return {scale: (build_drn("drn-s", scale, **SMALL), build_duals("drn-s", scale, **SMALL))
-            for scale in (2, 4, 8, 16)}
+    return {
+        scale: (build_drn("drn-s", scale, **SMALL), build_duals("drn-s", scale, **SMALL))
+        for scale in (2, 4, 8, 16)
+    }
 
 
 SHAPES = {
@@ -136,7 +141,10 @@ def test_output_shapes_at_every_level(small_models, scale):
 def test_static_shape_inference(small_models):
     primal, duals = small_models[4]
     assert [tuple(s) for s in primal.compute_output_shape((2, 5, 7, 3))] == [
-        (2, 5, 7, 3), (2, 10, 14, 3), (2, 20, 28, 3)]
+        (2, 5, 7, 3),
+        (2, 10, 14, 3),
+        (2, 20, 28, 3),
+    ]
     symbolic = primal(keras.Input((5, 7, 3), batch_size=2))
     assert [tuple(o.shape) for o in symbolic] == [(2, 5, 7, 3), (2, 10, 14, 3), (2, 20, 28, 3)]
     assert tuple(duals[0](keras.Input((7, 9, 3))).shape) == (None, 4, 5, 3)
@@ -164,9 +172,20 @@ def test_batch_items_are_independent(small_models):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs", [{"variant": "drn-m"}, {"variant": "DRN-S"}, {"scale": 3},
-                                    {"scale": 6}, {"scale": 1}, {"scale": 0}, {"scale": 12},
-                                    {"n_blocks": -1}, {"n_feats": -4}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"variant": "drn-m"},
+        {"variant": "DRN-S"},
+        {"scale": 3},
+        {"scale": 6},
+        {"scale": 1},
+        {"scale": 0},
+        {"scale": 12},
+        {"n_blocks": -1},
+        {"n_feats": -4},
+    ],
+)
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         DRNConfig(**kwargs)
@@ -178,11 +197,19 @@ def test_config_rejects_zero_sizes(field):
         DRNConfig("drn-s", 4, **{field: 0})
 
 
-@pytest.mark.parametrize("variant,scale,expected", [
-    ("drn-s", 2, (30, 16)), ("drn-s", 4, (30, 16)), ("drn-s", 8, (30, 8)),
-    ("drn-s", 16, (30, 8)), ("drn-l", 2, (40, 20)), ("drn-l", 4, (40, 20)),
-    ("drn-l", 8, (36, 10)), ("drn-l", 32, (36, 10)),
-])
+@pytest.mark.parametrize(
+    "variant,scale,expected",
+    [
+        ("drn-s", 2, (30, 16)),
+        ("drn-s", 4, (30, 16)),
+        ("drn-s", 8, (30, 8)),
+        ("drn-s", 16, (30, 8)),
+        ("drn-l", 2, (40, 20)),
+        ("drn-l", 4, (40, 20)),
+        ("drn-l", 8, (36, 10)),
+        ("drn-l", 32, (36, 10)),
+    ],
+)
 def test_config_presets(variant, scale, expected):
     cfg = DRNConfig(variant, scale)
     assert (cfg.n_blocks, cfg.n_feats) == expected
@@ -190,8 +217,10 @@ def test_config_presets(variant, scale, expected):
 
 
 def test_config_overrides():
-    assert (DRNConfig("drn-l", 8, n_feats=12).n_blocks, DRNConfig("drn-l", 8, n_feats=12).n_feats
-            ) == (36, 12)
+    assert (
+        DRNConfig("drn-l", 8, n_feats=12).n_blocks,
+        DRNConfig("drn-l", 8, n_feats=12).n_feats,
+    ) == (36, 12)
     cfg = DRNConfig("drn-s", 4, n_blocks=3)
     assert (cfg.n_blocks, cfg.n_feats) == (3, 16)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -257,8 +286,13 @@ def test_bundle_rejects_mismatched_duals():
 
 
 def test_public_api():
-    assert set(drn_tf.__all__) >= {"DRN", "DRNConfig", "build_drn", "build_drn_bundle",
-                                   "build_duals"}
+    assert set(drn_tf.__all__) >= {
+        "DRN",
+        "DRNConfig",
+        "build_drn",
+        "build_drn_bundle",
+        "build_duals",
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,9 +40,12 @@ IO_NPZ = REFERENCE / "drn_s_x4_io.npz"
 
 SMALL = {"n_blocks": 1, "n_feats": 4}
 ROOT = Path(__file__).resolve().parents[1]
-SUBPROCESS_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-                  "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                              os.environ.get("PYTHONPATH")]))}
+SUBPROCESS_ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "CUDA_VISIBLE_DEVICES": "",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -60,15 +63,20 @@ def float32_policy():
 
 def small_model(scale: int = 4, dual_weight: float = 0.1, seed: int = 0) -> DualRegressionModel:
     keras.utils.set_random_seed(seed)
-    return DualRegressionModel(build_drn("drn-s", scale, **SMALL),
-                               build_duals("drn-s", scale, **SMALL), dual_weight=dual_weight)
+    return DualRegressionModel(
+        build_drn("drn-s", scale, **SMALL),
+        build_duals("drn-s", scale, **SMALL),
+        dual_weight=dual_weight,
+    )
 
 
 def pyramid_batch(scale: int = 4, lr_size: int = 8, batch: int = 2, seed: int = 0):
     """``(lr, (T_1 … T_p))`` as ``make_train_dataset`` yields them: float32 on 0..255."""
     rng = np.random.default_rng(seed)
-    levels = [rng.uniform(0, 255, (batch, lr_size * 2**k, lr_size * 2**k, 3)).astype(np.float32)
-              for k in range(int(np.log2(scale)) + 1)]
+    levels = [
+        rng.uniform(0, 255, (batch, lr_size * 2**k, lr_size * 2**k, 3)).astype(np.float32)
+        for k in range(int(np.log2(scale)) + 1)
+    ]
     return levels[0], tuple(levels[1:])
 
 
@@ -85,9 +93,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
-                          capture_output=True, text=True, timeout=timeout, env=SUBPROCESS_ENV,
-                          cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=SUBPROCESS_ENV,
+        cwd=ROOT,
+    )
 
 
 def last_json(output: str) -> dict:
@@ -118,14 +131,19 @@ def test_reference_step_matches_pytorch(reference_io):
     load_authors_weights(model, PRIMAL_PT, DUAL_PT)
     # Eager: tracing the full model's train function takes minutes on 2 cores, one eager step
     # seconds; the step code is the same.
-    model.compile(optimizer=keras.optimizers.Adam(1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
-                  run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+        run_eagerly=True,
+    )
     before = np.asarray(model.primal(io["lr"])[-1])
     logs = model.train_on_batch(io["lr"], (io["step_lr_1"], io["step_hr"]), return_dict=True)
 
     # The logs are the losses of the batch before the update.
-    for key, expected in (("loss", io["step_loss"]), ("primal_loss", io["step_primary"]),
-                          ("dual_loss", io["step_dual"])):
+    for key, expected in (
+        ("loss", io["step_loss"]),
+        ("primal_loss", io["step_primary"]),
+        ("dual_loss", io["step_dual"]),
+    ):
         assert logs[key] == pytest.approx(float(expected), rel=1e-3), key
     assert logs["skipped_steps"] == 0
     assert int(model.optimizer.iterations.numpy()) == 1
@@ -179,8 +197,9 @@ def test_pyramid_loss_is_the_formula(scale, dual_weight):
 
     batch = lr.shape[0]
     for paired in (None, np.ones(batch, np.float32)):
-        loss, got_primal, got_dual = pyramid_loss(outputs, duals, lr, targets, dual_weight,
-                                                  paired=paired)
+        loss, got_primal, got_dual = pyramid_loss(
+            outputs, duals, lr, targets, dual_weight, paired=paired
+        )
         for value in (loss, got_primal, got_dual):
             assert keras.backend.standardize_dtype(value.dtype) == "float32"
         assert float(got_primal) == pytest.approx(primal, rel=1e-5)
@@ -188,8 +207,7 @@ def test_pyramid_loss_is_the_formula(scale, dual_weight):
         assert float(loss) == pytest.approx(primal + dual_weight * dual, rel=1e-5)
 
     # Under a strategy the sums are divided by the global batch: each replica gives its share.
-    loss, _, _ = pyramid_loss(outputs, duals, lr, targets, dual_weight,
-                              global_batch_size=2 * batch)
+    loss, _, _ = pyramid_loss(outputs, duals, lr, targets, dual_weight, global_batch_size=2 * batch)
     assert float(loss) == pytest.approx((primal + dual_weight * dual) / 2, rel=1e-5)
 
 
@@ -197,8 +215,9 @@ def test_pyramid_loss_is_the_formula(scale, dual_weight):
 def test_pyramid_loss_unpaired_samples_keep_only_the_closed_loop_term(scale):
     outputs, duals, lr, targets = random_pyramid(scale, seed=1)
     batch = lr.shape[0]
-    loss, primal, dual = pyramid_loss(outputs, duals, lr, targets, 0.1,
-                                      paired=np.zeros(batch, np.float32))
+    loss, primal, dual = pyramid_loss(
+        outputs, duals, lr, targets, 0.1, paired=np.zeros(batch, np.float32)
+    )
     closed_loop = l1(duals[0], lr)  # |D_0(SR_1) − LR|: needs the LR image only (Eq. 2)
     assert float(primal) == 0.0
     assert float(dual) == pytest.approx(closed_loop, rel=1e-5)
@@ -213,8 +232,11 @@ def test_pyramid_loss_mixed_batch_is_the_per_sample_mean(scale):
     expected_loss = expected_primal = expected_dual = 0.0
     for i, is_paired in enumerate(paired):
         primal_terms, dual_terms = reference_terms(
-            [o[i:i + 1] for o in outputs], [d[i:i + 1] for d in duals], lr[i:i + 1],
-            tuple(t[i:i + 1] for t in targets))
+            [o[i : i + 1] for o in outputs],
+            [d[i : i + 1] for d in duals],
+            lr[i : i + 1],
+            tuple(t[i : i + 1] for t in targets),
+        )
         # Eq. 2: 1_P(x_i) · L_P + λ · L_D, where only the closed-loop dual term needs no HR.
         primal_i = is_paired * sum(primal_terms)
         dual_i = dual_terms[0] + is_paired * sum(dual_terms[1:])
@@ -255,8 +277,14 @@ def float32_reference():
         dual_outputs = [dual(outputs[k + 1], training=True) for k, dual in enumerate(model.duals)]
         loss = pyramid_loss(outputs, dual_outputs, lr, targets, model.dual_weight)[0]
     gradient = flat(tape.gradient(loss, model.trainable_variables))
-    return {"weights": weights, "lr": lr, "targets": targets, "update": update, "logs": logs,
-            "gradient": gradient}
+    return {
+        "weights": weights,
+        "lr": lr,
+        "targets": targets,
+        "update": update,
+        "logs": logs,
+        "gradient": gradient,
+    }
 
 
 def sgd_update(weights, lr, targets, policy, scale_loss=True):
@@ -279,8 +307,10 @@ def sgd_update(weights, lr, targets, policy, scale_loss=True):
             if int(model.optimizer.iterations.numpy()) == 1:
                 break
         assert int(model.optimizer.iterations.numpy()) == 1, "every step overflowed"
-        update = flat(after - start for after, start in
-                      zip(snapshot(model.trainable_variables), before, strict=True))
+        update = flat(
+            after - start
+            for after, start in zip(snapshot(model.trainable_variables), before, strict=True)
+        )
         return update, logs, model
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -289,14 +319,16 @@ def sgd_update(weights, lr, targets, policy, scale_loss=True):
 def test_float32_step_is_the_gradient(float32_reference):
     ref = float32_reference
     assert cosine(-ref["update"], ref["gradient"]) > 0.99999
-    assert np.linalg.norm(ref["update"]) == pytest.approx(np.linalg.norm(ref["gradient"]),
-                                                          rel=1e-4)
+    assert np.linalg.norm(ref["update"]) == pytest.approx(np.linalg.norm(ref["gradient"]), rel=1e-4)
 
 
-@pytest.mark.parametrize("policy, min_cosine, ratio", [
-    ("mixed_float16", 0.99, (0.9, 1.1)),
-    ("mixed_bfloat16", 0.95, (0.8, 1.25)),
-])
+@pytest.mark.parametrize(
+    "policy, min_cosine, ratio",
+    [
+        ("mixed_float16", 0.99, (0.9, 1.1)),
+        ("mixed_bfloat16", 0.95, (0.8, 1.25)),
+    ],
+)
 def test_mixed_precision_step_matches_float32(float32_reference, policy, min_cosine, ratio):
     ref = float32_reference
     update, logs, model = sgd_update(ref["weights"], ref["lr"], ref["targets"], policy)
@@ -305,7 +337,8 @@ def test_mixed_precision_step_matches_float32(float32_reference, policy, min_cos
     assert model.primal.get_layer("head").compute_dtype == compute
     assert all(v.dtype == "float32" for v in model.trainable_variables)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (
-        policy == "mixed_float16")
+        policy == "mixed_float16"
+    )
 
     norm_ratio = np.linalg.norm(update) / np.linalg.norm(ref["update"])
     # A loss that is not scaled (or not unscaled) is off by 2^15 here, far outside this range.
@@ -317,8 +350,11 @@ def test_mixed_precision_step_matches_float32(float32_reference, policy, min_cos
     # Outputs and losses are float32 under every policy.
     outputs = model.primal(ref["lr"])
     dual_outputs = [dual(outputs[k + 1]) for k, dual in enumerate(model.duals)]
-    for tensor in [*outputs, *dual_outputs,
-                   *pyramid_loss(outputs, dual_outputs, ref["lr"], ref["targets"])]:
+    for tensor in [
+        *outputs,
+        *dual_outputs,
+        *pyramid_loss(outputs, dual_outputs, ref["lr"], ref["targets"]),
+    ]:
         assert keras.backend.standardize_dtype(tensor.dtype) == "float32"
 
 
@@ -326,8 +362,9 @@ def test_unscaled_float16_loss_is_the_trap_the_check_catches(float32_reference):
     """A step that skips ``scale_loss`` moves the weights 2^15 times too little: the norm-ratio
     check of the test above would catch it."""
     ref = float32_reference
-    update, _, _ = sgd_update(ref["weights"], ref["lr"], ref["targets"], "mixed_float16",
-                              scale_loss=False)
+    update, _, _ = sgd_update(
+        ref["weights"], ref["lr"], ref["targets"], "mixed_float16", scale_loss=False
+    )
     norm_ratio = np.linalg.norm(update) / np.linalg.norm(ref["update"])
     assert norm_ratio == pytest.approx(1 / 32768, rel=0.1)
 
@@ -405,8 +442,9 @@ def test_non_finite_loss_is_skipped_with_a_loss_scale_optimizer():
     # A LossScaleOptimizer under the float32 policy takes the same train_step branch as
     # mixed_float16, without float16 overflows muddying which steps are skipped.
     model = small_model(seed=5)
-    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)),
-                  run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)), run_eagerly=True
+    )
     model.train_on_batch(*pyramid_batch(seed=50))
     assert int(model.optimizer.iterations.numpy()) == 1
     check_skipped_then_recovers(model, "inf-hr")
@@ -569,17 +607,32 @@ def resumed_run(tmp_path_factory):
     config = {
         "train_dir": [str(write_images(root / "train", 3, seed=0))],
         "val_dir": [str(write_images(root / "val", 1, seed=1))],
-        "output": str(root / "run"), "variant": "drn-s", "scale": 4, "n_blocks": 1,
-        "n_feats": 4, "steps": 6, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 32,
-        "precision": "float32", "tensorboard": False, "verbose": 0, "seed": 1,
+        "output": str(root / "run"),
+        "variant": "drn-s",
+        "scale": 4,
+        "n_blocks": 1,
+        "n_feats": 4,
+        "steps": 6,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "patch_size": 32,
+        "precision": "float32",
+        "tensorboard": False,
+        "verbose": 0,
+        "seed": 1,
     }
     killed = run_python(KILLED_RUN_SCRIPT, json.dumps(config), timeout=300)
     run = Path(config["output"])
     killed_log = read_log(run / "log.csv") if (run / "log.csv").is_file() else []
     killed_files = sorted(p.name for p in run.iterdir())
     model = train(TrainConfig(**config))
-    return {"killed": killed, "killed_log": killed_log, "killed_files": killed_files,
-            "run": run, "model": model}
+    return {
+        "killed": killed,
+        "killed_log": killed_log,
+        "killed_files": killed_files,
+        "run": run,
+        "model": model,
+    }
 
 
 def test_killed_run_died_after_two_epochs(resumed_run):
@@ -623,13 +676,22 @@ def test_train_rejects_bad_configs(tmp_path):
     with pytest.raises(ValueError, match="no training folder"):
         train(TrainConfig(output=str(tmp_path / "a")))
     with pytest.raises(ValueError, match="--patch-size 30 is not a multiple of the scale 4"):
-        train(TrainConfig(train_dir=[str(tmp_path)], patch_size=30, scale=4,
-                          output=str(tmp_path / "b")))
+        train(
+            TrainConfig(
+                train_dir=[str(tmp_path)], patch_size=30, scale=4, output=str(tmp_path / "b")
+            )
+        )
     with pytest.raises(ValueError, match="must be positive"):
         train(TrainConfig(train_dir=[str(tmp_path)], steps=0, output=str(tmp_path / "c")))
     with pytest.raises(ValueError, match="precision must be one of"):
-        train(TrainConfig(train_dir=[str(tmp_path)], patch_size=32, precision="fp16",
-                          output=str(tmp_path / "d")))
+        train(
+            TrainConfig(
+                train_dir=[str(tmp_path)],
+                patch_size=32,
+                precision="fp16",
+                output=str(tmp_path / "d"),
+            )
+        )
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 
@@ -648,8 +710,9 @@ def test_init_starts_from_a_saved_model(tiny):
     model, path = tiny
     started = build_model(TrainConfig(train_dir=["unused"], init=str(path)))
     assert isinstance(started, DualRegressionModel)
-    for network, saved_network in zip([started.primal, *started.duals],
-                                      [model.primal, *model.duals], strict=True):
+    for network, saved_network in zip(
+        [started.primal, *started.duals], [model.primal, *model.duals], strict=True
+    ):
         for ours, saved in zip(network.get_weights(), saved_network.get_weights(), strict=True):
             np.testing.assert_array_equal(ours, saved)
     with pytest.raises(ValueError, match="×4 model, but --scale is 8"):
