@@ -10,7 +10,7 @@ $(STAMP): setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (TensorFlow 2.21 + Keras 3.15 wheels)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,test]'
+	$(PY) -m pip install --quiet -e '.[cpu,test,export]'
 	touch $(STAMP)
 
 demo: $(STAMP)

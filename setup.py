@@ -30,6 +30,16 @@ setup(
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
         "test": ["pytest==9.2.0", "ruff==0.17.6"],
+        # Exporters (python -m export.<format>): co-install with TF 2.21, protobuf 7, numpy 2.4.
+        # TensorRT is never required: export.trt uses it only where it is already installed.
+        "export": [
+            "tf2onnx==1.17.0",
+            "onnx==1.23.2",
+            "onnxruntime==1.32.0",
+            "ai-edge-litert==2.3.0",
+            "openvino==2026.4.1",
+            "nncf==3.4.0",
+        ],
     },
     entry_points={"console_scripts": ["drn-tf=drn_tf.cli:run"]},
 )

@@ -329,7 +329,7 @@ def load_authors_weights(
     ``checkpoint`` is a state dict (``DRNS4x.pt``); ``dual_checkpoint`` a list of state dicts,
     one per dual network (``DRNS4x_dual_model.pt``). Keys and shapes are all checked first.
     """
-    cfg = model_config(model)
+    cfg = model.drn_config
     path = Path(checkpoint)
     state_dict = read_checkpoint(path)
     if not isinstance(state_dict, dict):
@@ -371,16 +371,6 @@ def load_authors_weights(
     return model
 
 
-def model_config(model: DRN) -> DRNConfig:
-    """Reads the :class:`DRNConfig` back from a built model's layers."""
-    primal = model.primal
-    phases = len(model.duals)
-    n_feats = primal.get_layer("head").filters
-    n_blocks = sum(1 for layer in primal.layers if layer.name.startswith("up_0_rcab_"))
-    variant = model.name.split("_x")[0] if model.name.startswith("drn-") else "drn-s"
-    return DRNConfig(variant, 2**phases, n_blocks=n_blocks, n_feats=n_feats)
-
-
 def convert_checkpoint(
     checkpoint: str | os.PathLike,
     variant: str,
@@ -398,5 +388,7 @@ def convert_checkpoint(
     """
     model = build_drn_bundle(variant, scale, **overrides)
     load_authors_weights(model, checkpoint, dual_checkpoint)
+    if dual_checkpoint is None:
+        model.info["duals"] = "random initialisation: no dual checkpoint was converted"
     save_model_atomic(model, output)
     return model

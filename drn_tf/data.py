@@ -1,6 +1,6 @@
 """Training and evaluation data for DRN: image decoding, LR pyramids, aligned patches.
 
-DRN supervises every scale of its U-Net (see ``drn-reference.md`` §1.3), so one training sample for
+DRN supervises every scale of its U-Net (see ``docs/drn-reference.md`` §1.3), so one training sample for
 scale ``s = 2**p`` is a *pyramid* of aligned patches::
 
     LR_X{s} (network input), LR_X{s/2}, ..., LR_X2, HR

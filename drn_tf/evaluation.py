@@ -1,6 +1,6 @@
 """Benchmark evaluation: Y-channel PSNR/SSIM of a DRN model (or bicubic) on test sets.
 
-The protocol of ``drn-reference.md`` §4: the whole LR image in one pass, the top output
+The protocol of ``docs/drn-reference.md`` §4: the whole LR image in one pass, the top output
 clamped and rounded to 8 bits, HR cropped top-left to ``LR size × scale``, PSNR and SSIM on
 MATLAB's uint8 Y with ``scale`` pixels shaved from every border, averaged over each set.
 """

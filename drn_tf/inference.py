@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from drn_tf import data
+from drn_tf import data, serving
 from drn_tf.models import DRN
 
 __all__ = ["DEFAULT_MODEL_PATH", "load_model", "upscale", "upscale_files"]
@@ -117,19 +117,15 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
 
 
 def _runner(model: keras.Model) -> Callable:
-    """The model's top output as one ``tf.function`` traced once for every image size."""
+    """:func:`drn_tf.serving.super_resolve_uint8` of ``model`` as one ``tf.function`` traced once
+    for every image size."""
     runner = _RUNNERS.get(model)
     if runner is None:
-        network = weakref.ref(model.primal if isinstance(model, DRN) else model)
+        network = weakref.ref(model)
 
-        @tf.function(
-            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
-            reduce_retracing=True,
-        )
-        def runner(lr):
-            outputs = network()(lr, training=False)
-            top = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-            return tf.cast(top, tf.float32)
+        @tf.function(input_signature=[serving.UINT8_SPEC], reduce_retracing=True)
+        def runner(images):
+            return serving.super_resolve_uint8(network(), images)
 
         _RUNNERS[model] = runner
     return runner
@@ -144,17 +140,16 @@ def upscale(model: DRN, image_uint8: np.ndarray) -> np.ndarray:
         image_uint8: uint8 ``(H, W, 3)`` RGB on 0..255, any ``H, W >= 1``.
 
     Returns:
-        uint8 ``(s·H, s·W, 3)`` RGB, ``s = model.scale``: the network's float output clamped to
-        0..255 and rounded half to even (the evaluation protocol's quantization); NaN → 0.
+        uint8 ``(s·H, s·W, 3)`` RGB, ``s = model.scale``: the serving function
+        :func:`drn_tf.serving.super_resolve_uint8` (clamped to 0..255, rounded half to even as
+        the evaluation protocol quantizes, NaN → 0), byte for byte as exported artifacts.
     """
     image = np.asarray(image_uint8)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"empty image {image.shape}")
-    lr = tf.convert_to_tensor(image[None].astype(np.float32))
-    sr = _runner(model)(lr).numpy()[0]
-    return np.round(np.clip(np.nan_to_num(sr, nan=0.0), 0.0, 255.0)).astype(np.uint8)
+    return _runner(model)(tf.convert_to_tensor(image[None])).numpy()[0]
 
 
 # --------------------------------------------------------------------------------------------

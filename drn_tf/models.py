@@ -133,9 +133,19 @@ class DRN(keras.Model):
 
     Calling it runs the primal network: float32 ``(N, H, W, 3)`` on 0..255 → the list of SR
     levels ``[×1, ×2, …, ×scale]``. ``model.duals[k]`` maps level ``k+1`` to level ``k``.
+    ``model.drn_config`` is the :class:`DRNConfig` it was built from, saved with it.
+    ``model.info`` holds free-form facts saved with the model (e.g. ``{"duals": "random"}``
+    for a conversion without the authors' dual checkpoint).
     """
 
-    def __init__(self, primal: keras.Model, duals: list[keras.Model], **kwargs):
+    def __init__(
+        self,
+        primal: keras.Model,
+        duals: list[keras.Model],
+        drn_config: DRNConfig | dict | None = None,
+        info: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if len(duals) != len(primal.outputs) - 1:
             raise ValueError(
@@ -144,12 +154,20 @@ class DRN(keras.Model):
             )
         self.primal = primal
         self.duals = list(duals)
+        if isinstance(drn_config, dict):
+            drn_config = DRNConfig(**drn_config)
+        elif drn_config is None:
+            drn_config = _legacy_config(primal, len(duals), kwargs.get("name") or "")
+        if drn_config.phases != len(self.duals):
+            raise ValueError(f"{drn_config} does not fit {len(self.duals)} dual networks")
+        self.drn_config = drn_config
+        self.info = dict(info or {})
         self.built = True  # both parts are built functional models
 
     @property
     def scale(self) -> int:
         """The upscaling factor of the primal network."""
-        return 2 ** len(self.duals)
+        return self.drn_config.scale
 
     def call(self, lr, training=False):
         return self.primal(lr, training=training)
@@ -159,6 +177,8 @@ class DRN(keras.Model):
             **super().get_config(),
             "primal": keras.saving.serialize_keras_object(self.primal),
             "duals": [keras.saving.serialize_keras_object(d) for d in self.duals],
+            "drn_config": dataclasses.asdict(self.drn_config),
+            "info": self.info,
         }
 
     @classmethod
@@ -169,6 +189,18 @@ class DRN(keras.Model):
         return cls(primal, duals, **config)
 
 
+def _legacy_config(primal: keras.Model, phases: int, name: str) -> DRNConfig:
+    """The config of a model saved before DRN stored one (drn-tf 0.1 files).
+
+    Sizes are read off the layers; the variant from the model name, which those versions
+    wrote from the config (``drn-l_x4``).
+    """
+    n_feats = primal.get_layer("head").filters
+    n_blocks = sum(1 for layer in primal.layers if layer.name.startswith("up_0_rcab_"))
+    variant = "drn-l" if name.startswith("drn-l") else "drn-s"
+    return DRNConfig(variant, 2**phases, n_blocks=n_blocks, n_feats=n_feats)
+
+
 def build_drn_bundle(variant: str = "drn-s", scale: int = 4, **overrides) -> DRN:
     """Builds a :class:`DRN` holding a fresh primal network and its dual networks."""
     cfg = DRNConfig(variant, scale, **overrides)
@@ -176,6 +208,7 @@ def build_drn_bundle(variant: str = "drn-s", scale: int = 4, **overrides) -> DRN
     return DRN(
         build_drn(variant, scale, **kwargs),
         build_duals(variant, scale, **kwargs),
+        drn_config=cfg,
         name=f"{variant}_x{scale}",
     )
 

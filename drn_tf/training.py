@@ -1,6 +1,6 @@
 """Training DRN with the dual-regression loss through ``model.fit`` (the paper's Algorithm 1).
 
-The loss (authors' code, ``drn-reference.md`` §1.3), all L1 means on the 0..255 range::
+The loss (authors' code, ``docs/drn-reference.md`` §1.3), all L1 means on the 0..255 range::
 
     L = Σ_k |SR_k − T_k|  +  dual_weight · Σ_k |D_k(SR_{k+1}) − T_k|
 
@@ -135,7 +135,14 @@ class DualRegressionModel(DRN):
     @classmethod
     def from_drn(cls, model: DRN, dual_weight: float = 0.1) -> DualRegressionModel:
         """Wraps the networks of a loaded or converted :class:`DRN` for training."""
-        return cls(model.primal, model.duals, dual_weight=dual_weight, name=model.name)
+        return cls(
+            model.primal,
+            model.duals,
+            dual_weight=dual_weight,
+            drn_config=model.drn_config,
+            info=model.info,
+            name=model.name,
+        )
 
     @property
     def metrics(self):
@@ -248,7 +255,7 @@ class DualRegressionModel(DRN):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """A training run. Defaults are the authors' recipe (drn-reference.md §3)."""
+    """A training run. Defaults are the authors' recipe (docs/drn-reference.md §3)."""
 
     train_dir: list[str] = setting([], "Folder(s) of HR training images (recursive).")
     val_dir: list[str] = setting([], "Folder(s) of validation images (benchmark layout or plain).")

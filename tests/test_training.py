@@ -1,7 +1,7 @@
 """Tests for drn_tf.training: the DRN loss, one training step against the authors' PyTorch code,
 mixed precision, skipped non-finite steps, tf.distribute, and killed-and-resumed runs.
 
-Expectations come from outside our code: the loss formula of drn-reference.md §1.3 written out
+Expectations come from outside our code: the loss formula of docs/drn-reference.md §1.3 written out
 in numpy, the authors' losses and one Adam step recorded with PyTorch (``drn_s_x4_io.npz``), a
 float32 step for the mixed-precision and multi-replica steps, and ``GradientTape`` gradients for
 the update of a plain SGD step.
