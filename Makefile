@@ -16,12 +16,12 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(VENV)/bin/drn-tf demo --output demo_output
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
+test: lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) demo_output *.egg-info

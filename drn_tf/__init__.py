@@ -1,15 +1,25 @@
-"""drn-tf: Dual Regression Networks (Guo et al., CVPR 2020) for super-resolution in Keras 3."""
+"""drn-tf: Dual Regression Networks (Guo et al., CVPR 2020) for super-resolution in Keras 3.
 
-try:
-    import tensorflow  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "drn-tf needs TensorFlow: install it with `pip install 'drn-tf[cpu]'` "
-        "(or `'drn-tf[gpu]'` on a CUDA machine)"
-    ) from error
+``import drn_tf`` is instant: TensorFlow loads on first use of an export below
+(``drn_tf.build_drn``), so the command line can print ``--help`` and silence TensorFlow's logs
+before it loads.
+"""
 
-from drn_tf.models import DRN, DRNConfig, build_drn, build_drn_bundle, build_duals
-from drn_tf.training import DualRegressionModel  # registered, so trained files load anywhere
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first access (PEP 562).
+_EXPORTS = {
+    "DRN": "drn_tf.models",
+    "DRNConfig": "drn_tf.models",
+    "build_drn": "drn_tf.models",
+    "build_drn_bundle": "drn_tf.models",
+    "build_duals": "drn_tf.models",
+    "DualRegressionModel": "drn_tf.training",
+}
 
 __all__ = [
     "DRN",
@@ -19,4 +29,24 @@ __all__ = [
     "build_drn_bundle",
     "build_duals",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'drn_tf' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:  # pragma: no cover - depends on the install
+        if error.name not in ("tensorflow", "keras"):
+            raise
+        raise ImportError(
+            "drn-tf needs TensorFlow: install it with `pip install 'drn-tf[cpu]'` "
+            "(or `'drn-tf[gpu]'` on a CUDA machine)"
+        ) from error
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,8 +1,12 @@
-"""The ``drn-tf`` command line: ``drn-tf <command> [flags]``.
+"""The ``drn-tf`` command line: ``drn-tf COMMAND [flags]``; ``drn-tf --help`` lists the commands.
 
-Each command is a dataclass of settings (its fields are the flags, ``train_dir`` → ``--train-dir``)
-and a thin function over the library. Library errors (a bad image, a wrong checkpoint, …) are
-printed as one line naming the file and the problem, with exit status 1; flag errors exit 2.
+Each command is a dataclass of settings whose fields are its flags (``train_dir`` →
+``--train-dir``, see :mod:`drn_tf.config`) and a thin function over the library, run by
+:func:`drn_tf.config.run_command`: a usage error is one line and exit status 2, a library error
+(a bad image, a wrong checkpoint, …) one line naming the file and exit status 1, Ctrl-C or
+SIGTERM one line and exit status 130. The functions import the library, and with it TensorFlow,
+themselves: ``--help`` needs none of it, and TensorFlow's logs are silenced before it loads.
+Paths are checked before a model loads, so a typo costs no waiting.
 """
 
 from __future__ import annotations
@@ -11,142 +15,132 @@ import dataclasses
 import os
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+from drn_tf import __version__
+from drn_tf.config import UsageError, quiet_tensorflow, run_command, setting
 
-from absl import flags  # noqa: E402
-
-from drn_tf.config import setting  # noqa: E402
-from drn_tf.convert import convert_checkpoint  # noqa: E402
-from drn_tf.demo import run_demo  # noqa: E402
-from drn_tf.evaluation import evaluate as run_evaluation  # noqa: E402
-from drn_tf.evaluation import format_table, write_json  # noqa: E402
-from drn_tf.inference import load_model, upscale_files  # noqa: E402
-from drn_tf.training import TrainConfig  # noqa: E402
-from drn_tf.training import train as run_training  # noqa: E402
+# --- checks shared by the commands ---------------------------------------------------------
 
 
-def define_flags(config_cls, flag_values: flags.FlagValues) -> None:
-    """Defines one absl flag per field of the dataclass ``config_cls``."""
-    hints = typing.get_type_hints(config_cls)
-    for field in dataclasses.fields(config_cls):
-        name, help = field.name.replace("_", "-"), field.metadata.get("help", "")
-        default = (
-            field.default_factory()
-            if field.default_factory is not dataclasses.MISSING
-            else field.default
-        )
-        kind = hints[field.name]
-        args = typing.get_args(kind)
-        base = next((a for a in args if a is not type(None)), kind) if args else kind
-        if typing.get_origin(kind) is list or base is list:
-            flags.DEFINE_multi_string(name, default, help, flag_values=flag_values)
-        elif kind is bool:
-            flags.DEFINE_bool(name, default, help, flag_values=flag_values)
-        elif base is int:
-            flags.DEFINE_integer(name, default, help, flag_values=flag_values)
-        elif base is float:
-            flags.DEFINE_float(name, default, help, flag_values=flag_values)
-        else:
-            flags.DEFINE_string(name, default, help, flag_values=flag_values)
+def _check_scale(scale: int, power_of_two: bool = True) -> None:
+    from drn_tf.scales import check_scale
 
-
-def parse(config_cls, argv: list[str], command: str):
-    """Parses ``argv`` (flags and positionals) into ``(config_cls instance, positionals)``."""
-    flag_values = flags.FlagValues()
-    define_flags(config_cls, flag_values)
     try:
-        positionals = flag_values([f"drn-tf {command}", *argv])[1:]
-    except flags.Error as error:
-        raise UsageError(f"{error}\n\n{flag_values.get_help()}") from error
-    values = {
-        f.name: flag_values[f.name.replace("_", "-")].value for f in dataclasses.fields(config_cls)
-    }
-    return config_cls(**values), positionals
+        check_scale(scale, power_of_two)
+    except ValueError:
+        rule = "a power of two (2, 4, 8, …)" if power_of_two else "an integer of at least 2"
+        raise UsageError(f"--scale must be {rule}, got {scale}") from None
 
 
-class UsageError(Exception):
-    """Wrong flags or arguments: exit status 2 with the command's help."""
+def _check_output_folder(folder: Path, what: str = "output folder") -> None:
+    """Raises ValueError unless ``folder`` is a writable folder or can be created as one."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # where creating the folder would start
+    if existing == folder:
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: the {what} is a file")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{folder}: {what} is not writable")
+    elif not existing.is_dir():
+        raise ValueError(f"{folder}: cannot create the {what}: {existing} is a file")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{folder}: cannot create the {what}: {existing} is not writable")
 
 
-# --- convert -----------------------------------------------------------------------------------
+def _check_output_file(path: Path, flag: str) -> None:
+    """Raises ValueError unless a file can be written at ``path``."""
+    if path.is_dir():
+        raise ValueError(f"{path}: {flag} is a folder; give a file name")
+    _check_output_folder(path.parent, f"folder for {flag}")
+
+
+def _required(**flags: object) -> None:
+    missing = ["--" + name.replace("_", "-") for name, value in flags.items() if not value]
+    if missing:
+        raise UsageError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+
+
+# --- upscale -------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
-class ConvertConfig:
-    """Convert the authors' PyTorch checkpoints into one .keras file (primal + dual networks)."""
+class UpscaleConfig:
+    """Upscale images and folders: drn-tf upscale a.jpg photos/ --output out/ writes
+    out/a_x4.png and, for each image under photos/, the same path under out/."""
 
-    checkpoint: str | None = setting(None, "The authors' primal checkpoint, e.g. DRNS4x.pt.")
-    dual_checkpoint: str | None = setting(
-        None, "The authors' dual checkpoint (a list of state dicts), e.g. DRNS4x_dual_model.pt."
-    )
-    variant: str = setting("drn-s", "drn-s or drn-l.")
-    scale: int = setting(4, "Upscaling factor, a power of two.")
-    n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
-    n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
-    output: str | None = setting(None, "Where to write the .keras model.")
+    output: str | None = setting(None, "Output folder (required); folders keep their layout.")
+    model: str = setting("default", "A .keras model, or 'default' (the packaged ×4 model).")
 
 
-def convert(config: ConvertConfig, positionals: list[str]) -> None:
-    if not config.checkpoint or not config.output:
-        raise UsageError("--checkpoint and --output are required")
-    _no_positionals(positionals)
-    convert_checkpoint(
-        config.checkpoint,
-        config.variant,
-        config.scale,
-        config.output,
-        config.dual_checkpoint,
-        n_blocks=config.n_blocks,
-        n_feats=config.n_feats,
-    )
-    print(f"wrote {config.output}")
+def upscale(config: UpscaleConfig, inputs: list[str]) -> None:
+    if not inputs:
+        raise UsageError("no input image or folder given")
+    _required(output=config.output)
+    missing = [p for p in inputs if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
+    output = Path(config.output)
+    if output.is_file():
+        raise ValueError(f"{output}: --output must be a folder, and this is a file")
+    _check_output_folder(output)
+
+    from drn_tf.files import remove_stale_temp_files
+    from drn_tf.inference import load_model, upscale_files
+
+    remove_stale_temp_files(output, recursive=True)  # left by a killed earlier run
+    model = load_model(config.model)
+    written = upscale_files(inputs, output, model)
+    print(f"wrote {len(written)} image(s) to {output}")
 
 
-def _no_positionals(positionals: list[str]) -> None:
-    if positionals:
-        raise UsageError(f"unexpected arguments: {' '.join(positionals)}")
-
-
-# --- train -------------------------------------------------------------------------------------
-
-
-def train(config: TrainConfig, positionals: list[str]) -> None:
-    _no_positionals(positionals)
-    run_training(config)
-    print(f"wrote {config.output}/model.keras")
-
-
-# --- evaluate ----------------------------------------------------------------------------------
+# --- evaluate ------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
-    """Y-channel PSNR/SSIM of a DRN model (or bicubic) on benchmark sets or image folders."""
+    """Y-channel PSNR/SSIM of a DRN model (or bicubic) on benchmark sets or image folders:
+    drn-tf evaluate --model default --data Set5 Set14."""
 
     model: str = setting(
         "default",
-        "A .keras model, 'default' (the packaged model) or "
-        "'bicubic' (the MATLAB-bicubic baseline).",
+        "A .keras model, 'default' (the packaged model) or 'bicubic' (the MATLAB-bicubic "
+        "baseline).",
     )
     data: list[str] = setting(
         [],
-        "Benchmark set(s) (HR/ + LR_bicubic/X<s>/) or folder(s) of "
-        "HR images; more folders may follow as plain arguments.",
+        "Benchmark set(s) (HR/ + LR_bicubic/X<s>/) or folder(s) of HR images; folders may also "
+        "be given as plain arguments.",
     )
-    scale: int | None = setting(None, "Upscaling factor (default: the model's; 4 for bicubic).")
+    scale: int | None = setting(
+        None,
+        "Upscaling factor: the model's, a power of two (the default); for bicubic any integer "
+        ">= 2 (default 4).",
+    )
     json: str | None = setting(None, "Also write the results (per image and mean) to this file.")
 
 
-def evaluate(config: EvaluateConfig, positionals: list[str]) -> None:
-    folders = [*config.data, *positionals]  # `--data A B` leaves B as a positional
+def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
+    folders = [*config.data, *folders]
     if not folders:
-        raise UsageError("--data is required")
+        raise UsageError("no folder to evaluate: give --data FOLDER... (or plain arguments)")
+    if config.scale is not None:  # a DRN is ×2^k; bicubic also does ×3
+        _check_scale(config.scale, power_of_two=config.model != "bicubic")
     for folder in folders:
-        if not Path(folder).is_dir():
+        if not Path(folder).exists():
             raise FileNotFoundError(f"{folder}: evaluation folder does not exist")
+        if not Path(folder).is_dir():
+            raise NotADirectoryError(f"{folder}: not a folder (--data takes folders of images)")
+    if config.json:
+        _check_output_file(Path(config.json), "--json")
+
+    from drn_tf.evaluation import evaluate as run_evaluation
+    from drn_tf.evaluation import format_table, write_json
+    from drn_tf.files import remove_stale_temp_files
+    from drn_tf.inference import load_model
+
     if config.model == "bicubic":
         model, scale = "bicubic", config.scale or 4
     else:
@@ -157,35 +151,87 @@ def evaluate(config: EvaluateConfig, positionals: list[str]) -> None:
     results = run_evaluation(model, folders, scale)
     print(format_table(results))
     if config.json:
+        remove_stale_temp_files(Path(config.json).parent)
         write_json(config.json, {"model": config.model, "scale": scale, "sets": results})
         print(f"wrote {config.json}")
 
 
-# --- upscale -----------------------------------------------------------------------------------
+# --- train ---------------------------------------------------------------------------------
+
+
+def _train_config() -> type:
+    from drn_tf.training import TrainConfig  # loads TensorFlow
+
+    return TrainConfig
+
+
+def train(config, positionals: list[str]) -> None:
+    from drn_tf.training import train as run_training
+
+    run_training(config)
+    print(f"wrote {Path(config.output) / 'model.keras'}")
+
+
+# --- convert -------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
-class UpscaleConfig:
-    """Upscale images and folders (drn-tf upscale INPUT... --output DIR): a.jpg -> DIR/a_x4.png."""
+class ConvertConfig:
+    """Convert the authors' PyTorch checkpoints into one .keras file (primal + dual networks):
+    drn-tf convert --checkpoint DRNS4x.pt --dual-checkpoint DRNS4x_dual_model.pt
+    --output drn_s_x4.keras."""
 
-    output: str | None = setting(None, "Output folder; folders keep their layout inside it.")
-    model: str = setting("default", "A .keras model, or 'default' (the packaged model).")
-
-
-def upscale(config: UpscaleConfig, positionals: list[str]) -> None:
-    if not positionals:
-        raise UsageError("no input image or folder given")
-    if not config.output:
-        raise UsageError("--output is required")
-    missing = [p for p in positionals if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
-    model = load_model(config.model)
-    written = upscale_files(positionals, config.output, model)
-    print(f"wrote {len(written)} image(s) to {config.output}")
+    checkpoint: str | None = setting(None, "The authors' primal checkpoint (required), DRNS4x.pt.")
+    dual_checkpoint: str | None = setting(
+        None,
+        "The authors' dual checkpoint, DRNS4x_dual_model.pt (without it the dual networks are "
+        "randomly initialised: fine for upscaling, not for fine-tuning).",
+    )
+    variant: str = setting("drn-s", "drn-s or drn-l.")
+    scale: int = setting(4, "Upscaling factor, a power of two.")
+    n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
+    n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
+    output: str | None = setting(None, "The .keras file to write (required).")
 
 
-# --- demo --------------------------------------------------------------------------------------
+def convert(config: ConvertConfig, positionals: list[str]) -> None:
+    _required(checkpoint=config.checkpoint, output=config.output)
+    from drn_tf.models import VARIANTS
+
+    if config.variant not in VARIANTS:
+        raise UsageError(f"--variant must be one of {', '.join(VARIANTS)}, got {config.variant}")
+    _check_scale(config.scale)
+    for flag, value in (("--n-blocks", config.n_blocks), ("--n-feats", config.n_feats)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    output = Path(config.output)
+    if output.suffix != ".keras":
+        raise UsageError(f"--output must name a .keras file, got {output}")
+    _check_output_file(output, "--output")
+
+    from drn_tf.convert import convert_checkpoint
+    from drn_tf.files import remove_stale_temp_files
+
+    remove_stale_temp_files(output.parent)
+    convert_checkpoint(
+        config.checkpoint,
+        config.variant,
+        config.scale,
+        output,
+        config.dual_checkpoint,
+        n_blocks=config.n_blocks,
+        n_feats=config.n_feats,
+    )
+    print(f"wrote {output}")
+    if config.dual_checkpoint is None:
+        print(
+            "note: no --dual-checkpoint, so the dual networks are randomly initialised "
+            "(recorded in the model): upscaling works; fine-tuning and adaptation want the "
+            "authors' dual checkpoint"
+        )
+
+
+# --- demo ----------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -197,7 +243,9 @@ class DemoConfig:
 
 
 def demo(config: DemoConfig, positionals: list[str]) -> None:
-    _no_positionals(positionals)
+    _check_output_folder(Path(config.output))
+    from drn_tf.demo import run_demo
+
     results = run_demo(config.output, config.model)
     print(f"{'':8} {'PSNR (Y)':>9} {'SSIM (Y)':>9}")
     for name in ("bicubic", "drn"):
@@ -206,43 +254,89 @@ def demo(config: DemoConfig, positionals: list[str]) -> None:
         print(f"wrote {path}")
 
 
-COMMANDS: dict[str, tuple[type, Callable]] = {
-    "convert": (ConvertConfig, convert),
-    "train": (TrainConfig, train),
-    "evaluate": (EvaluateConfig, evaluate),
-    "upscale": (UpscaleConfig, upscale),
-    "demo": (DemoConfig, demo),
+# --- the commands ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A ``drn-tf`` command: its one-line summary for ``drn-tf --help``, its settings class (or
+    a function returning it, when importing it loads TensorFlow), the function that runs it,
+    the name of its plain arguments if it takes any, and its line on Ctrl-C."""
+
+    summary: str
+    config: type | Callable[[], type]
+    function: Callable[[typing.Any, list[str]], None]
+    positionals: str | None = None
+    interrupted: str = "interrupted"
+
+
+COMMANDS: dict[str, Command] = {
+    "upscale": Command(
+        "Upscale images and folders with a DRN model.", UpscaleConfig, upscale, "INPUT"
+    ),
+    "evaluate": Command(
+        "Y-PSNR/SSIM of a model or bicubic on benchmark sets or folders.",
+        EvaluateConfig,
+        evaluate,
+        "FOLDER",
+    ),
+    "train": Command(
+        "Train a DRN model (the authors' recipe by default); resumes a stopped run.",
+        _train_config,
+        train,
+        interrupted="interrupted; run the same command again to resume",
+    ),
+    "convert": Command(
+        "Convert the authors' PyTorch checkpoints into a .keras model.", ConvertConfig, convert
+    ),
+    "demo": Command("Super-resolve the bundled photo: DRN against bicubic.", DemoConfig, demo),
 }
 
 
-def main(argv: list[str]) -> int:
+def _overview() -> str:
+    width = max(map(len, COMMANDS))
+    return "\n".join(
+        [
+            "usage: drn-tf COMMAND [flags]",
+            "",
+            "Dual Regression Networks (Guo et al., CVPR 2020) for super-resolution.",
+            "",
+            "commands:",
+            *(f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items()),
+            "",
+            "`drn-tf COMMAND --help` lists a command's flags.",
+        ]
+    )
+
+
+def main(argv: Sequence[str]) -> int:
     """Runs ``drn-tf`` with ``argv`` (without the program name); returns the exit status."""
-    usage = "usage: drn-tf {" + ",".join(COMMANDS) + "} [flags]  (drn-tf COMMAND --help)"
-    if not argv or argv[0] not in COMMANDS:
+    argv = list(argv)
+    if not argv:
+        print(_overview(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(_overview())
+        return 0
+    if argv[0] == "--version":
+        print(f"drn-tf {__version__}")
+        return 0
+    name, *args = argv
+    command = COMMANDS.get(name)
+    if command is None:
         print(
-            usage
-            if not argv or argv[0] in ("-h", "--help")
-            else f"drn-tf: unknown command {argv[0]!r}\n{usage}",
+            f"drn-tf: unknown command {name!r} (choose from {', '.join(COMMANDS)})\n"
+            "(see drn-tf --help)",
             file=sys.stderr,
         )
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    command = argv[0]
-    config_cls, function = COMMANDS[command]
-    try:
-        if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-            flag_values = flags.FlagValues()
-            define_flags(config_cls, flag_values)
-            print(f"drn-tf {command}: {config_cls.__doc__}\n\n{flag_values.get_help()}")
-            return 0
-        config, positionals = parse(config_cls, argv[1:], command)
-        function(config, positionals)
-    except UsageError as error:
-        print(f"drn-tf {command}: {error}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, ImportError) as error:
-        print(f"drn-tf {command}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    config = command.config
+    if not isinstance(config, type):  # its module loads TensorFlow: quiet it first
+        quiet_tensorflow("-v" in args)
+        config = config()
+    return run_command(
+        f"drn-tf {name}", config, command.function, args, command.positionals, command.interrupted
+    )
 
 
 def run() -> None:

@@ -3,27 +3,36 @@ command (``drn-tf``, ``python -m export.<format>``, ``python -m benchmarks.<name
 
 A field ``batch_size: int = setting(32, "…")`` is the flag ``--batch-size`` (default 32); a
 ``bool`` field is ``--augment`` / ``--no-augment``; a ``list`` field takes one or more values.
+Every command also takes ``-v/--verbose`` (TensorFlow's own log lines, hidden by default).
 This module imports no TensorFlow, so ``--help`` and usage errors are instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.abc
+import importlib.util
+import inspect
+import logging
 import os
+import re
 import signal
 import sys
+import tempfile
+import threading
 import typing
 from collections.abc import Callable, Sequence
 
 
-def setting(default, help: str, **kwargs):
-    """A dataclass field that is also a command-line flag with ``help``."""
+def setting(default, help: str, choices: Sequence | None = None, **kwargs):
+    """A dataclass field that is also a command-line flag with ``help`` (and, if given, only
+    the values ``choices``)."""
+    metadata = {"help": help, "choices": choices}
     if isinstance(default, list):
-        return dataclasses.field(
-            default_factory=lambda: list(default), metadata={"help": help}, **kwargs
-        )
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 class UsageError(Exception):
@@ -46,16 +55,32 @@ def _flag_type(kind) -> tuple[type, bool]:
     return base, False
 
 
+def _description(config_cls: type) -> str:
+    """The first paragraph of the class docstring; none for the signature that ``dataclass``
+    writes into a class without a docstring (a repr is no help text)."""
+    doc = inspect.cleandoc(config_cls.__doc__ or "")
+    return "" if doc.startswith(f"{config_cls.__name__}(") else doc.split("\n\n")[0]
+
+
+def _plain(value) -> str:
+    """A default as a user would type it: ``a b`` for a list, not ``['a', 'b']``."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+# The -v/--verbose value's name in the namespace, apart from any field called `verbose`.
+_VERBOSE = "_verbose_logs"
+
+
 def build_parser(
     config_cls: type, prog: str, positionals: str | None = None
 ) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of the dataclass ``config_cls``.
 
     ``positionals`` names the plain arguments the command takes (``"INPUT"``), if any. The
-    class docstring's first paragraph is the description.
+    class docstring's first paragraph is the description. ``-v/--verbose`` is added too (only
+    ``-v`` when a field is itself called ``verbose``).
     """
-    description = (config_cls.__doc__ or "").strip().split("\n\n")[0]
-    parser = _Parser(prog=prog, description=description, allow_abbrev=False)
+    parser = _Parser(prog=prog, description=_description(config_cls), allow_abbrev=False)
     if positionals:
         parser.add_argument("positionals", nargs="*", metavar=positionals)
     hints = typing.get_type_hints(config_cls)
@@ -67,25 +92,33 @@ def build_parser(
             else field.default
         )
         help_text = field.metadata.get("help", "")
-        if default not in (None, [], "") and not isinstance(default, bool):
-            help_text += f" (default: {default})"
+        choices = field.metadata.get("choices")
         element, is_list = _flag_type(hints[field.name])
         if element is bool and not is_list:
             parser.add_argument(
                 name, action=argparse.BooleanOptionalAction, default=default,
                 help=help_text + f" (default: {'on' if default else 'off'})",
             )  # fmt: skip
-        elif is_list:
+            continue
+        if default not in (None, [], ""):
+            help_text += f" (default: {_plain(default)})"
+        metavar = "{" + ",".join(map(str, choices)) + "}" if choices else field.name.upper()
+        if is_list:
             parser.add_argument(
-                name, nargs="+", action="extend", type=element, default=None,
-                metavar=field.name.upper(), help=help_text,
+                name, nargs="+", action="extend", type=element, default=None, choices=choices,
+                metavar=metavar, help=help_text,
             )  # fmt: skip
         else:
             parser.add_argument(
-                name, type=element, default=default, metavar=field.name.upper(), help=help_text
-            )
+                name, type=element, default=default, choices=choices, metavar=metavar,
+                help=help_text,
+            )  # fmt: skip
+    has_verbose_field = any(f.name == "verbose" for f in dataclasses.fields(config_cls))
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="Show TensorFlow's own log lines too."
+        *(["-v"] if has_verbose_field else ["-v", "--verbose"]),
+        dest=_VERBOSE,
+        action="store_true",
+        help="Show TensorFlow's own log lines (hidden by default).",
     )
     return parser
 
@@ -95,30 +128,103 @@ def parse_config(
 ) -> tuple[typing.Any, list[str], bool]:
     """Parses ``argv`` into ``(config_cls instance, positional arguments, verbose)``.
 
+    Flags and positional arguments may come in any order (``a.png --output o b.png``).
     Raises :class:`UsageError` on a wrong flag or value.
     """
-    namespace = build_parser(config_cls, prog, positionals).parse_args(list(argv))
+    parser = build_parser(config_cls, prog, positionals)
+    namespace = parser.parse_intermixed_args(list(argv))
     values = vars(namespace)
     extra = values.pop("positionals", [])
-    verbose = values.pop("verbose")
+    verbose = values.pop(_VERBOSE)
     for field in dataclasses.fields(config_cls):
         if values[field.name] is None and field.default_factory is not dataclasses.MISSING:
             values[field.name] = field.default_factory()
     return config_cls(**values), extra, verbose
 
 
-def quiet_tensorflow(verbose: bool = False) -> None:
-    """Hides TensorFlow's C++ and Python start-up logs unless ``verbose``; call before the
-    first ``import tensorflow``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-    if not verbose:
-        import logging
+# TensorFlow's C++ log lines (absl format: `I0000 00:00:… port.cc:153] …`, and absl's notice
+# that logging is not initialised yet).
+_TF_LOG_LINE = re.compile(
+    r"^(?:WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d\d)"
+)
 
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+@contextlib.contextmanager
+def _without_tensorflow_log_lines() -> typing.Iterator[None]:
+    """Holds back everything written to file descriptor 2 (C++ code included), then passes on
+    all of it but TensorFlow's log lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace")
+            sys.stderr.write("".join(
+                line for line in text.splitlines(keepends=True) if not _TF_LOG_LINE.match(line)
+            ))  # fmt: skip
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs the ``tensorflow`` package's import without its start-up log lines."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader  # the package sees its own
+        with _without_tensorflow_log_lines():
+            self.loader.exec_module(module)
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` once, with :class:`_QuietLoader` around its real loader."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Hides TensorFlow's C++ and Python log lines unless ``verbose``; call before the first
+    ``import tensorflow`` (anywhere, Keras's included), which it does not do itself.
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` hides what TensorFlow logs once running, but not the oneDNN
+    notice that its libraries print while loading, whatever the level: those lines are held
+    back from the import itself. A level set in the environment is kept unless ``verbose``.
+    """
+    finders = [f for f in sys.meta_path if isinstance(f, _QuietTensorFlowFinder)]
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        logging.getLogger("tensorflow").setLevel(logging.NOTSET)
+        for finder in finders:
+            sys.meta_path.remove(finder)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules and not finders:
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _print_usage_error(prog: str, error: UsageError) -> None:
+    print(f"{prog}: {error}\n(see {prog} --help)", file=sys.stderr)
 
 
 def run_command(
@@ -133,23 +239,28 @@ def run_command(
 
     Returns the exit status: 0 on success; 2 on a usage error (one line and a hint to
     ``--help``); 1 on a library error (``ValueError``, ``OSError``, ``ImportError``: one line,
-    no traceback); 130 on Ctrl-C or SIGTERM, after printing ``interrupted``.
+    no traceback); 130 on Ctrl-C or SIGTERM, after printing ``interrupted``. TensorFlow's logs
+    are hidden (:func:`quiet_tensorflow`) unless ``-v`` is given, so ``function`` should import
+    TensorFlow itself rather than at module level.
     """
     try:
         config, extra, verbose = parse_config(config_cls, argv, prog, positionals)
         if extra and not positionals:
             raise UsageError(f"unexpected arguments: {' '.join(extra)}")
     except UsageError as error:
-        print(f"{prog}: {error}\n(see {prog} --help)", file=sys.stderr)
+        _print_usage_error(prog, error)
         return 2
     except SystemExit as done:  # --help printed
         return int(done.code or 0)
     quiet_tensorflow(verbose)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM (kill, a scheduler's stop) ends the command like Ctrl-C, so `finally` blocks run
+    # and no temporary file is left; handlers can only be set from the main thread.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         function(config, extra)
     except UsageError as error:
-        print(f"{prog}: {error}\n(see {prog} --help)", file=sys.stderr)
+        _print_usage_error(prog, error)
         return 2
     except (ValueError, OSError, ImportError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -158,5 +269,6 @@ def run_command(
         print(f"\n{prog}: {interrupted}", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -321,22 +321,40 @@ def _check(mapping, state_dict: dict, path: Path, what: str) -> list:
     return values
 
 
-def load_authors_weights(
-    model: DRN, checkpoint: str | os.PathLike, dual_checkpoint: str | os.PathLike | None = None
-) -> DRN:
-    """Loads the authors' primal (and optionally dual) checkpoint into ``model`` in place.
-
-    ``checkpoint`` is a state dict (``DRNS4x.pt``); ``dual_checkpoint`` a list of state dicts,
-    one per dual network (``DRNS4x_dual_model.pt``). Keys and shapes are all checked first.
-    """
-    cfg = model.drn_config
-    path = Path(checkpoint)
+def _read_primal(path: Path) -> dict:
+    """The primal state dict in ``path``, checked to be one."""
     state_dict = read_checkpoint(path)
+    if isinstance(state_dict, (list, tuple)) and all(isinstance(s, dict) for s in state_dict):
+        raise CheckpointError(
+            f"{path}: a list of {len(state_dict)} state dicts, not one state dict "
+            "(is this the dual checkpoint? pass it as --dual-checkpoint)"
+        )
     if not isinstance(state_dict, dict):
         raise CheckpointError(
             f"{path}: expected a state dict (a mapping of names to tensors), "
             f"found a {type(state_dict).__name__}"
         )
+    return state_dict
+
+
+def _read_duals(path: Path) -> list | tuple:
+    """The list of dual state dicts in ``path``, checked to be a list."""
+    states = read_checkpoint(path)
+    if isinstance(states, dict):
+        raise CheckpointError(
+            f"{path}: a single state dict; the dual checkpoint is a "
+            "list of them (is this the primal checkpoint?)"
+        )
+    if not isinstance(states, (list, tuple)):
+        raise CheckpointError(
+            f"{path}: expected a list of dual state dicts, found a {type(states).__name__}"
+        )
+    return states
+
+
+def _assign(model: DRN, state_dict: dict, path: Path, states=None, dual_path=None) -> DRN:
+    """Checks every key and shape of the read checkpoints against ``model``, then assigns."""
+    cfg = model.drn_config
     values = _check(
         _primal_mapping(model.primal, cfg),
         state_dict,
@@ -344,19 +362,11 @@ def load_authors_weights(
         f"primal network of {cfg.variant} ×{cfg.scale} (n_blocks {cfg.n_blocks}, "
         f"n_feats {cfg.n_feats})",
     )
-    if dual_checkpoint is not None:
-        dual_path = Path(dual_checkpoint)
-        states = read_checkpoint(dual_path)
-        if isinstance(states, dict):
-            raise CheckpointError(
-                f"{dual_path}: a single state dict; the dual checkpoint is a "
-                "list of them (is this the primal checkpoint?)"
-            )
-        if not isinstance(states, (list, tuple)) or len(states) != len(model.duals):
-            count = len(states) if isinstance(states, (list, tuple)) else type(states).__name__
+    if states is not None:
+        if len(states) != len(model.duals):
             raise CheckpointError(
                 f"{dual_path}: expected a list of {len(model.duals)} dual "
-                f"state dicts for ×{cfg.scale}, found {count}"
+                f"state dicts for ×{cfg.scale}, found {len(states)}"
             )
         for k, (dual, state) in enumerate(zip(model.duals, states, strict=True)):
             values += _check(
@@ -371,6 +381,22 @@ def load_authors_weights(
     return model
 
 
+def load_authors_weights(
+    model: DRN, checkpoint: str | os.PathLike, dual_checkpoint: str | os.PathLike | None = None
+) -> DRN:
+    """Loads the authors' primal (and optionally dual) checkpoint into ``model`` in place.
+
+    ``checkpoint`` is a state dict (``DRNS4x.pt``); ``dual_checkpoint`` a list of state dicts,
+    one per dual network (``DRNS4x_dual_model.pt``). Keys and shapes are all checked first.
+    """
+    path = Path(checkpoint)
+    state_dict = _read_primal(path)
+    if dual_checkpoint is None:
+        return _assign(model, state_dict, path)
+    dual_path = Path(dual_checkpoint)
+    return _assign(model, state_dict, path, _read_duals(dual_path), dual_path)
+
+
 def convert_checkpoint(
     checkpoint: str | os.PathLike,
     variant: str,
@@ -381,13 +407,19 @@ def convert_checkpoint(
 ) -> DRN:
     """Converts the authors' checkpoint(s) into one ``.keras`` file holding primal and duals.
 
-    Without ``dual_checkpoint`` the dual networks keep a fresh initialisation (enough for
-    inference; fine-tuning and adaptation want the released duals).
+    Both files are read and checked to be a state dict (and a list of them) before the model is
+    built. Without ``dual_checkpoint`` the dual networks keep a fresh initialisation (enough for
+    inference; fine-tuning and adaptation want the released duals), and ``model.info["duals"]``
+    says so, in the saved file too.
 
     Returns the converted :class:`DRN`; ``keras.saving.load_model(output)`` gives it back.
     """
+    path = Path(checkpoint)
+    state_dict = _read_primal(path)
+    dual_path = None if dual_checkpoint is None else Path(dual_checkpoint)
+    states = None if dual_path is None else _read_duals(dual_path)
     model = build_drn_bundle(variant, scale, **overrides)
-    load_authors_weights(model, checkpoint, dual_checkpoint)
+    _assign(model, state_dict, path, states, dual_path)
     if dual_checkpoint is None:
         model.info["duals"] = "random initialisation: no dual checkpoint was converted"
     save_model_atomic(model, output)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from drn_tf.data import read_image, write_image
 from drn_tf.degrade import imresize, modcrop
+from drn_tf.images import read_image, write_image
 from drn_tf.inference import load_model, upscale
 from drn_tf.metrics import psnr_y, ssim_y
 

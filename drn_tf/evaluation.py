@@ -17,16 +17,24 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from drn_tf.data import load_eval_pairs
 from drn_tf.degrade import imresize
 from drn_tf.files import atomic_path
+from drn_tf.image_sets import load_eval_pairs
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
 from drn_tf.models import DRN
 
-__all__ = ["evaluate", "format_table", "write_json"]
+__all__ = ["evaluate", "format_table", "smallest_measurable", "write_json"]
 
 PathLike = str | os.PathLike[str]
+
+# metrics.ssim_y slides an 11x11 window over the image left after shaving `scale` pixels per border.
+_SSIM_WINDOW = 11
+
+
+def smallest_measurable(scale: int) -> int:
+    """The smallest HR side (after modcrop) that PSNR/SSIM can measure at ``scale``."""
+    return 2 * scale + _SSIM_WINDOW
 
 
 def evaluate(
@@ -39,21 +47,22 @@ def evaluate(
             is used), or ``"bicubic"`` for the MATLAB-bicubic baseline (``imresize(lr, scale)``).
         folders: one folder or several. Each is a benchmark set (``HR/`` and
             ``LR_bicubic/X{scale}/``) or a plain folder of HR images whose LR inputs are
-            computed with MATLAB bicubic (see :func:`drn_tf.data.load_eval_pairs`).
+            computed with MATLAB bicubic (see :func:`drn_tf.image_sets.load_eval_pairs`).
         scale: the upscaling factor; also the border shaved before the metrics.
         progress: show a tqdm progress bar per set (on stderr).
 
     Returns:
         ``{set_name: {"psnr": mean dB, "ssim": mean, "images": {name: {"psnr": dB,
-        "ssim": …}}}}`` with Python floats, sets in the given order and images in file order.
-        ``set_name`` is the folder's name (its full path when two folders share a name); an
-        image's name is its file stem (relative path for nested plain folders). A PSNR is
-        ``inf`` when SR equals HR.
+        "ssim": …}}, "skipped": {path: reason}}}`` with Python floats, sets in the given order
+        and images in file order. ``set_name`` is the folder's name (its full path when two
+        folders share a name); an image's name is its file stem (relative path for nested
+        plain folders). A PSNR is ``inf`` when SR equals HR. ``skipped`` names the files left
+        out of the means: unreadable ones, and those smaller than
+        :func:`smallest_measurable` (e.g. 6x5 at ×4).
 
     Raises:
         ValueError: ``model`` is neither a DRN nor ``"bicubic"``, its scale differs from
-            ``scale``, a folder has no images, or an image is too small to measure
-            (``ImageReadError``, a ValueError, for unreadable images).
+            ``scale``, or a folder has no image, or none that can be measured.
     """
     if isinstance(model, str):
         if model != "bicubic":
@@ -71,7 +80,8 @@ def evaluate(
         set_name = name if names.count(name) == 1 else str(folder)
         if set_name in results:
             raise ValueError(f"{folder}: given twice")
-        pairs = load_eval_pairs(folder, scale)
+        skipped: list[tuple[Path, str]] = []
+        pairs = load_eval_pairs(folder, scale, smallest_measurable(scale), skipped)
         images: dict[str, dict[str, float]] = {}
         for image_name, lr, hr in tqdm(pairs, desc=set_name, unit="image", disable=not progress):
             sr = imresize(lr, scale) if isinstance(model, str) else upscale(model, lr)
@@ -85,6 +95,7 @@ def evaluate(
             "psnr": float(np.mean([v["psnr"] for v in images.values()])),
             "ssim": float(np.mean([v["ssim"] for v in images.values()])),
             "images": images,
+            "skipped": {str(path): reason for path, reason in skipped},
         }
     return results
 
@@ -93,7 +104,8 @@ def format_table(results: dict[str, dict[str, Any]], per_image: bool = True) -> 
     """A plain-text table of :func:`evaluate`'s results.
 
     One block per set (each image's PSNR in dB with 2 decimals and SSIM with 4, then the
-    set's mean), and a summary of the set means when there are several sets.
+    set's mean), a summary of the set means when there are several sets, then a line per
+    skipped file with the reason.
     """
     width = (
         max(
@@ -116,8 +128,10 @@ def format_table(results: dict[str, dict[str, Any]], per_image: bool = True) -> 
     blocks = []
     if per_image:
         for set_name, result in results.items():
+            skipped = len(result.get("skipped", {}))
             lines = [
-                f"{set_name} ({len(result['images'])} images)",
+                f"{set_name} ({len(result['images'])} images"
+                + (f", {skipped} skipped)" if skipped else ")"),
                 line.format("image", "PSNR (dB)", "SSIM"),
             ]
             lines += [row(n, v["psnr"], v["ssim"]) for n, v in result["images"].items()]
@@ -127,6 +141,13 @@ def format_table(results: dict[str, dict[str, Any]], per_image: bool = True) -> 
         lines = [line.format("set", "PSNR (dB)", "SSIM")]
         lines += [row(s, r["psnr"], r["ssim"]) for s, r in results.items()]
         blocks.append("\n".join(lines))
+    skipped_lines = [
+        f"skipped {path}: {reason}"
+        for result in results.values()
+        for path, reason in result.get("skipped", {}).items()
+    ]
+    if skipped_lines:
+        blocks.append("\n".join(skipped_lines))
     return "\n\n".join(blocks)
 
 

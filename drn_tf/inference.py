@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from drn_tf import data, serving
+from drn_tf import serving
+from drn_tf.images import ImageReadError, find_images, read_image, write_image
 from drn_tf.models import DRN
 
 __all__ = ["DEFAULT_MODEL_PATH", "load_model", "upscale", "upscale_files"]
@@ -78,6 +79,10 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
     if path.suffix != ".keras":
         raise ValueError(f"{path}: not a .keras model file (suffix {path.suffix or 'none'!r})")
     _check_archive(path)
+
+    # Files written by `drn-tf train` hold a DualRegressionModel: register it first (imported
+    # here, not at the top, because drn_tf.training imports this module).
+    import drn_tf.training  # noqa: F401
 
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -169,7 +174,7 @@ def _collect(inputs: Iterable[PathLike], output_dir: Path, suffix: str) -> list[
     for item in inputs:
         if item.is_dir():
             files = [
-                f for f in data.find_images(item) if not f.resolve().is_relative_to(output_real)
+                f for f in find_images(item) if not f.resolve().is_relative_to(output_real)
             ]  # earlier outputs
             pairs = [
                 (f, output_dir / f.relative_to(item).parent / f"{f.stem}{suffix}.png")
@@ -202,8 +207,8 @@ def upscale_files(
     """Upscales image files and folders into ``output_dir`` as PNG.
 
     ``photo.jpg`` becomes ``output_dir/photo_x4.png``; a folder is searched recursively
-    (:func:`drn_tf.data.find_images`) and keeps its layout: ``folder/a/b.jpg`` becomes
-    ``output_dir/a/b_x4.png``. Images of any mode are read as RGB (:func:`drn_tf.data.read_image`:
+    (:func:`drn_tf.images.find_images`) and keeps its layout: ``folder/a/b.jpg`` becomes
+    ``output_dir/a/b_x4.png``. Images of any mode are read as RGB (:func:`drn_tf.images.read_image`:
     grayscale expanded, transparency composited over white). Each file is written atomically.
     A file that cannot be read (or does not fit in memory) is reported on stderr with its path
     and the reason, and skipped; the others are still written.
@@ -233,9 +238,9 @@ def upscale_files(
     bar = tqdm(jobs, desc="upscale", unit="image", disable=not progress)
     for source, destination in bar:
         try:
-            image = data.read_image(source)
+            image = read_image(source)
             result = upscale(model, image)
-        except data.ImageReadError as error:
+        except ImageReadError as error:
             tqdm.write(f"skipped {error}", file=sys.stderr)
             continue
         except tf.errors.ResourceExhaustedError:
@@ -244,7 +249,7 @@ def upscale_files(
                 file=sys.stderr,
             )
             continue
-        data.write_image(destination, result)
+        write_image(destination, result)
         written.append(destination)
     if not written:
         raise ValueError(f"none of the {len(jobs)} input image(s) could be read")

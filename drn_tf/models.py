@@ -20,6 +20,7 @@ from keras import layers
 
 from drn_tf.files import atomic_path
 from drn_tf.layers import RCAB, DownBlock, MeanShift, PixelShuffle, TorchBicubicUpsample, conv
+from drn_tf.scales import check_scale
 
 VARIANTS = ("drn-s", "drn-l")
 
@@ -50,8 +51,7 @@ class DRNConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.scale < 2 or self.scale & (self.scale - 1):
-            raise ValueError(f"scale must be a power of two ≥ 2, got {self.scale!r}")
+        check_scale(self.scale)
         n_blocks, n_feats = PRESETS[(self.variant, 4 if self.scale <= 4 else 8)]
         if self.n_blocks is None:
             object.__setattr__(self, "n_blocks", n_blocks)

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -29,9 +32,11 @@ from keras import ops
 from drn_tf import data
 from drn_tf.config import setting
 from drn_tf.degrade import imresize
+from drn_tf.files import atomic_path, remove_stale_temp_files
+from drn_tf.image_sets import load_eval_pairs, load_pyramids
 from drn_tf.inference import load_model
 from drn_tf.metrics import PSNR, SSIM
-from drn_tf.models import DRN, build_drn_bundle, save_model_atomic
+from drn_tf.models import DRN, VARIANTS, DRNConfig, build_drn_bundle, save_model_atomic
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
@@ -281,36 +286,317 @@ class TrainConfig:
     seed: int = setting(1, "Random seed (data order, crops, initialisation).")
     tensorboard: bool = setting(True, "Write TensorBoard scalars and SR sample images.")
     verbose: int = setting(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line/epoch.")
+    overwrite: bool = setting(
+        False, "Start afresh in an --output folder that holds another run (deletes that run)."
+    )
 
 
-class SampleImages(keras.callbacks.Callback):
-    """Writes bicubic | SR | HR crops of a few validation images to TensorBoard every epoch."""
+# Flags that do not change what a run computes: a run resumes whatever they say. Every other
+# flag must match the run's run.json.
+COSMETIC_FLAGS = frozenset({"output", "verbose", "tensorboard", "cache_dir", "overwrite"})
+RUN_FILE = "run.json"
+# Everything a run writes into its folder; --overwrite deletes exactly these.
+RUN_OUTPUTS = (
+    RUN_FILE,
+    "backup",
+    "log.csv",
+    "tensorboard",
+    "model.keras",
+    "latest.keras",
+    "best.keras",
+    "curves.png",
+)
 
-    def __init__(self, log_dir: str, pairs, crop: int = 128):
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_writable_folder(path: str, flag: str) -> None:
+    """Fails unless ``path`` is a folder, or can be created as one, that we may write in."""
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "not a folder" if existing == folder else f"{existing} is not a folder"
+        raise ValueError(f"{flag} {path}: {where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot write in {existing} (permission denied)")
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Checks every setting of ``config`` and the paths it names, reading no image and writing
+    nothing.
+
+    Raises:
+        ValueError: the first problem found, in one line naming the flag.
+    """
+    if not config.train_dir:
+        raise ValueError("no training folder given: --train-dir is required")
+    for name in ("train_dir", "val_dir"):
+        for folder in getattr(config, name):
+            if not Path(folder).is_dir():
+                problem = "not a folder" if Path(folder).exists() else "folder does not exist"
+                raise ValueError(f"{_flag(name)} {folder}: {problem}")
+    if config.init is not None and not Path(config.init).is_file():
+        raise ValueError(f"--init {config.init}: file does not exist")
+    if config.variant not in VARIANTS:
+        raise ValueError(f"--variant must be one of {', '.join(VARIANTS)}, got {config.variant!r}")
+    if config.scale < 2 or config.scale & (config.scale - 1):
+        raise ValueError(f"--scale {config.scale} is not a power of two (2, 4, 8, …)")
+    for name in ("n_blocks", "n_feats", "steps", "steps_per_epoch", "batch_size", "patch_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{_flag(name)} must be at least 1, got {value}")
+    if config.patch_size % config.scale:
+        raise ValueError(
+            f"--patch-size {config.patch_size} is not a multiple of --scale {config.scale}"
+        )
+    # `not x > 0` rather than `x <= 0`, so that NaN fails too.
+    if not config.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be positive, got {config.learning_rate}")
+    if not 0 <= config.min_learning_rate <= config.learning_rate:
+        raise ValueError(
+            f"--min-learning-rate must be between 0 and --learning-rate {config.learning_rate}, "
+            f"got {config.min_learning_rate}"
+        )
+    for name in ("beta_1", "beta_2"):
+        if not 0 <= getattr(config, name) < 1:
+            raise ValueError(f"{_flag(name)} must be in [0, 1), got {getattr(config, name)}")
+    if not config.epsilon > 0:
+        raise ValueError(f"--epsilon must be positive, got {config.epsilon}")
+    if not config.dual_weight >= 0:
+        raise ValueError(f"--dual-weight must be at least 0, got {config.dual_weight}")
+    if config.precision not in PRECISIONS:
+        raise ValueError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}"
+        )
+    if config.verbose not in (0, 1, 2):
+        raise ValueError(f"--verbose must be 0, 1 or 2, got {config.verbose}")
+    _check_writable_folder(config.output, "--output")
+    if config.cache_dir is not None:
+        _check_writable_folder(config.cache_dir, "--cache-dir")
+
+
+def run_record(config: TrainConfig) -> dict:
+    """``config`` as saved in ``run.json``: folders and files as absolute paths, and the
+    variant's preset sizes filled in, so that equal runs compare equal however spelt."""
+    record = dataclasses.asdict(config)
+    for name in ("train_dir", "val_dir"):
+        record[name] = [str(Path(folder).resolve()) for folder in record[name]]
+    if config.init is not None:
+        record["init"] = str(Path(config.init).resolve())
+    elif config.variant in VARIANTS:
+        sizes = DRNConfig(config.variant, config.scale, config.n_blocks, config.n_feats)
+        record["n_blocks"], record["n_feats"] = sizes.n_blocks, sizes.n_feats
+    return record
+
+
+def _effective_steps_per_epoch(config: TrainConfig) -> int:
+    return min(config.steps_per_epoch, config.steps)
+
+
+def check_run_folder(config: TrainConfig) -> int | None:
+    """Decides between a fresh run and resuming the run in ``config.output``.
+
+    Returns ``None`` for a fresh start (no run there, or ``config.overwrite``), else the step
+    the saved run resumes at (0 when it was killed before its first epoch ended).
+
+    Raises:
+        ValueError: the folder holds a run with other flags, or one without ``run.json``
+            (written by drn-tf before 0.2, or not by drn-tf).
+    """
+    run = Path(config.output)
+    if config.overwrite or not any((run / name).exists() for name in RUN_OUTPUTS):
+        return None
+    advice = "use a new --output or --overwrite"
+    try:
+        saved = json.loads((run / RUN_FILE).read_text())
+    except FileNotFoundError:
+        raise ValueError(
+            f"{run} holds a run of unknown flags (no {RUN_FILE}; an older drn-tf?); {advice}"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{run / RUN_FILE}: unreadable ({error}); {advice}") from None
+    current, defaults = run_record(config), run_record(TrainConfig())
+
+    def shown(value) -> str:
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    differences = [
+        f"{_flag(name)} {shown(value)} vs {shown(saved.get(name, defaults[name]))} saved"
+        for name, value in current.items()
+        if name not in COSMETIC_FLAGS and saved.get(name, defaults[name]) != value
+    ]
+    if differences:
+        raise ValueError(f"{run} holds a different run ({', '.join(differences)}); {advice}")
+    try:
+        epochs = json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # killed before BackupAndRestore wrote anything: the run starts over
+    return min(int(epochs) * _effective_steps_per_epoch(config), config.steps)
+
+
+def _start_run_folder(config: TrainConfig) -> None:
+    """Deletes an old run for ``--overwrite`` and records ``config`` in ``run.json``."""
+    run = Path(config.output)
+    if config.overwrite:
+        for name in RUN_OUTPUTS:
+            path = run / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    with atomic_path(run / RUN_FILE) as temp:
+        temp.write_text(json.dumps(run_record(config), indent=2) + "\n")
+
+
+def _numbers(rows: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
+    """The ``(x, y)`` pairs of CSV ``rows`` where both are finite numbers ('NA', blanks and
+    missing columns are skipped)."""
+    xs, ys = [], []
+    for row in rows:
+        try:
+            a, b = float(row.get(x) or "nan"), float(row.get(y) or "nan")
+        except ValueError:
+            continue
+        if np.isfinite(a) and np.isfinite(b):
+            xs.append(a)
+            ys.append(b)
+    return xs, ys
+
+
+def _read_rows(log_csv: Path) -> list[dict]:
+    if not log_csv.is_file():
+        return []
+    with open(log_csv, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops ``fit`` after exactly ``steps`` batches in all, mid-epoch if need be (the last
+    epoch is then shorter; validation and the epoch-end callbacks still run)."""
+
+    def __init__(self, steps: int, steps_per_epoch: int):
         super().__init__()
-        self.writer = tf.summary.create_file_writer(str(log_dir))
-        self.pairs, self.crop = pairs, crop
+        self.steps, self.steps_per_epoch, self.epoch = steps, steps_per_epoch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch * self.steps_per_epoch + batch + 1 >= self.steps:
+            self.model.stop_training = True
+
+
+class RunLog(keras.callbacks.Callback):
+    """Appends one row per epoch to ``log.csv``: ``epoch`` (from 0), ``step`` (batches done),
+    ``resumed`` (1 on the first row after a resume) and the epoch's logs.
+
+    The columns are fixed by the file's first line, so every row of a file has the same
+    columns: a value the header lacks is dropped, a missing one written as ``NA``.
+    """
+
+    def __init__(self, path: Path, steps_per_epoch: int, steps: int, resumed: bool = False):
+        super().__init__()
+        self.path, self.steps_per_epoch, self.steps = path, steps_per_epoch, steps
+        self.resumed = resumed
 
     def on_epoch_end(self, epoch, logs=None):
-        rows = []
-        for lr, hr in self.pairs:
-            sr = self.model.primal(lr[None].astype("float32"), training=False)[-1][0]
-            bicubic = imresize(lr, hr.shape[0] / lr.shape[0])
-            crop = (slice(0, self.crop), slice(0, self.crop))
-            rows.append(
-                np.concatenate(
-                    [bicubic[crop], np.clip(np.round(sr[crop]), 0, 255).astype(np.uint8), hr[crop]],
-                    axis=1,
+        row = {
+            "epoch": epoch,
+            "step": min((epoch + 1) * self.steps_per_epoch, self.steps),
+            "resumed": int(self.resumed),
+            **{k: float(v) for k, v in (logs or {}).items()},
+        }
+        self.resumed = False
+        header = None
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, newline="") as file:
+                header = next(csv.reader(file), None)
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, header or list(row), restval="NA", extrasaction="ignore")
+            if header is None:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+class TensorBoardLog(keras.callbacks.Callback):
+    """TensorBoard summaries under ``log_dir``, against the global step (batches done):
+
+    - ``train/``: ``batch_loss`` every ``batch_every`` steps; ``epoch_<name>`` of every training
+      log at each epoch end; the text ``run`` (``note``) when training starts.
+    - ``validation/``: ``epoch_<name>`` of the ``val_`` logs and, for up to three ``samples``
+      ``(lr, hr)`` uint8 pairs, a bicubic | SR | HR image at each epoch end.
+
+    Unlike ``keras.callbacks.TensorBoard(update_freq=N)``, whose step filter also silences its
+    epoch summaries, every epoch is written, however short.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        steps_per_epoch: int,
+        samples=(),
+        note: str | None = None,
+        start_step: int = 0,
+        batch_every: int = 50,
+        crop: int = 128,
+    ):
+        super().__init__()
+        self.log_dir, self.steps_per_epoch, self.samples = Path(log_dir), steps_per_epoch, samples
+        self.note, self.step, self.batch_every, self.crop = note, start_step, batch_every, crop
+        self.epoch, self.writers = 0, {}
+
+    def on_train_begin(self, logs=None):
+        self.writers = {
+            name: tf.summary.create_file_writer(str(self.log_dir / name))
+            for name in ("train", "validation")
+        }
+        if self.note:
+            with self.writers["train"].as_default():
+                tf.summary.text("run", self.note, step=self.step)
+            self.writers["train"].flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self.epoch * self.steps_per_epoch + batch + 1
+        if self.step % self.batch_every == 0 and "loss" in (logs or {}):
+            with self.writers["train"].as_default():
+                tf.summary.scalar("batch_loss", float(logs["loss"]), step=self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            writer = "validation" if name.startswith("val_") else "train"
+            with self.writers[writer].as_default():
+                tf.summary.scalar(f"epoch_{name.removeprefix('val_')}", float(value), self.step)
+        if self.samples:
+            with self.writers["validation"].as_default():
+                rows = [self._sample_row(lr, hr) for lr, hr in self.samples]
+                tf.summary.image(
+                    "bicubic|sr|hr",
+                    np.stack(rows) if len({r.shape for r in rows}) == 1 else rows[:1],
+                    step=self.step,
+                    max_outputs=len(rows),
                 )
-            )
-        with self.writer.as_default():
-            tf.summary.image(
-                "bicubic|sr|hr",
-                np.stack(rows) if len({r.shape for r in rows}) == 1 else rows[:1],
-                step=epoch,
-                max_outputs=len(rows),
-            )
-        self.writer.flush()
+        for writer in self.writers.values():
+            writer.flush()
+
+    def _sample_row(self, lr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+        sr = self.model.primal(lr[None].astype("float32"), training=False)[-1][0]
+        bicubic = imresize(lr, hr.shape[0] / lr.shape[0])
+        crop = (slice(0, self.crop), slice(0, self.crop))
+        return np.concatenate(
+            [bicubic[crop], np.clip(np.round(sr[crop]), 0, 255).astype(np.uint8), hr[crop]],
+            axis=1,
+        )
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
 
 
 class SaveModel(keras.callbacks.Callback):
@@ -329,13 +615,8 @@ class SaveModel(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # A resumed run must not let its first epoch overwrite a better earlier best.
-        if self.log_csv is not None and self.log_csv.is_file():
-            with open(self.log_csv) as file:
-                values = [
-                    float(row[self.monitor])
-                    for row in csv.DictReader(file)
-                    if row.get(self.monitor)
-                ]
+        if self.log_csv is not None:
+            values = _numbers(_read_rows(self.log_csv), self.monitor, self.monitor)[1]
             self.best_value = max(values, default=-np.inf)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -373,31 +654,9 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     )
 
 
-def train(
-    config: TrainConfig, strategy: tf.distribute.Strategy | None = None
-) -> DualRegressionModel:
-    """Runs ``config`` end to end and returns the trained model.
-
-    Writes to ``config.output``: ``model.keras`` (final), ``best.keras`` (best validation
-    PSNR), ``latest.keras`` (each epoch), ``backup/`` (resumes a killed run where it stopped,
-    optimizer state and schedule included), ``log.csv``, ``curves.png`` and ``tensorboard/``.
-    """
-    if not config.train_dir:
-        raise ValueError("no training folder given (--train-dir)")
-    if config.steps < 1 or config.steps_per_epoch < 1:
-        raise ValueError("--steps and --steps-per-epoch must be positive")
-    if config.patch_size % config.scale:
-        raise ValueError(
-            f"--patch-size {config.patch_size} is not a multiple of the scale {config.scale}"
-        )
-    precision = resolve_precision(config.precision)
-    keras.mixed_precision.set_global_policy(precision)
-    keras.utils.set_random_seed(config.seed)
-    strategy = strategy or tf.distribute.get_strategy()
-    run = Path(config.output)
-    run.mkdir(parents=True, exist_ok=True)
-
-    pyramids, skipped = data.load_pyramids(
+def _load_data(config: TrainConfig, replicas: int):
+    """``(train dataset, validation dataset or None, validation (lr, hr) uint8 pairs)``."""
+    pyramids, skipped = load_pyramids(
         config.train_dir,
         config.scale,
         config.patch_size,
@@ -407,8 +666,8 @@ def train(
     for path, reason in skipped:
         logging.warning("skipped %s: %s", path, reason)
     print(
-        f"training on {len(pyramids)} images ({len(skipped)} skipped), precision {precision}, "
-        f"{strategy.num_replicas_in_sync} replica(s)"
+        f"training on {len(pyramids)} images ({len(skipped)} skipped), "
+        f"precision {resolve_precision(config.precision)}, {replicas} replica(s)"
     )
     train_ds = data.make_train_dataset(
         pyramids,
@@ -420,20 +679,56 @@ def train(
     )
     val_ds, val_pairs = None, []
     for folder in config.val_dir:
-        pairs = data.load_eval_pairs(folder, config.scale)
+        pairs = load_eval_pairs(folder, config.scale)
         val_pairs += [(lr, hr) for _, lr, hr in pairs]
         ds = data.make_eval_dataset(folder, config.scale)
         val_ds = ds if val_ds is None else val_ds.concatenate(ds)
+    return train_ds, val_ds, val_pairs
 
+
+def train(
+    config: TrainConfig, strategy: tf.distribute.Strategy | None = None
+) -> DualRegressionModel:
+    """Runs ``config`` end to end and returns the trained model: exactly ``config.steps``
+    optimizer steps (fewer only where a non-finite step was skipped).
+
+    Writes to ``config.output``: ``run.json`` (the flags), ``model.keras`` (final),
+    ``best.keras`` (best validation PSNR), ``latest.keras`` (each epoch), ``backup/``
+    (resumes a killed run where it stopped, optimizer state and schedule included),
+    ``log.csv``, ``curves.png`` and ``tensorboard/``.
+
+    Every flag and path is checked before any image is read or anything is written. A folder
+    that holds a run resumes it when its ``run.json`` matches ``config`` (cosmetic flags
+    aside); otherwise it is refused, unless ``config.overwrite``.
+    """
+    validate_config(config)
+    resume_step = check_run_folder(config)
+    run = Path(config.output)
+    remove_stale_temp_files(run, recursive=True)  # of runs killed while saving
+    precision = resolve_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(config.seed)
+    strategy = strategy or tf.distribute.get_strategy()
+
+    train_ds, val_ds, val_pairs = _load_data(config, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build_model(config)
         model.compile(optimizer=make_optimizer(config))
 
+    # Only now that the data and model are good, so a failed start leaves no folder behind.
+    if resume_step is None:
+        _start_run_folder(config)
+        note = None
+    else:
+        note = f"resuming run {run} at step {resume_step}"
+        print(note + (" (already complete)" if resume_step == config.steps else ""))
+    steps_per_epoch = _effective_steps_per_epoch(config)
     callbacks = [
         keras.callbacks.BackupAndRestore(
             str(run / "backup"), save_freq="epoch", delete_checkpoint=False
         ),
-        keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
+        RunLog(run / "log.csv", steps_per_epoch, config.steps, resumed=note is not None),
+        StopAtStep(config.steps, steps_per_epoch),
         keras.callbacks.TerminateOnNaN(),
         SaveModel(
             run / "latest.keras",
@@ -443,15 +738,18 @@ def train(
     ]
     if config.tensorboard:
         callbacks.append(
-            keras.callbacks.TensorBoard(str(run / "tensorboard"), update_freq=50, write_graph=False)
+            TensorBoardLog(
+                run / "tensorboard",
+                steps_per_epoch,
+                val_pairs[:3],
+                note=note,
+                start_step=resume_step or 0,
+            )
         )
-        if val_pairs:
-            callbacks.append(SampleImages(run / "tensorboard" / "samples", val_pairs[:3]))
-    epochs = -(-config.steps // config.steps_per_epoch)
     model.fit(
         train_ds,
-        epochs=epochs,
-        steps_per_epoch=config.steps_per_epoch,
+        epochs=-(-config.steps // steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
         validation_data=val_ds,
         callbacks=callbacks,
         verbose=config.verbose,
@@ -468,31 +766,28 @@ def train(
 
 
 def plot_curves(log_csv: Path, output: Path) -> None:
-    """Draws training loss and validation PSNR per epoch from a ``CSVLogger`` file."""
+    """Draws training loss and validation PSNR against the step from a :class:`RunLog` file
+    (or a ``CSVLogger`` one, against the epoch). Values that are not numbers are skipped; a
+    missing or empty log draws nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(log_csv) as file:
-        rows = list(csv.DictReader(file))
-    if not rows:
+    rows = _read_rows(Path(log_csv))
+    x = "step" if rows and "step" in rows[0] else "epoch"
+    loss, psnr = _numbers(rows, x, "loss"), _numbers(rows, x, "val_psnr")
+    if not loss[0] and not psnr[0]:
         return
-    epochs = [int(r["epoch"]) + 1 for r in rows]
     figure, loss_axis = plt.subplots(figsize=(7, 4))
-    loss_axis.plot(epochs, [float(r["loss"]) for r in rows], color="tab:blue", label="train loss")
-    loss_axis.set_xlabel("epoch")
+    loss_axis.plot(*loss, color="tab:blue", marker=".", label="train loss")
+    loss_axis.set_xlabel(x)
     loss_axis.set_ylabel("loss (L1, 0..255)", color="tab:blue")
-    if "val_psnr" in rows[0]:
+    if psnr[0]:
         psnr_axis = loss_axis.twinx()
-        psnr_axis.plot(
-            epochs,
-            [float(r["val_psnr"]) for r in rows],
-            color="tab:red",
-            marker=".",
-            label="validation PSNR",
-        )
+        psnr_axis.plot(*psnr, color="tab:red", marker=".", label="validation PSNR")
         psnr_axis.set_ylabel("validation Y-PSNR (dB)", color="tab:red")
     figure.tight_layout()
-    figure.savefig(output, dpi=100)
+    with atomic_path(output) as temp:
+        figure.savefig(temp, dpi=100, format="png")
     plt.close(figure)

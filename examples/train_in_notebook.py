@@ -12,6 +12,7 @@ import keras
 
 import drn_tf
 from drn_tf import data
+from drn_tf.image_sets import load_pyramids
 from drn_tf.training import DualRegressionModel
 
 parser = argparse.ArgumentParser()
@@ -22,7 +23,7 @@ args = parser.parse_args()
 
 # 1. Data: HR photos → aligned (LR ×4, (LR ×2, HR)) patches; validation on full images.
 scale, patch_size, batch_size = 4, 96, 8
-pyramids, skipped = data.load_pyramids(args.train_dir, scale, min_size=patch_size)
+pyramids, skipped = load_pyramids(args.train_dir, scale, min_size=patch_size)
 train_ds = data.make_train_dataset(pyramids, scale, patch_size, batch_size)
 val_ds = data.make_eval_dataset(args.val_dir, scale)
 

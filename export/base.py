@@ -222,17 +222,14 @@ def calibration_images(
     """
     from drn_tf.degrade import imresize, modcrop
     from drn_tf.demo import SAMPLE_IMAGE
+    from drn_tf.images import find_images, read_image
 
     paths: list[Path] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise ExportError(f"{folder}: calibration folder does not exist")
-        found = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-        )
+        found = find_images(folder)
         if not found:
             raise ExportError(f"{folder}: no images found for calibration")
         paths += found
@@ -242,18 +239,15 @@ def calibration_images(
     for path in paths:
         if len(crops) >= count:
             break
-        try:
-            lr = imresize(modcrop(_read_rgb(path), scale), 1 / scale)
-        except OSError as error:
-            raise ExportError(f"{path}: cannot read calibration image ({error})") from error
+        lr = imresize(modcrop(read_image(path), scale), 1 / scale)  # names the file on error
         if min(lr.shape[:2]) < size:
             continue
-        rows = np.linspace(0, lr.shape[0] - size, num=int(math.sqrt(per_image)) + 1, dtype=int)
-        cols = np.linspace(0, lr.shape[1] - size, num=int(math.sqrt(per_image)) + 1, dtype=int)
-        for top in rows:
-            for left in cols:
-                if len(crops) < count:
-                    crops.append(lr[None, top : top + size, left : left + size].astype(np.float32))
+        side = math.ceil(math.sqrt(per_image))
+        rows = np.linspace(0, lr.shape[0] - size, num=side, dtype=int)
+        cols = np.linspace(0, lr.shape[1] - size, num=side, dtype=int)
+        corners = [(top, left) for top in rows for left in cols][:per_image]
+        for top, left in corners[: count - len(crops)]:
+            crops.append(lr[None, top : top + size, left : left + size].astype(np.float32))
     if not crops:
         raise ExportError(f"no calibration image is at least {size * scale} pixels on a side")
     return crops

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from drn_tf import cli
 
@@ -188,3 +194,371 @@ def test_python_dash_m_help():
     )
     assert result.returncode == 0, result.stderr
     assert "--dual-checkpoint" in result.stdout
+
+
+# --- start-up: no TensorFlow for --help, no TensorFlow log lines --------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+# TensorFlow's C++ log lines (absl format `I0000 00:00:...`, its pre-initialisation notice and
+# the oneDNN / CPU-feature notices).
+TF_LOG = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN|cpu_feature_guard", re.MULTILINE)
+
+
+def _user_env() -> dict[str, str]:
+    """The environment a user runs drn-tf in: no TF_CPP_MIN_LOG_LEVEL (`make test` sets one)."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def _python(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=_user_env(),
+        cwd=ROOT,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def test_help_and_usage_errors_load_no_tensorflow():
+    code = (
+        "import sys, drn_tf\n"
+        "from drn_tf import cli\n"
+        "argvs = [['--help'], ['upscale', '--help'], ['evaluate', '--help'],\n"
+        "         ['convert', '--help'], ['demo', '--help'], ['upscale', '--bogus'],\n"
+        "         ['upscale', 'a.png'], ['evaluate', '--model', 'bicubic', '--scale', '0',\n"
+        "         '--data', '.']]\n"
+        "print([cli.main(a) for a in argvs])\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    result = _python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ["[0, 0, 0, 0, 0, 2, 2, 2]", "[]"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TrainConfig is defined in drn_tf/training.py, which imports TensorFlow at the top",
+)
+def test_train_help_loads_no_tensorflow():
+    code = (
+        "import sys\nfrom drn_tf import cli\nstatus = cli.main(['train', '--help'])\n"
+        "print(status, 'tensorflow' in sys.modules)\n"
+    )
+    result = _python("-c", code)
+    assert result.stdout.strip().splitlines()[-1] == "0 False"
+
+
+def test_lazy_exports():
+    import drn_tf
+    from drn_tf import models, training
+
+    assert drn_tf.build_drn is models.build_drn
+    assert drn_tf.DRNConfig is models.DRNConfig
+    assert drn_tf.DualRegressionModel is training.DualRegressionModel
+    assert set(drn_tf.__all__) <= set(dir(drn_tf))
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        drn_tf.no_such_thing  # noqa: B018
+
+
+@pytest.fixture
+def small_images(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_no_tensorflow_log_lines_unless_verbose(tiny, small_images, tmp_path):
+    argv = ["-m", "drn_tf", "upscale", str(small_images / "0.png"), "--model", str(tiny[1])]
+    quiet = _python(*argv, "--output", str(tmp_path / "quiet"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert not TF_LOG.search(quiet.stderr), quiet.stderr
+    assert (tmp_path / "quiet" / "0_x4.png").is_file()
+    # The same command with -v shows them: the pattern above does catch TensorFlow's lines.
+    verbose = _python(*argv, "--output", str(tmp_path / "verbose"), "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert TF_LOG.search(verbose.stderr), verbose.stderr
+
+
+# --- flags --------------------------------------------------------------------------------------
+
+
+def test_top_level_help_lists_each_command_on_one_line(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("usage: drn-tf COMMAND")
+    for name in ("upscale", "evaluate", "train", "convert", "demo"):
+        assert sum(line.split()[:1] == [name] for line in lines) == 1, name
+    assert cli.main([]) == 2  # no command: the same overview, as an error
+    assert "upscale" in capsys.readouterr().err
+    import drn_tf
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"drn-tf {drn_tf.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    "command, positional", [("upscale", "INPUT"), ("evaluate", "FOLDER"), ("convert", None)]
+)
+def test_help_shows_usage_with_positionals_and_plain_defaults(command, positional, capsys):
+    assert cli.main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    usage = out.split("\n\n")[0]
+    assert usage.startswith(f"usage: drn-tf {command} ")
+    if positional:
+        assert f"[{positional} ...]" in usage
+    for absl_only in ("--flagfile", "--undefok", "absl", "drn_tf.cli", "--[no]"):
+        assert absl_only not in out
+    flat = " ".join(out.split())  # argparse wraps lines
+    assert "(default: default)" in flat or "(default: drn-s)" in flat  # plain, not quoted
+    assert "(default: 'default')" not in flat and "(default: None)" not in flat
+
+
+def test_help_of_a_list_default_is_plain(capsys):
+    from benchmarks import precision
+
+    assert precision.main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: float32 mixed_bfloat16 mixed_float16)" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["convert", "--no-such-flag", "1"],
+        ["upscale", "--model"],
+        ["evaluate", "--scale", "four"],
+        ["demo", "extra"],
+    ],
+)
+def test_usage_error_is_one_line_and_a_hint(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith(f"drn-tf {argv[0]}: ")
+    assert err[1] == f"(see drn-tf {argv[0]} --help)"
+
+
+def test_unknown_command_is_one_line_and_a_hint(capsys):
+    assert cli.main(["upscael"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "drn-tf: unknown command 'upscael' (choose from upscale, evaluate, train, convert, demo)",
+        "(see drn-tf --help)",
+    ]
+
+
+def test_train_takes_no_flags_and_lists(monkeypatch, tmp_path, capsys):
+    from drn_tf import training
+
+    seen = []
+    monkeypatch.setattr(training, "train", seen.append)
+    argv = ["train", "--no-augment", "--no-tensorboard", "--train-dir", "a", "b"]
+    assert cli.main([*argv, "--output", str(tmp_path / "run"), "--batch-size", "3"]) == 0
+    (config,) = seen
+    assert (config.augment, config.tensorboard) == (False, False)
+    assert config.train_dir == ["a", "b"] and config.batch_size == 3
+    assert config.patch_size == training.TrainConfig().patch_size  # untouched defaults
+    assert f"wrote {tmp_path / 'run' / 'model.keras'}" in capsys.readouterr().out
+
+
+def test_train_interrupted_says_how_to_resume(monkeypatch, tmp_path, capsys):
+    from drn_tf import training
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    assert cli.main(["train", "--train-dir", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "drn-tf train: interrupted; run the same command again to resume"
+
+
+# --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_ends_upscale_with_one_line(signum, tiny, tmp_path):
+    inputs = tmp_path / "many"
+    inputs.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(300):  # far more than run before the signal arrives
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+            inputs / f"{i:03d}.png"
+        )
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "drn_tf", "upscale", str(inputs), "--output", str(out)]
+        + ["--model", str(tiny[1])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_user_env(),
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*_x4.png")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)  # until the first image is written, mid-run
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "drn-tf upscale: interrupted"
+    assert "wrote" not in stdout
+    written = list(out.iterdir())
+    assert 0 < len(written) < 300
+    assert [p.name for p in written if p.name.startswith(".")] == []  # no temp file left
+
+
+# --- upscale: paths first -----------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_upscale_removes_stale_temp_files(tiny, small_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    dead = _dead_pid()
+    stale = [out / f".0_x4.{dead}.0123abcd.png", out / "sub" / f".b_x4.{dead}.89abcdef.png"]
+    live = out / f".c_x4.{os.getpid()}.01234567.png"  # a writer still running: kept
+    other = out / ".hidden.png"  # not ours: kept
+    for path in [*stale, live, other]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    argv = ["upscale", str(small_images / "0.png"), "--output", str(out), "--model", str(tiny[1])]
+    assert cli.main([*argv, str(small_images / "1.png")]) == 0  # an input after a flag
+    assert not any(path.exists() for path in stale)
+    assert live.exists() and other.exists()
+    assert (out / "0_x4.png").is_file() and (out / "1_x4.png").is_file()
+    assert "wrote 2 image(s)" in capsys.readouterr().out
+
+
+def test_upscale_unwritable_output_folder_is_reported_before_the_model_loads(
+    small_images, tmp_path, monkeypatch, capsys
+):
+    read_only = tmp_path / "ro_out"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root ignores the mode: make access() tell the truth
+        real_access = os.access
+        monkeypatch.setattr(
+            os, "access", lambda path, mode: Path(path) != read_only and real_access(path, mode)
+        )
+    missing_model = tmp_path / "missing.keras"  # loading it would be the error if tried first
+    argv = ["upscale", str(small_images), "--output", str(read_only), "--model", str(missing_model)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"drn-tf upscale: error: {read_only}: output folder is not writable"
+    assert cli.main([*argv[:3], str(read_only / "new"), *argv[4:]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        f"{read_only / 'new'}: cannot create the output folder: {read_only} is not writable"
+    )
+
+
+def test_upscale_output_that_is_a_file(small_images, tmp_path, capsys):
+    existing = tmp_path / "result.png"
+    existing.write_bytes(b"keep")
+    missing_model = str(tmp_path / "missing.keras")
+    for output, message in (
+        (existing, f"{existing}: --output must be a folder, and this is a file"),
+        (existing / "sub", f"cannot create the output folder: {existing} is a file"),
+    ):
+        argv = ["upscale", str(small_images), "--output", str(output), "--model", missing_model]
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.endswith(message), err
+    assert existing.read_bytes() == b"keep"
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, scale, rule",
+    [
+        ("bicubic", "0", "an integer of at least 2"),
+        ("bicubic", "-4", "an integer of at least 2"),
+        ("MODEL", "0", "a power of two"),
+        ("MODEL", "3", "a power of two"),
+    ],
+)
+def test_evaluate_bad_scale_names_the_flag(
+    model, scale, rule, tiny, small_images, tmp_path, capsys
+):
+    output = tmp_path / "r.json"
+    model = str(tiny[1]) if model == "MODEL" else model
+    argv = ["evaluate", "--model", model, "--data", str(small_images), "--scale", scale]
+    assert cli.main([*argv, "--json", str(output)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"drn-tf evaluate: --scale must be {rule}")
+    assert err[0].endswith(f"got {scale}")
+    assert not output.exists()
+
+
+def test_evaluate_json_path_is_checked_before_the_model_loads(small_images, tmp_path, capsys):
+    missing_model = str(tmp_path / "missing.keras")  # loading it would be the error if tried first
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for json_path, message in (
+        (tmp_path, f"{tmp_path}: --json is a folder; give a file name"),
+        (a_file / "r.json", f"{a_file}: the folder for --json is a file"),
+    ):
+        argv = ["evaluate", "--model", missing_model, "--data", str(small_images)]
+        assert cli.main([*argv, "--json", str(json_path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.endswith(message), err
+
+
+# --- convert ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--n-blocks", "0"], "--n-blocks must be at least 1, got 0"),
+        (["--n-feats", "-1"], "--n-feats must be at least 1, got -1"),
+        (["--variant", "drn-x"], "--variant must be one of drn-s, drn-l, got drn-x"),
+        (["--scale", "6"], "--scale must be a power of two (2, 4, 8, …), got 6"),
+        (["--output", "model.h5"], "--output must name a .keras file, got model.h5"),
+    ],
+)
+def test_convert_flag_errors_name_the_flag(flags, message, tmp_path, capsys):
+    argv = ["convert", "--checkpoint", str(tmp_path / "a.pt"), "--output", "m.keras", *flags]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"drn-tf convert: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_reference
+def test_convert_without_dual_checkpoint_says_the_duals_are_random(tmp_path, capsys):
+    output = tmp_path / "primal_only.keras"
+    assert cli.main(["convert", "--checkpoint", str(PRIMAL_PT), "--output", str(output)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == f"wrote {output}"
+    assert "randomly initialised" in out[1] and "--dual-checkpoint" in out[1]
+    with zipfile.ZipFile(output) as archive:  # and the saved model records it
+        config = json.loads(archive.read("config.json"))
+    assert "random" in config["config"]["info"]["duals"]
+
+
+def test_convert_with_dual_checkpoint_prints_no_note(monkeypatch, tmp_path, capsys):
+    from drn_tf import convert
+
+    calls = []
+    monkeypatch.setattr(convert, "convert_checkpoint", lambda *args, **kwargs: calls.append(args))
+    output = tmp_path / "m.keras"
+    argv = ["convert", "--checkpoint", "a.pt", "--dual-checkpoint", "b.pt", "--output", str(output)]
+    assert cli.main(argv) == 0
+    assert calls and calls[0][4] == "b.pt"
+    assert capsys.readouterr().out.strip() == f"wrote {output}"

@@ -769,3 +769,56 @@ def test_payload_refused_by_convert_without_output(tmp_path):
     message = convert_error(tmp_path, evil, **SMALL)
     assert "refusing" in message and str(evil) in message
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# files checked before the model is built; swapped files; random duals recorded
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_model_building(monkeypatch):
+    """Makes building a model fail, to show that a check came before it."""
+    from drn_tf import convert
+
+    def build(*args, **kwargs):
+        raise AssertionError("the model was built before the checkpoint files were checked")
+
+    monkeypatch.setattr(convert, "build_drn_bundle", build)
+
+
+@pytest.mark.parametrize("which", ["primal", "dual"])
+def test_missing_file_is_reported_before_the_model_is_built(
+    small_checkpoints, tmp_path, no_model_building, which
+):
+    missing = tmp_path / "nope.pt"
+    files = {
+        "primal": small_checkpoints["primal"],
+        "dual": small_checkpoints["dual"],
+        which: missing,
+    }
+    message = convert_error(tmp_path, files["primal"], files["dual"], **SMALL)
+    assert message == f"{missing}: no such checkpoint file"
+
+
+def test_swapped_checkpoints_get_a_hint(small_checkpoints, tmp_path, no_model_building):
+    primal, dual = small_checkpoints["primal"], small_checkpoints["dual"]
+    message = convert_error(tmp_path, dual, primal, **SMALL)
+    assert message.startswith(f"{dual}: a list of 2 state dicts")
+    assert "(is this the dual checkpoint? pass it as --dual-checkpoint)" in message
+    message = convert_error(tmp_path, primal, primal, **SMALL)
+    assert message.startswith(f"{primal}: a single state dict")
+    assert "(is this the primal checkpoint?)" in message
+
+
+def test_random_duals_are_recorded_in_the_saved_model(small_checkpoints, tmp_path):
+    without = tmp_path / "without.keras"
+    convert_checkpoint(small_checkpoints["primal"], "drn-s", 4, without, **SMALL)
+    info = keras.saving.load_model(without).info
+    assert "random" in info["duals"] and "no dual checkpoint" in info["duals"]
+
+    with_duals = tmp_path / "with.keras"
+    convert_checkpoint(
+        small_checkpoints["primal"], "drn-s", 4, with_duals, small_checkpoints["dual"], **SMALL
+    )
+    assert "duals" not in keras.saving.load_model(with_duals).info

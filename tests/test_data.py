@@ -1,7 +1,9 @@
-"""Tests for drn_tf.data: decoding, pyramids, cache, aligned/augmented patches, eval sets."""
+"""Tests for the data layer: images (decoding), image_sets (pyramids, cache, eval pairs) and data
+(aligned/augmented patches, tf.data pipelines)."""
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -10,7 +12,16 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+import drn_tf
 from drn_tf import data, degrade
+from drn_tf.image_sets import (
+    Pyramid,
+    compute_pyramid_levels,
+    load_eval_pairs,
+    load_pyramids,
+    pyramid_factors,
+)
+from drn_tf.images import ImageReadError, find_images, read_image, write_image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SET5 = SHARED_DATA / "benchmark" / "Set5"
@@ -43,14 +54,14 @@ def expected_16_to_8(values: np.ndarray) -> np.ndarray:
     return np.floor(values.astype(np.float64) * 255.0 / 65535.0 + 0.5).astype(np.uint8)
 
 
-def block_mean_pyramid(hr: np.ndarray, scale: int) -> data.Pyramid:
+def block_mean_pyramid(hr: np.ndarray, scale: int) -> Pyramid:
     """Levels = rounded k x k block means of HR: a pyramid whose alignment is checkable by hand."""
     levels = []
-    for factor in data.pyramid_factors(scale):
+    for factor in pyramid_factors(scale):
         h, w = hr.shape[0] // factor, hr.shape[1] // factor
         blocks = hr.reshape(h, factor, w, factor, 3).astype(np.float64).mean(axis=(1, 3))
         levels.append(np.floor(blocks + 0.5).astype(np.uint8))
-    return data.Pyramid(path=Path("synthetic"), scale=scale, levels=tuple(levels))
+    return Pyramid(path=Path("synthetic"), scale=scale, levels=tuple(levels))
 
 
 # The 8 dihedral transforms as (hflip, vflip, transpose), applied in the pipeline's order.
@@ -96,7 +107,7 @@ def dihedral_inverse(a: np.ndarray, flags: tuple[bool, bool, bool]) -> np.ndarra
 )
 def test_read_lossless_formats_exact(tmp_path, suffix, options):
     image = noise(13, 17)
-    out = data.read_image(save(image, tmp_path / f"a{suffix}", **options))
+    out = read_image(save(image, tmp_path / f"a{suffix}", **options))
     assert out.dtype == np.uint8 and out.shape == (13, 17, 3)
     assert out.flags.c_contiguous and out.flags.writeable
     np.testing.assert_array_equal(out, image)
@@ -105,32 +116,32 @@ def test_read_lossless_formats_exact(tmp_path, suffix, options):
 @pytest.mark.parametrize("suffix", [".jpg", ".JPEG", ".webp"])
 def test_read_lossy_formats(tmp_path, suffix):
     image = smooth(32, 48)
-    out = data.read_image(save(image, tmp_path / f"a{suffix}", quality=95))
+    out = read_image(save(image, tmp_path / f"a{suffix}", quality=95))
     assert out.dtype == np.uint8 and out.shape == (32, 48, 3)
     assert np.abs(out.astype(int) - image).mean() < 3
 
 
 def test_read_gray_bilevel_palette_cmyk(tmp_path):
     gray = noise(9, 11)[..., 0]
-    out = data.read_image(save(gray, tmp_path / "l.png"))
+    out = read_image(save(gray, tmp_path / "l.png"))
     np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, -1))
 
     bilevel = Image.fromarray(gray).convert("1")
-    out = data.read_image(save(bilevel, tmp_path / "bw.png"))
+    out = read_image(save(bilevel, tmp_path / "bw.png"))
     assert set(np.unique(out)) <= {0, 255}
     np.testing.assert_array_equal(out[..., 0], np.asarray(bilevel.convert("L")))
 
     palette = Image.fromarray(noise(9, 11)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    out = data.read_image(save(palette, tmp_path / "p.png"))
+    out = read_image(save(palette, tmp_path / "p.png"))
     np.testing.assert_array_equal(out, np.asarray(palette.convert("RGB")))
 
     cmyk = Image.fromarray(noise(9, 11)).convert("CMYK")
-    out = data.read_image(save(cmyk, tmp_path / "cmyk.tif"))
+    out = read_image(save(cmyk, tmp_path / "cmyk.tif"))
     np.testing.assert_array_equal(out, np.asarray(cmyk.convert("RGB")))
-    out = data.read_image(save(Image.fromarray(smooth(16, 16)).convert("CMYK"), tmp_path / "c.jpg"))
+    out = read_image(save(Image.fromarray(smooth(16, 16)).convert("CMYK"), tmp_path / "c.jpg"))
     assert out.shape == (16, 16, 3) and np.abs(out.astype(int) - smooth(16, 16)).mean() < 4
 
-    gif = data.read_image(save(palette, tmp_path / "p.gif"))
+    gif = read_image(save(palette, tmp_path / "p.gif"))
     np.testing.assert_array_equal(gif, np.asarray(palette.convert("RGB")))
 
 
@@ -139,20 +150,20 @@ def test_read_alpha_is_composited_over_white(tmp_path):
     rgba[..., :3] = [[[10, 20, 30]]]
     rgba[0, :, 3] = [0, 128, 255]
     rgba[1, :, 3] = 255
-    out = data.read_image(save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png"))
+    out = read_image(save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png"))
     alpha = rgba[..., 3:].astype(np.float64) / 255
     expected = np.floor(rgba[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(out, expected)
     assert (out[0, 0] == 255).all()  # fully transparent -> white, not the hidden colour
 
     la = Image.fromarray(rgba[..., [0, 3]], "LA")
-    out = data.read_image(save(la, tmp_path / "la.png"))
+    out = read_image(save(la, tmp_path / "la.png"))
     assert (out[0, 0] == 255).all() and (out[1, 0] == 10).all()
 
     indices = np.array([[0, 1], [1, 0]], np.uint8)
     palette = Image.frombytes("P", (2, 2), indices.tobytes())
     palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
-    out = data.read_image(save(palette, tmp_path / "pt.png", transparency=0))
+    out = read_image(save(palette, tmp_path / "pt.png", transparency=0))
     np.testing.assert_array_equal(out[indices == 0], 255)
     np.testing.assert_array_equal(out[indices == 1], [[200, 100, 50]] * 2)
 
@@ -167,31 +178,31 @@ def test_read_16bit_scales_instead_of_truncating_or_clipping(tmp_path):
     for name in ("g16.png", "g16.tif"):
         path = save(gray16, tmp_path / name)
         assert Image.open(path).mode.startswith("I;16")
-        np.testing.assert_array_equal(data.read_image(path), np.repeat(expected[..., None], 3, -1))
+        np.testing.assert_array_equal(read_image(path), np.repeat(expected[..., None], 3, -1))
 
     # 32-bit "I" TIFF: treated as 16-bit data.
     path = save(Image.fromarray(values.astype(np.int32)), tmp_path / "i32.tif")
     assert Image.open(path).mode == "I"
-    np.testing.assert_array_equal(data.read_image(path)[..., 0], expected)
+    np.testing.assert_array_equal(read_image(path)[..., 0], expected)
 
     # 48-bit RGB and 64-bit RGBA PNGs (PIL alone keeps only the high byte).
     rgb16 = np.stack([values, values[:, ::-1], np.full_like(values, 257 * 7 + 100)], -1)
     path = tmp_path / "rgb48.png"
     path.write_bytes(tf.io.encode_png(tf.constant(rgb16)).numpy())
-    np.testing.assert_array_equal(data.read_image(path), expected_16_to_8(rgb16))
+    np.testing.assert_array_equal(read_image(path), expected_16_to_8(rgb16))
 
     rgba16 = np.concatenate([rgb16, np.full_like(rgb16[..., :1], 65535)], -1)
     rgba16[0, 0, 3] = 0
     path = tmp_path / "rgba64.png"
     path.write_bytes(tf.io.encode_png(tf.constant(rgba16)).numpy())
-    out = data.read_image(path)
+    out = read_image(path)
     np.testing.assert_array_equal(out[0, 0], 255)
     np.testing.assert_array_equal(out[0, 1:], expected_16_to_8(rgb16)[0, 1:])
 
 
 def test_read_float_tiff(tmp_path):
     values = np.array([[0.0, 0.25, 0.5, 1.0]], np.float32)
-    out = data.read_image(save(Image.fromarray(values), tmp_path / "f.tif"))
+    out = read_image(save(Image.fromarray(values), tmp_path / "f.tif"))
     np.testing.assert_array_equal(out[0, :, 0], [0, 64, 128, 255])
 
 
@@ -203,7 +214,7 @@ def test_read_exif_rotated_jpeg(tmp_path):
     image[:, 20:] = [0, 0, 255]
     exif = Image.Exif()
     exif[0x0112] = 6
-    out = data.read_image(save(image, tmp_path / "rot.jpg", exif=exif, quality=95))
+    out = read_image(save(image, tmp_path / "rot.jpg", exif=exif, quality=95))
     assert out.shape == (40, 20, 3)
     assert out[:18, :, 0].mean() > 240 and out[:18, :, 2].mean() < 15
     assert out[22:, :, 2].mean() > 240 and out[22:, :, 0].mean() < 15
@@ -216,7 +227,7 @@ def test_exif_orientation_matches_pil_exif_transpose(tmp_path, orientation):
     path = save(noise(5, 7), tmp_path / "o.png", exif=exif)
     with Image.open(path) as img:
         expected = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    np.testing.assert_array_equal(data.read_image(path), expected)
+    np.testing.assert_array_equal(read_image(path), expected)
 
 
 def test_read_errors_are_clear(tmp_path):
@@ -233,24 +244,38 @@ def test_read_errors_are_clear(tmp_path):
         "missing.png": "does not exist",
         "folder.png": "not a regular file",
         "text.png": "not an image",
-        "empty.png": "not an image",
         "truncated.png": "truncated or corrupt",
         "truncated.jpg": "truncated or corrupt",
     }
     for name, words in cases.items():
-        with pytest.raises(data.ImageReadError, match=words) as info:
-            data.read_image(tmp_path / name)
+        with pytest.raises(ImageReadError, match=words) as info:
+            read_image(tmp_path / name)
         assert str(tmp_path / name) in str(info.value)
         assert isinstance(info.value, ValueError)
+
+
+def test_empty_file_says_so(tmp_path):
+    # A zero-byte file is a failed copy, whatever its suffix; PIL alone calls it "not an image".
+    for name in ("empty.png", "empty.jpg"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(ImageReadError) as info:
+            read_image(tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}: empty file"
+    # Training skips it with the same reason.
+    save(noise(32, 32), tmp_path / "good.png")
+    _, skipped = load_pyramids(tmp_path, 2, min_size=16, progress=False)
+    assert {(p.name, r) for p, r in skipped} == {
+        (name, f"{tmp_path / name}: empty file") for name in ("empty.png", "empty.jpg")
+    }
 
 
 def test_write_image_roundtrip_and_atomic(tmp_path, monkeypatch):
     image = noise(10, 12)
     target = tmp_path / "sub" / "out.png"
-    data.write_image(target, image)
-    np.testing.assert_array_equal(data.read_image(target), image)
-    data.write_image(tmp_path / "out.jpg", image)
-    assert data.read_image(tmp_path / "out.jpg").shape == (10, 12, 3)
+    write_image(target, image)
+    np.testing.assert_array_equal(read_image(target), image)
+    write_image(tmp_path / "out.jpg", image)
+    assert read_image(tmp_path / "out.jpg").shape == (10, 12, 3)
 
     # A failing encoder leaves the previous file intact and no temp file behind.
     def broken_save(*args, **kwargs):
@@ -258,17 +283,17 @@ def test_write_image_roundtrip_and_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        data.write_image(target, noise(10, 12, seed=1))
+        write_image(target, noise(10, 12, seed=1))
     monkeypatch.undo()
-    np.testing.assert_array_equal(data.read_image(target), image)
+    np.testing.assert_array_equal(read_image(target), image)
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]
 
     with pytest.raises(ValueError, match="uint8"):
-        data.write_image(tmp_path / "x.png", image.astype(np.float32))
+        write_image(tmp_path / "x.png", image.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        data.write_image(tmp_path / "x.png", image[..., 0])
+        write_image(tmp_path / "x.png", image[..., 0])
     with pytest.raises(ValueError, match="extension"):
-        data.write_image(tmp_path / "x.unknown", image)
+        write_image(tmp_path / "x.unknown", image)
 
 
 def test_find_images(tmp_path):
@@ -278,12 +303,12 @@ def test_find_images(tmp_path):
     for rel in ["notes.txt", "._a.png", ".hidden/x.png", "sub/cache.npz"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    found = [p.relative_to(tmp_path).as_posix() for p in data.find_images(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
     assert found == ["a.jpg", "b.PNG", "e.tiff", "f.bmp", "sub/c.JpEg", "sub/deep/d.webp"]
-    top = [p.name for p in data.find_images(tmp_path, recursive=False)]
+    top = [p.name for p in find_images(tmp_path, recursive=False)]
     assert top == ["a.jpg", "b.PNG", "e.tiff", "f.bmp"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        data.find_images(tmp_path / "nowhere")
+        find_images(tmp_path / "nowhere")
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,24 +317,24 @@ def test_find_images(tmp_path):
 
 
 def test_pyramid_factors():
-    assert data.pyramid_factors(2) == (2, 1)
-    assert data.pyramid_factors(4) == (4, 2, 1)
-    assert data.pyramid_factors(8) == (8, 4, 2, 1)
+    assert pyramid_factors(2) == (2, 1)
+    assert pyramid_factors(4) == (4, 2, 1)
+    assert pyramid_factors(8) == (8, 4, 2, 1)
     for bad in (1, 3, 6, 0):
         with pytest.raises(ValueError, match="power of two"):
-            data.pyramid_factors(bad)
+            pyramid_factors(bad)
 
 
 @pytest.mark.parametrize("scale", [4, 8])
 def test_pyramid_levels_are_direct_imresize_of_modcropped_hr(tmp_path, scale):
     hr = noise(70, 53)  # not a multiple of the scale: exercises modcrop
     save(hr, tmp_path / "img.png")
-    pyramids, skipped = data.load_pyramids(tmp_path, scale, min_size=32, progress=False)
+    pyramids, skipped = load_pyramids(tmp_path, scale, min_size=32, progress=False)
     assert skipped == [] and len(pyramids) == 1
     pyramid = pyramids[0]
     cropped = degrade.modcrop(hr, scale)
     np.testing.assert_array_equal(pyramid.hr, cropped)
-    for factor in data.pyramid_factors(scale)[:-1]:
+    for factor in pyramid_factors(scale)[:-1]:
         np.testing.assert_array_equal(pyramid.level(factor), degrade.imresize(cropped, 1 / factor))
     assert pyramid.lr.shape == (70 // scale, 53 // scale, 3)
 
@@ -322,7 +347,7 @@ def test_load_pyramids_skips_bad_images_with_reasons(tmp_path, caplog):
     (tmp_path / "d_truncated.png").write_bytes(good_bytes[: len(good_bytes) // 2])
     (tmp_path / "e_text.png").write_text("hello")
 
-    pyramids, skipped = data.load_pyramids(tmp_path, 4, min_size=32, progress=False)
+    pyramids, skipped = load_pyramids(tmp_path, 4, min_size=32, progress=False)
     assert [p.path.name for p in pyramids] == ["a_good.png", "b_good.bmp"]
     reasons = {path.name: reason for path, reason in skipped}
     assert list(reasons) == ["c_small.png", "d_truncated.png", "e_text.png"]
@@ -341,15 +366,15 @@ def test_load_pyramids_folder_without_usable_image_raises(tmp_path):
     good.mkdir()
     save(noise(32, 32), good / "ok.png")
     with pytest.raises(ValueError, match=r"no usable training image in .*all_bad.*not an image"):
-        data.load_pyramids([good, bad], 2, min_size=16, progress=False)
+        load_pyramids([good, bad], 2, min_size=16, progress=False)
 
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
     with pytest.raises(ValueError, match=r"no image files .* found in .*empty"):
-        data.load_pyramids(empty, 2, min_size=16, progress=False)
+        load_pyramids(empty, 2, min_size=16, progress=False)
     with pytest.raises(FileNotFoundError, match="missing"):
-        data.load_pyramids(tmp_path / "missing", 2, min_size=16, progress=False)
+        load_pyramids(tmp_path / "missing", 2, min_size=16, progress=False)
 
 
 def test_cache_roundtrip(tmp_path, monkeypatch):
@@ -367,7 +392,7 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
         return real_imresize(*args, **kwargs)
 
     monkeypatch.setattr(degrade, "imresize", counting_imresize)
-    first, _ = data.load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
+    first, _ = load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
     assert len(calls) == 3 * 2  # X4 and X2 per image
     cached = sorted(cache.iterdir())
     assert len(cached) == 3 and all(p.suffix == ".npz" for p in cached)
@@ -376,7 +401,7 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
         raise AssertionError("imresize must not run on a cache hit")
 
     monkeypatch.setattr(degrade, "imresize", forbidden)
-    second, _ = data.load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
+    second, _ = load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
     for a, b in zip(first, second, strict=True):
         for level_a, level_b in zip(a.levels, b.levels, strict=True):
             np.testing.assert_array_equal(level_a, level_b)
@@ -386,12 +411,12 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(degrade, "imresize", counting_imresize)
     stat = (images / "0.png").stat()
     os.utime(images / "0.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    data.load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
+    load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
     assert len(calls) == 2
     calls.clear()
     for path in cache.iterdir():
         path.write_bytes(b"garbage")
-    data.load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
+    load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
     assert len(calls) == 3 * 2
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
@@ -403,14 +428,14 @@ def test_benchmark_layout_reads_official_lr_files(monkeypatch, scale):
         raise AssertionError("official LR files must be read, not recomputed")
 
     monkeypatch.setattr(degrade, "imresize", forbidden)
-    pyramids, skipped = data.load_pyramids(SET5, scale, min_size=64, progress=False)
+    pyramids, skipped = load_pyramids(SET5, scale, min_size=64, progress=False)
     names = [p.path.stem for p in pyramids]
     assert names == ["baby", "bird", "butterfly", "head", "woman"] and skipped == []
     for pyramid in pyramids:
-        hr = data.read_image(pyramid.path)
+        hr = read_image(pyramid.path)
         np.testing.assert_array_equal(pyramid.hr, degrade.modcrop(hr, scale))
-        for factor in data.pyramid_factors(scale)[:-1]:
-            official = data.read_image(
+        for factor in pyramid_factors(scale)[:-1]:
+            official = read_image(
                 SET5 / "LR_bicubic" / f"X{factor}" / f"{pyramid.path.stem}x{factor}.png"
             )
             level = pyramid.level(factor)
@@ -428,7 +453,7 @@ def test_benchmark_layout_incomplete_falls_back_to_hr(tmp_path):
     hr = noise(32, 40)
     save(hr, tmp_path / "HR" / "a.png")
     save(noise(16, 20, seed=9), tmp_path / "LR_bicubic" / "X2" / "ax2.png")
-    pyramids, skipped = data.load_pyramids(tmp_path, 4, 16, progress=False)
+    pyramids, skipped = load_pyramids(tmp_path, 4, 16, progress=False)
     assert len(pyramids) == 1 and skipped == []  # LR files are not mistaken for HR images
     np.testing.assert_array_equal(pyramids[0].level(2), degrade.imresize(hr, 1 / 2))
 
@@ -444,7 +469,7 @@ def test_train_batches_structure(scale, patch):
     dataset = data.make_train_dataset(pyramids, scale, patch, batch_size=5, seed=0)
     inputs, targets = next(iter(dataset))
     assert inputs.dtype == tf.float32 and inputs.shape == (5, patch // scale, patch // scale, 3)
-    factors = data.pyramid_factors(scale)[1:]
+    factors = pyramid_factors(scale)[1:]
     assert isinstance(targets, tuple) and len(targets) == len(factors)
     for target, factor in zip(targets, factors, strict=True):
         assert target.dtype == tf.float32 and target.shape == (
@@ -479,7 +504,7 @@ def test_crops_are_aligned_and_identically_augmented(scale, augment):
     dataset = data.make_train_dataset(
         pyramids, scale, patch, batch_size=16, seed=3, augment=augment
     )
-    factors = data.pyramid_factors(scale)
+    factors = pyramid_factors(scale)
     seen_transforms = set()
     for inputs, targets in dataset.take(4):
         batch = [inputs.numpy(), *(t.numpy() for t in targets)]
@@ -518,9 +543,7 @@ def test_crop_origins_cover_every_aligned_position():
     scale, patch, height, width = 4, 16, 48, 40
     y, x = np.mgrid[0:height, 0:width]
     hr = np.stack([y, x, 0 * y], -1).astype(np.uint8)
-    pyramid = data.Pyramid(
-        path=Path("grid"), scale=scale, levels=data.compute_pyramid_levels(hr, scale)
-    )
+    pyramid = Pyramid(path=Path("grid"), scale=scale, levels=compute_pyramid_levels(hr, scale))
     dataset = data.make_train_dataset(
         [pyramid], scale, patch, batch_size=500, seed=5, augment=False
     )
@@ -584,12 +607,12 @@ def test_train_dataset_with_distribution_strategy_and_fit():
 
 @pytest.mark.skipif(not SET5.is_dir(), reason="shared Set5 not available")
 def test_eval_pairs_and_dataset_on_set5():
-    pairs = data.load_eval_pairs(SET5, 4)
+    pairs = load_eval_pairs(SET5, 4)
     assert [name for name, _, _ in pairs] == ["baby", "bird", "butterfly", "head", "woman"]
     for name, lr, hr in pairs:
-        np.testing.assert_array_equal(lr, data.read_image(SET5 / "LR_bicubic/X4" / f"{name}x4.png"))
+        np.testing.assert_array_equal(lr, read_image(SET5 / "LR_bicubic/X4" / f"{name}x4.png"))
         np.testing.assert_array_equal(
-            hr, degrade.modcrop(data.read_image(SET5 / "HR" / f"{name}.png"), 4)
+            hr, degrade.modcrop(read_image(SET5 / "HR" / f"{name}.png"), 4)
         )
     # The official X2-X4 files are MATLAB-exact: the computed path must agree with them.
     np.testing.assert_array_equal(degrade.imresize(pairs[1][2], 1 / 4), pairs[1][1])
@@ -605,10 +628,81 @@ def test_eval_pairs_plain_folder_computes_lr(tmp_path):
     (tmp_path / "nested").mkdir()
     hr = noise(31, 25)
     save(hr, tmp_path / "nested" / "img.png")
-    [(name, lr, hr_out)] = data.load_eval_pairs(tmp_path, 3)
+    [(name, lr, hr_out)] = load_eval_pairs(tmp_path, 3)
     assert name == "nested/img"
     np.testing.assert_array_equal(hr_out, hr[:30, :24])
     np.testing.assert_array_equal(lr, degrade.imresize(hr[:30, :24], 1 / 3))
     (tmp_path / "nested" / "bad.png").write_text("x")
-    with pytest.raises(data.ImageReadError, match="bad.png"):
-        data.load_eval_pairs(tmp_path, 3)
+    with pytest.raises(ImageReadError, match="bad.png"):
+        load_eval_pairs(tmp_path, 3)
+
+
+def test_eval_pairs_skip_bad_images_only_when_asked(tmp_path):
+    save(noise(40, 44), tmp_path / "a_ok.png")
+    save(noise(5, 6), tmp_path / "b_tiny.png")  # 6x5: modcrop at x4 leaves 4x4
+    save(noise(18, 30), tmp_path / "c_small.png")  # 30x18: modcrop leaves 16 rows < 19
+    (tmp_path / "d_empty.png").write_bytes(b"")
+
+    skipped: list[tuple[Path, str]] = []
+    pairs = load_eval_pairs(tmp_path, 4, min_size=19, skipped=skipped)
+    assert [name for name, _, _ in pairs] == ["a_ok"]
+    reasons = {path.name: reason for path, reason in skipped}
+    assert list(reasons) == ["b_tiny.png", "c_small.png", "d_empty.png"]
+    assert reasons["b_tiny.png"] == "too small: 6x5 (WxH), x4 needs 20x20"
+    assert reasons["c_small.png"] == "too small: 30x18 (WxH), x4 needs 20x20"
+    assert reasons["d_empty.png"] == "empty file"
+
+    # Without a list to report to, the first bad image is an error that names it.
+    with pytest.raises(ValueError, match=r"b_tiny\.png: too small: 6x5 \(WxH\), x4 needs 20x20"):
+        load_eval_pairs(tmp_path, 4, min_size=19)
+    with pytest.raises(ImageReadError, match=r"d_empty\.png: empty file"):
+        load_eval_pairs(tmp_path, 4)  # the default min_size: 6x5 gives a 1x1 LR, usable
+    (tmp_path / "a_ok.png").unlink()
+    with pytest.raises(ValueError, match=r"no usable image in .*all 3 skipped: b_tiny\.png"):
+        load_eval_pairs(tmp_path, 4, min_size=19, skipped=[])
+
+
+def test_eval_pairs_benchmark_layout_fallbacks(tmp_path, caplog):
+    hr = {name: noise(24, 28, seed=i) for i, name in enumerate("abc")}
+    (tmp_path / "HR").mkdir()
+    for name, image in hr.items():
+        save(image, tmp_path / "HR" / f"{name}.png")
+    (tmp_path / "LR_bicubic" / "X4").mkdir(parents=True)
+    official = noise(6, 7, seed=9)  # not imresize(hr): shows which one was used
+    save(official, tmp_path / "LR_bicubic" / "X4" / "ax4.png")
+    save(noise(5, 7), tmp_path / "LR_bicubic" / "X4" / "bx4.png")  # wrong size
+    # c has no official file although X4 exists: computed, with a warning naming the file.
+
+    skipped: list[tuple[Path, str]] = []
+    pairs = {name: lr for name, lr, _ in load_eval_pairs(tmp_path, 4, skipped=skipped)}
+    np.testing.assert_array_equal(pairs["a"], official)
+    np.testing.assert_array_equal(pairs["c"], degrade.imresize(hr["c"], 1 / 4))
+    assert [(p.name, r.split(" has ")[1]) for p, r in skipped] == [
+        ("b.png", "shape (5, 7, 3), expected (6, 7, 3) (HR / 4)")
+    ]
+    assert "cx4.png missing" in caplog.text
+    # No X2 folder at all: nothing official at x2, every LR computed, no warning.
+    caplog.clear()
+    pairs = load_eval_pairs(tmp_path, 2)
+    assert all(np.array_equal(lr, degrade.imresize(hr[n], 1 / 2)) for n, lr, _ in pairs)
+    assert "missing" not in caplog.text
+
+
+def _top_level_imports(module: str) -> set[str]:
+    """``a.b`` for ``import a.b``, and ``a`` and ``a.b`` for ``from a import b``."""
+    tree = ast.parse((Path(drn_tf.__file__).parent / f"{module}.py").read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def test_reading_images_does_not_need_the_training_pipeline():
+    heavy = {"tensorflow", "keras", "drn_tf.data", "drn_tf.training"}
+    for module in ("images", "image_sets", "scales"):
+        assert not _top_level_imports(module) & heavy, module
+    for module in ("inference", "demo", "evaluation"):
+        assert "drn_tf.data" not in _top_level_imports(module), module

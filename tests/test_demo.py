@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from drn_tf import demo
-from drn_tf.data import read_image
 from drn_tf.degrade import imresize, modcrop
 from drn_tf.evaluation import evaluate
+from drn_tf.images import read_image
 from drn_tf.inference import DEFAULT_MODEL_PATH, load_model
 from drn_tf.metrics import psnr_y, ssim_y
 

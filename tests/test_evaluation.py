@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from drn_tf import cli
-from drn_tf.data import read_image, write_image
 from drn_tf.degrade import imresize, modcrop
-from drn_tf.evaluation import evaluate, format_table, write_json
+from drn_tf.evaluation import evaluate, format_table, smallest_measurable, write_json
+from drn_tf.images import read_image, write_image
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
 
@@ -89,6 +89,49 @@ def test_evaluate_errors(tiny, plain_set):
         evaluate("bicubic", [plain_set / "missing"], 4)
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_images_too_small_to_measure_are_skipped_and_named(tmp_path, plain_set, scale):
+    side = smallest_measurable(scale)
+    need = -(-side // scale) * scale  # the file size whose modcrop is at least `side`
+    write_image(plain_set / "edge_ok.png", _smooth(need, need + 1, 5))
+    write_image(plain_set / "edge_small.png", _smooth(need - 1, need + 1, 6))
+    write_image(plain_set / "tiny.png", _smooth(5, 6, 7))  # 6x5: once fatal at x4
+    # Independently of `smallest_measurable`: the metrics measure the first and not the other two.
+    for name, measurable in (("edge_ok", True), ("edge_small", False), ("tiny", False)):
+        hr = modcrop(read_image(plain_set / f"{name}.png"), scale)
+        if measurable:
+            assert 0 <= ssim_y(hr, hr, shave=scale) <= 1
+        elif min(hr.shape[:2]) > 0:
+            with pytest.raises(ValueError):
+                ssim_y(hr, hr, shave=scale)
+
+    result = evaluate("bicubic", plain_set, scale, progress=False)["mine"]
+    assert list(result["images"]) == ["edge_ok", "nested/two", "one"]
+    assert list(result["skipped"]) == [
+        str(plain_set / "edge_small.png"),
+        str(plain_set / "tiny.png"),
+    ]
+    assert result["skipped"][str(plain_set / "tiny.png")].startswith("too small: 6x5 (WxH)")
+    assert result["psnr"] == pytest.approx(np.mean([v["psnr"] for v in result["images"].values()]))
+
+
+def test_unreadable_images_are_skipped_and_named(plain_set):
+    (plain_set / "empty.png").write_bytes(b"")
+    (plain_set / "nested" / "text.png").write_text("not an image")
+    result = evaluate("bicubic", plain_set, 4, progress=False)["mine"]
+    assert list(result["images"]) == ["nested/two", "one"]
+    assert result["skipped"] == {
+        str(plain_set / "empty.png"): "empty file",
+        str(plain_set / "nested" / "text.png"): "not an image file (PIL cannot identify it)",
+    }
+
+
+def test_a_set_with_nothing_measurable_is_an_error(tmp_path):
+    write_image(tmp_path / "tiny" / "a.png", _smooth(5, 6, 1))
+    with pytest.raises(ValueError, match=r"no usable image in .*tiny: all 1 skipped: a\.png"):
+        evaluate("bicubic", tmp_path / "tiny", 4, progress=False)
+
+
 def test_format_table():
     results = {
         "Set5": {
@@ -110,6 +153,12 @@ def test_format_table():
     assert any(line.split() == ["Set5", "28.42", "0.8104"] for line in lines)  # summary
     single = format_table({"Set5": results["Set5"]})
     assert "set" not in single.splitlines()[-1] and single.splitlines()[-1].startswith("mean")
+
+    results["Other"]["skipped"] = {"other/tiny.png": "too small: 6x5 (WxH), x4 needs 20x20"}
+    for per_image in (True, False):
+        lines = format_table(results, per_image=per_image).splitlines()
+        assert lines[-1] == "skipped other/tiny.png: too small: 6x5 (WxH), x4 needs 20x20"
+    assert "Other (1 images, 1 skipped)" in format_table(results)
 
 
 def test_write_json_is_atomic(tmp_path):
@@ -173,6 +222,18 @@ def test_cli_evaluate_model_and_several_folders(tiny, plain_set, tmp_path, capsy
     assert list(content["sets"]) == ["mine", "other"] and content["scale"] == 4
     direct = evaluate(tiny[0], [plain_set], 4, progress=False)["mine"]
     assert content["sets"]["mine"]["psnr"] == pytest.approx(direct["psnr"], abs=1e-9)
+
+
+def test_cli_evaluate_reports_skipped_files(plain_set, tmp_path, capsys):
+    write_image(plain_set / "tiny.png", _smooth(5, 6, 7))
+    output = tmp_path / "r.json"
+    argv = ["evaluate", "--model", "bicubic", "--data", str(plain_set), "--json", str(output)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "mine (2 images, 1 skipped)" in out
+    assert f"skipped {plain_set / 'tiny.png'}: too small: 6x5 (WxH)" in out
+    skipped = json.loads(output.read_text())["sets"]["mine"]["skipped"]
+    assert list(skipped) == [str(plain_set / "tiny.png")]
 
 
 def test_cli_evaluate_scale_mismatch_is_exit_1(tiny, plain_set, tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from PIL import Image
 
 from drn_tf import cli, inference
-from drn_tf.data import read_image, write_image
+from drn_tf.images import read_image, write_image
 from drn_tf.models import DRN, save_model_atomic
 
 
@@ -50,6 +52,17 @@ def test_load_model_reads_training_files(tiny, tmp_path):
     path = save_model_atomic(DualRegressionModel.from_drn(tiny[0]), tmp_path / "model.keras")
     loaded = inference.load_model(path)
     assert isinstance(loaded, DRN) and loaded.scale == 4
+    # In a fresh interpreter that imported nothing but inference (as `drn-tf upscale` does),
+    # the class that training saves is registered before the file is read.
+    code = (
+        "import sys\nfrom drn_tf.inference import load_model\n"
+        "print(type(load_model(sys.argv[1])).__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["DualRegressionModel"]
 
 
 def _truncated(tiny, path):

@@ -9,9 +9,12 @@ the update of a plain SGD step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -585,12 +588,13 @@ KILLED_RUN_SCRIPT = """
 """
 
 
-def write_images(folder: Path, count: int, seed: int) -> Path:
+def write_images(folder: Path, count: int, seed: int, size: int = 64) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:64, 0:64]
+    y, x = np.mgrid[0:size, 0:size]
     for i in range(count):
-        smooth = np.stack([x * 4, y * 4, (x + y) * 2], -1) + rng.integers(0, 40, (64, 64, 3))
+        noise = rng.integers(0, 40, (size, size, 3))
+        smooth = np.stack([x * 4, y * 4, (x + y) * 2], -1) + noise
         Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
     return folder
 
@@ -600,19 +604,36 @@ def read_log(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-@pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory):
-    """A tiny run killed at the start of its third epoch, then run again to the end."""
-    root = tmp_path_factory.mktemp("train")
+def read_events(folder: Path) -> dict[str, list[tuple[int, object]]]:
+    """``tag -> [(step, value)]`` of every summary in the TensorBoard event files in ``folder``,
+    decoded with TensorFlow's own ``Event`` proto; a text summary's value is its string."""
+    found: dict[str, list] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                content = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                if value.metadata.plugin_data.plugin_name == "text":
+                    content = b" ".join(content.ravel()).decode()
+                found.setdefault(value.tag, []).append((event.step, content))
+    return {tag: sorted(entries, key=lambda e: e[0]) for tag, entries in found.items()}
+
+
+def tiny_config(root: Path, **changes) -> dict:
+    """A run of the tiny model on 48×48 images, 32×32 HR patches, batch 2."""
+    train_dir, val_dir = root / "train", root / "val"
+    if not train_dir.is_dir():
+        write_images(train_dir, 3, seed=0, size=48)
+        write_images(val_dir, 1, seed=1, size=48)
     config = {
-        "train_dir": [str(write_images(root / "train", 3, seed=0))],
-        "val_dir": [str(write_images(root / "val", 1, seed=1))],
+        "train_dir": [str(train_dir)],
+        "val_dir": [str(val_dir)],
         "output": str(root / "run"),
         "variant": "drn-s",
         "scale": 4,
         "n_blocks": 1,
         "n_feats": 4,
-        "steps": 6,
+        "steps": 5,
         "steps_per_epoch": 2,
         "batch_size": 2,
         "patch_size": 32,
@@ -621,17 +642,29 @@ def resumed_run(tmp_path_factory):
         "verbose": 0,
         "seed": 1,
     }
+    return {**config, **changes}
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """A tiny run of 5 steps, 2 per epoch, killed at the start of its third epoch, then run
+    again to the end with the same flags."""
+    root = tmp_path_factory.mktemp("train")
+    config = tiny_config(root, tensorboard=True)
     killed = run_python(KILLED_RUN_SCRIPT, json.dumps(config), timeout=300)
     run = Path(config["output"])
     killed_log = read_log(run / "log.csv") if (run / "log.csv").is_file() else []
     killed_files = sorted(p.name for p in run.iterdir())
-    model = train(TrainConfig(**config))
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        model = train(TrainConfig(**config))
     return {
         "killed": killed,
         "killed_log": killed_log,
         "killed_files": killed_files,
         "run": run,
         "model": model,
+        "stdout": output.getvalue(),
     }
 
 
@@ -639,60 +672,314 @@ def test_killed_run_died_after_two_epochs(resumed_run):
     killed = resumed_run["killed"]
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert [row["epoch"] for row in resumed_run["killed_log"]] == ["0", "1"]
-    assert "backup" in resumed_run["killed_files"]
+    assert {"backup", "run.json"} <= set(resumed_run["killed_files"])
     assert "model.keras" not in resumed_run["killed_files"]
 
 
 def test_resumed_run_continues_where_it_stopped(resumed_run):
     run, model = resumed_run["run"], resumed_run["model"]
+    assert f"resuming run {run} at step 4" in resumed_run["stdout"]
     rows = read_log(run / "log.csv")
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # each epoch once
+    assert [row["step"] for row in rows] == ["2", "4", "5"]  # the last epoch is 1 step long
+    assert [row["resumed"] for row in rows] == ["0", "0", "1"]
+    # One column set in the whole file: DictReader puts extra fields under None.
+    assert all(None not in row and None not in row.values() for row in rows)
     assert all(np.isfinite(float(row["loss"])) for row in rows)
     assert {"loss", "primal_loss", "dual_loss", "val_psnr", "val_ssim"} <= set(rows[0])
-    # The optimizer state came back with the weights: 2 epochs × 2 steps + 2 more steps.
-    assert int(model.optimizer.iterations.numpy()) == 6
+    # Exactly --steps 5, not rounded up to whole epochs (6), and the optimizer state came back
+    # with the weights: 2 epochs × 2 steps + 1 more step.
+    assert int(model.optimizer.iterations.numpy()) == 5
     assert int(model.skipped_steps.numpy()) == 0
+
+
+def test_tensorboard_has_every_epoch_and_the_resume(resumed_run):
+    """Epoch scalars and samples at the end of every epoch (steps 2, 4, 5), though no step is
+    a multiple of 50; the resume is noted at the step it resumed at."""
+    board = resumed_run["run"] / "tensorboard"
+    train_events, val_events = read_events(board / "train"), read_events(board / "validation")
+    rows = read_log(resumed_run["run"] / "log.csv")
+    for tag, events, column in (
+        ("epoch_loss", train_events, "loss"),
+        ("epoch_dual_loss", train_events, "dual_loss"),
+        ("epoch_psnr", val_events, "val_psnr"),
+    ):
+        assert [step for step, _ in events[tag]] == [2, 4, 5], tag
+        got = [float(value) for _, value in events[tag]]
+        np.testing.assert_allclose(got, [float(row[column]) for row in rows], rtol=1e-5)
+    assert [step for step, _ in val_events["bicubic|sr|hr"]] == [2, 4, 5]
+    [(step, note)] = train_events["run"]
+    assert step == 4 and "resuming run" in note and "step 4" in note
 
 
 def test_run_writes_its_outputs(resumed_run):
     run, model = resumed_run["run"], resumed_run["model"]
-    for name in ("model.keras", "latest.keras", "best.keras", "log.csv", "curves.png"):
+    for name in ("model.keras", "latest.keras", "best.keras", "log.csv", "curves.png", "run.json"):
         assert (run / name).is_file(), name
-    assert not list(run.glob(".*.keras"))  # no temporary files of the atomic saves left
+    assert not list(run.rglob(".*"))  # no temporary files of the atomic saves left
     loaded = keras.saving.load_model(run / "model.keras")
     assert isinstance(loaded, DualRegressionModel)
     assert loaded.scale == 4 and loaded.dual_weight == pytest.approx(0.1)
     lr = pyramid_batch(seed=6)[0]
     for got, expected in zip(loaded(lr), model(lr), strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=0, atol=1e-4)
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["steps"] == 5 and saved["n_feats"] == 4
+    assert saved["train_dir"] == [str(Path(resumed_run["run"].parent / "train").resolve())]
 
 
 # --------------------------------------------------------------------------------------------
-# 7. configuration and command line
+# 7. run folders: resume only the same run, refuse another, --overwrite
 # --------------------------------------------------------------------------------------------
 
 
-def test_train_rejects_bad_configs(tmp_path):
-    with pytest.raises(ValueError, match="no training folder"):
-        train(TrainConfig(output=str(tmp_path / "a")))
-    with pytest.raises(ValueError, match="--patch-size 30 is not a multiple of the scale 4"):
-        train(
-            TrainConfig(
-                train_dir=[str(tmp_path)], patch_size=30, scale=4, output=str(tmp_path / "b")
-            )
-        )
-    with pytest.raises(ValueError, match="must be positive"):
-        train(TrainConfig(train_dir=[str(tmp_path)], steps=0, output=str(tmp_path / "c")))
-    with pytest.raises(ValueError, match="precision must be one of"):
-        train(
-            TrainConfig(
-                train_dir=[str(tmp_path)],
-                patch_size=32,
-                precision="fp16",
-                output=str(tmp_path / "d"),
-            )
-        )
-    assert not any((tmp_path / name).exists() for name in "abcd")
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run of 3 steps with the default 1000 steps per epoch, no validation."""
+    root = tmp_path_factory.mktemp("finished")
+    config = tiny_config(root, steps=3, val_dir=[])
+    del config["steps_per_epoch"]
+    model = train(TrainConfig(**config))
+    return {"config": config, "run": Path(config["output"]), "model": model}
+
+
+def copy_run(finished_run: dict, tmp_path: Path, **changes) -> dict:
+    """The finished run copied into ``tmp_path``, and its config with ``changes``."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run["run"], run)
+    return {**finished_run["config"], "output": str(run), **changes}
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_steps_shorter_than_an_epoch_are_exact(finished_run):
+    # --steps 3 with --steps-per-epoch 1000: 3 steps, not 1000.
+    assert int(finished_run["model"].optimizer.iterations.numpy()) == 3
+    rows = read_log(finished_run["run"] / "log.csv")
+    assert [(row["epoch"], row["step"], row["resumed"]) for row in rows] == [("0", "3", "0")]
+    assert "val_psnr" not in rows[0]
+    assert (finished_run["run"] / "curves.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "changes, differences",
+    [
+        ({"n_feats": 8}, ["--n-feats 8 vs 4 saved"]),
+        ({"steps": 4, "seed": 2}, ["--steps 4 vs 3 saved", "--seed 2 vs 1 saved"]),
+        ({"batch_size": 1, "learning_rate": 1e-3}, ["--batch-size 1", "--learning-rate 0.001"]),
+        ({"precision": "mixed_bfloat16"}, ["--precision mixed_bfloat16 vs float32 saved"]),
+        ({"augment": False}, ["--augment False vs True saved"]),
+    ],
+)
+def test_a_different_run_is_refused_before_loading_data(
+    finished_run, tmp_path, monkeypatch, changes, differences
+):
+    from drn_tf import training
+
+    config = copy_run(finished_run, tmp_path, **changes)
+    run = Path(config["output"])
+    before = listing(run)
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the run folder was checked")
+
+    monkeypatch.setattr(training, "_load_data", no_data)
+    with pytest.raises(ValueError) as error:
+        train(TrainConfig(**config))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{run} holds a different run (")
+    assert message.endswith("use a new --output or --overwrite")
+    for difference in differences:
+        assert difference in message
+    assert message.count(" vs ") == len(changes)  # cosmetic flags are not listed
+    assert listing(run) == before  # nothing touched
+
+
+def test_the_same_run_resumes_whatever_the_cosmetic_flags(finished_run, tmp_path, capsys):
+    # Same run, other cosmetic flags and the folders spelt differently: it resumes, at its end.
+    config = copy_run(
+        finished_run,
+        tmp_path,
+        verbose=2,
+        tensorboard=True,
+        cache_dir=str(tmp_path / "cache"),
+        train_dir=[os.path.relpath(finished_run["config"]["train_dir"][0])],
+    )
+    run = Path(config["output"])
+    stale = [
+        run / f".latest.{dead_pid()}.0123abcd.keras",
+        run / "backup" / f".x.{dead_pid()}.89abcdef.h5",
+    ]
+    alive = run / f".best.{os.getpid()}.00000000.keras"  # a live writer's: kept
+    for path in [*stale, alive]:
+        path.write_bytes(b"partial")
+    log_before = (run / "log.csv").read_text()
+    model = train(TrainConfig(**config))
+    assert f"resuming run {run} at step 3 (already complete)" in capsys.readouterr().out
+    assert int(model.optimizer.iterations.numpy()) == 3
+    assert (run / "log.csv").read_text() == log_before  # no epoch ran again
+    assert not any(path.exists() for path in stale)
+    assert alive.exists()
+    for ours, saved in zip(model.get_weights(), finished_run["model"].get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, saved)
+
+
+def test_a_run_without_run_json_is_refused_and_overwrite_starts_afresh(finished_run, tmp_path):
+    config = copy_run(finished_run, tmp_path)
+    run = Path(config["output"])
+    (run / "run.json").unlink()  # as drn-tf 0.1 left its runs: backup/ but no run.json
+    unrelated = run / "notes.txt"
+    unrelated.write_text("mine")
+    with pytest.raises(ValueError, match=r"holds a run of unknown flags \(no run.json"):
+        train(TrainConfig(**config))
+
+    model = train(TrainConfig(**{**config, "n_feats": 8, "steps": 2, "overwrite": True}))
+    assert model.primal.get_layer("head").filters == 8
+    assert int(model.optimizer.iterations.numpy()) == 2  # not restored from the old backup
+    rows = read_log(run / "log.csv")
+    assert [(row["step"], row["resumed"]) for row in rows] == [("2", "0")]
+    assert json.loads((run / "run.json").read_text())["n_feats"] == 8
+    assert unrelated.read_text() == "mine"  # --overwrite deletes only what a run writes
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path):
+    # The flags are fine, but the only training image is smaller than a patch.
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(small / "tiny.png")
+    config = tiny_config(tmp_path, train_dir=[str(small)], val_dir=[])
+    with pytest.raises(ValueError, match="no usable training image"):
+        train(TrainConfig(**config))
+    assert not Path(config["output"]).exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 8. the log and its plot
+# --------------------------------------------------------------------------------------------
+
+
+def test_run_log_keeps_one_column_set(tmp_path):
+    from drn_tf.training import RunLog
+
+    path = tmp_path / "log.csv"
+    first = RunLog(path, steps_per_epoch=10, steps=25)
+    first.on_epoch_end(0, {"loss": 2.0, "val_psnr": 20.0})
+    resumed = RunLog(path, steps_per_epoch=10, steps=25, resumed=True)
+    resumed.on_epoch_end(1, {"loss": 1.5, "primal_loss": 1.0})  # no val_psnr; one new key
+    resumed.on_epoch_end(2, {"loss": 1.0, "val_psnr": 22.0})
+    with open(path, newline="") as file:
+        lines = list(csv.reader(file))
+    assert lines[0] == ["epoch", "step", "resumed", "loss", "val_psnr"]
+    assert lines[1:] == [
+        ["0", "10", "0", "2.0", "20.0"],
+        ["1", "20", "1", "1.5", "NA"],
+        ["2", "25", "0", "1.0", "22.0"],
+    ]
+
+
+def test_plot_curves_skips_values_that_are_not_numbers(tmp_path):
+    from drn_tf.training import _numbers, plot_curves
+
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "epoch,step,resumed,loss,val_psnr\n0,10,0,2.0,NA\n1,20,1,1.5,21.5\n2,30,0,nan,\n"
+    )
+    rows = read_log(log)
+    assert _numbers(rows, "step", "val_psnr") == ([20.0], [21.5])
+    assert _numbers(rows, "step", "loss") == ([10.0, 20.0], [2.0, 1.5])
+    assert _numbers(rows, "step", "absent") == ([], [])
+    plot_curves(log, tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size == (700, 400)
+
+    # A CSVLogger file of drn-tf 0.1: no step column, no validation.
+    old = tmp_path / "old.csv"
+    old.write_text("epoch,loss\n0,2.0\n1,NA\n")
+    plot_curves(old, tmp_path / "old.png")
+    assert (tmp_path / "old.png").is_file()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("epoch,loss\n")
+    plot_curves(empty, tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 9. configuration and command line
+# --------------------------------------------------------------------------------------------
+
+
+BAD_CONFIGS = [
+    ({"train_dir": []}, "no training folder given: --train-dir is required"),
+    ({"train_dir": ["{tmp}/nope"]}, "--train-dir {tmp}/nope: folder does not exist"),
+    ({"val_dir": ["{tmp}/images/img0.png"]}, "--val-dir {tmp}/images/img0.png: not a folder"),
+    ({"val_dir": ["{tmp}/nope"]}, "--val-dir {tmp}/nope: folder does not exist"),
+    ({"init": "{tmp}/nope.keras"}, "--init {tmp}/nope.keras: file does not exist"),
+    ({"variant": "drn-m"}, "--variant must be one of drn-s, drn-l, got 'drn-m'"),
+    ({"scale": 3}, "--scale 3 is not a power of two"),
+    ({"n_feats": 0}, "--n-feats must be at least 1, got 0"),
+    ({"steps": 0}, "--steps must be at least 1, got 0"),
+    ({"steps_per_epoch": -1}, "--steps-per-epoch must be at least 1, got -1"),
+    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ({"patch_size": 50}, "--patch-size 50 is not a multiple of --scale 4"),
+    ({"learning_rate": 0.0}, "--learning-rate must be positive, got 0.0"),
+    ({"learning_rate": float("nan")}, "--learning-rate must be positive, got nan"),
+    ({"min_learning_rate": 1.0}, "--min-learning-rate must be between 0 and --learning-rate"),
+    ({"beta_2": 1.0}, "--beta-2 must be in [0, 1), got 1.0"),
+    ({"epsilon": 0.0}, "--epsilon must be positive"),
+    ({"dual_weight": -0.1}, "--dual-weight must be at least 0"),
+    ({"precision": "fp16"}, "--precision must be one of float32, mixed_float16"),
+    ({"verbose": 3}, "--verbose must be 0, 1 or 2, got 3"),
+    ({"output": "{tmp}/images/img0.png"}, "--output {tmp}/images/img0.png: not a folder"),
+    ({"output": "{tmp}/images/img0.png/run"}, "--output {tmp}/images/img0.png/run: {tmp}/images"),
+    ({"cache_dir": "{tmp}/images/img0.png"}, "--cache-dir {tmp}/images/img0.png: not a folder"),
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD_CONFIGS, ids=[m[:22] for _, m in BAD_CONFIGS])
+def test_bad_configs_are_refused_up_front(tmp_path, monkeypatch, changes, message):
+    from drn_tf import training
+
+    images = write_images(tmp_path / "images", 1, seed=0, size=8)
+    changes = {
+        k: [v.format(tmp=tmp_path) for v in v] if isinstance(v, list) else
+        v.format(tmp=tmp_path) if isinstance(v, str) else v
+        for k, v in changes.items()
+    }  # fmt: skip
+    config = {"train_dir": [str(images)], "output": str(tmp_path / "run"), **changes}
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the flags were checked")
+
+    monkeypatch.setattr(training, "_load_data", no_data)
+    with pytest.raises(ValueError) as error:
+        train(TrainConfig(**config))
+    assert str(error.value).startswith(message.format(tmp=tmp_path))
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no run folder
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_is_refused_up_front(tmp_path):
+    images = write_images(tmp_path / "images", 1, seed=0, size=8)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=f"--output {locked}/run: cannot write in {locked}"):
+            train(TrainConfig(train_dir=[str(images)], output=str(locked / "run")))
+    finally:
+        locked.chmod(0o755)
 
 
 def test_cli_train_help_and_missing_folder(capsys):

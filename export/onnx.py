@@ -1,0 +1,228 @@
+"""ONNX export: ``python -m export.onnx --model M --output F.onnx [--opset 17] [--overwrite]``.
+
+The artifact computes :func:`drn_tf.serving.super_resolve` (converted with tf2onnx):
+
+- input ``images``: float32 NHWC ``(N, H, W, 3)`` on 0..255, N, H and W dynamic;
+- output ``sr``: float32 NHWC ``(N, s·H, s·W, 3)``, about 0..255 and not clipped; to get the
+  pixels of ``drn_tf.upscale``, clip to 0..255, round half to even and cast to uint8
+  (:func:`drn_tf.serving.to_pixels`).
+
+Only standard-domain ONNX operators appear (the bicubic layer is convolutions, the pixel
+shuffle ``DepthToSpace``). It is verified in onnxruntime against the Keras model and timed.
+
+:func:`to_onnx` is the conversion alone, shared with the TensorRT and OpenVINO exporters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from drn_tf.config import UsageError, run_command, setting
+from export import base
+
+#: The opsets tf2onnx 1.17 converts this model to (19 and above: "not supported yet").
+OPSETS = (17, 18)
+INPUT_NAME = "images"
+OUTPUT_NAME = "sr"
+PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+
+
+def check_opset(opset: int) -> int:
+    """Returns ``opset`` if tf2onnx can write it, else raises :class:`base.ExportError`."""
+    if opset not in OPSETS:
+        raise base.ExportError(
+            f"opset {opset} is not supported: tf2onnx 1.17 writes opsets up to 18; use 17 or 18"
+        )
+    return opset
+
+
+def to_onnx(model: Any, path: str | os.PathLike, opset: int = 17, fp16: bool = False) -> Path:
+    """Converts the serving graph of ``model`` to an ONNX file at ``path`` and returns the path.
+
+    Args:
+        model: a :class:`drn_tf.models.DRN` (or its primal Keras network).
+        path: where to write the ``.onnx`` file (its folder must exist).
+        opset: 17 or 18 (:data:`OPSETS`).
+        fp16: store the weights and compute in float16. The inputs and outputs stay float32
+            (``Cast`` nodes at both ends), so callers feed and read the same arrays; the graph
+            is strongly typed, as TensorRT ≥ 10 wants for fp16.
+
+    The graph: input ``images`` float32 ``(N, H, W, 3)`` on 0..255 → output ``sr`` float32
+    ``(N, s·H, s·W, 3)``, N/H/W dynamic (named ``N``, ``H``, ``W`` and ``N``, ``sH``,
+    ``sW``). Raises :class:`base.ExportError` for an unsupported opset and
+    :class:`base.MissingDependency` when tf2onnx or onnx is missing.
+    """
+    check_opset(opset)
+    tf2onnx = base.require("tf2onnx", purpose="ONNX export")
+    onnx = base.require("onnx", purpose="ONNX export")
+    import tensorflow as tf
+
+    from drn_tf import serving
+
+    @tf.function(input_signature=[serving.FLOAT_SPEC])
+    def serve(images):
+        return serving.super_resolve(model, images)
+
+    proto, _ = tf2onnx.convert.from_function(
+        serve, input_signature=[serving.FLOAT_SPEC], opset=opset
+    )
+    _tidy(proto, scale=getattr(model, "scale", None))
+    if fp16:
+        proto = _to_float16(proto)
+    path = Path(path)
+    onnx.save(proto, path)
+    return path
+
+
+def _tidy(proto, scale: int | None) -> None:
+    """Names the output ``sr`` and the dynamic dimensions, and drops opset imports no node
+    uses (tf2onnx always declares ``ai.onnx.ml``)."""
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
+    proto.graph.output[0].name = OUTPUT_NAME
+    s = scale or "s"
+    for value, names in (
+        (proto.graph.input[0], ("N", "H", "W")),
+        (proto.graph.output[0], ("N", f"{s}H", f"{s}W")),
+    ):
+        for dim, name in zip(value.type.tensor_type.shape.dim, names, strict=False):
+            dim.dim_param = name
+    used = {node.domain for node in proto.graph.node} | {""}
+    kept = [o for o in proto.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+
+
+def _to_float16(proto):
+    """float32 initializers and tensors → float16, float32 I/O kept (Casts at both ends).
+
+    Uses the float16 converter that onnxruntime ships (a copy of onnxconverter-common's,
+    whose own package pins an old protobuf). Its package ``__init__`` appends its folder to
+    ``sys.path``; that is harmless here (appended last).
+    """
+    base.require("onnxruntime", purpose="fp16 ONNX")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(proto, keep_io_types=True)
+
+
+def onnxruntime_runner(path: str | os.PathLike, threads: int = 0) -> base.Runner:
+    """An onnxruntime CPU session of the ONNX file at ``path`` as a :data:`base.Runner`
+    (float32 NHWC on 0..255 in, float32 ``sr`` out). ``threads`` 0: onnxruntime's default."""
+    ort = base.require("onnxruntime", purpose="running ONNX")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(images):
+        return session.run(None, {input_name: images.astype("float32", copy=False)})[0]
+
+    return run
+
+
+def io_contract(scale: int) -> dict:
+    """The ``io`` entry of the metadata of an ONNX-based artifact of a ×``scale`` model."""
+    return {
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "layout": "NHWC",
+            "shape": ["N", "H", "W", 3],
+            "range": "0..255",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "layout": "NHWC",
+            "shape": ["N", f"{scale}H", f"{scale}W", 3],
+            "range": "about 0..255, not clipped",
+        },
+        "dynamic": ["N", "H", "W"],
+        "pixels": "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels",
+    }
+
+
+def op_types(path: str | os.PathLike) -> set[tuple[str, str]]:
+    """``(domain, op_type)`` of every node of the ONNX file at ``path`` (domain "" is the
+    standard ``ai.onnx``)."""
+    onnx = base.require("onnx", purpose="reading ONNX")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {(node.domain, node.op_type) for node in graph.node}
+
+
+def load(model: Any) -> base.Source:
+    """``model`` as a :class:`base.Source`: one already loaded, or a path / ``"default"``."""
+    return model if isinstance(model, base.Source) else base.load_source(model)
+
+
+def export_onnx(
+    model: Any,
+    output: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    opset: int = 17,
+    timing_runs: int = 10,
+) -> base.Report:
+    """Writes ``model`` (a ``.keras`` path, ``"default"`` or a :class:`base.Source`) as ONNX at
+    ``output``, verified in onnxruntime against Keras (fp32 floor) and timed; returns the
+    report (also written beside it as ``F.onnx.json``)."""
+    check_opset(opset)
+    base.check_destination(output, overwrite)  # fail before the slow part
+    for module in PACKAGES:
+        base.require(module, purpose="ONNX export")
+    source = load(model)
+    with base.staged(output, overwrite) as temp:
+        to_onnx(source.model, temp, opset=opset)
+        return base.finish(
+            format="onnx",
+            source=source,
+            staged_path=temp,
+            output=output,
+            runner=onnxruntime_runner(temp),
+            precision="fp32",
+            io={**io_contract(source.model.scale), "opset": opset},
+            packages=PACKAGES,
+            timing_runs=timing_runs,
+            notes=["runtime: onnxruntime CPUExecutionProvider"],
+        )
+
+
+@dataclasses.dataclass
+class Flags:
+    """Export a DRN model to ONNX (tf2onnx), verified in onnxruntime against Keras."""
+
+    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged one.")
+    output: str | None = setting(None, "The .onnx file to write (required).")
+    opset: int = setting(17, "ONNX opset (tf2onnx 1.17 writes 17 or 18).")
+    overwrite: bool = setting(False, "Replace an existing artifact.")
+    timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
+
+
+def _cli(flags: Flags, _: list[str]) -> None:
+    if not flags.output:
+        raise UsageError("--output is required")
+    report = export_onnx(
+        flags.model,
+        flags.output,
+        overwrite=flags.overwrite,
+        opset=flags.opset,
+        timing_runs=flags.timing_runs,
+    )
+    print(report.summary())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.onnx``: returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command("python -m export.onnx", Flags, _cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""OpenVINO export: ``python -m export.openvino --model M --output DIR
+[--precision fp32|bf16|int8] [--calibration-data DIR ...] [--overwrite]``.
+
+``DIR`` holds the OpenVINO IR ``model.xml`` + ``model.bin`` and the metadata ``export.json``.
+The IR computes :func:`drn_tf.serving.super_resolve`, converted from its ``tf.function`` by
+``ov.convert_model`` (standard opset operators only; the bicubic layer is a ``Convolution``
+and the pixel shuffle ``DepthToSpace``):
+
+- input ``images``: float32 NHWC ``(N, H, W, 3)`` on 0..255, N, H and W dynamic;
+- output ``sr``: float32 NHWC ``(N, s·H, s·W, 3)``, about 0..255 and not clipped; to get the
+  pixels of ``drn_tf.upscale``, clip to 0..255, round half to even and cast to uint8
+  (:func:`drn_tf.serving.to_pixels`).
+
+Precisions (:data:`HINTS`): the weights are float32 in ``fp32`` and ``bf16`` (``ov.save_model``
+would compress them to float16 unless told not to); ``bf16`` differs only by the inference
+precision hint stored in the IR's ``rt_info`` (``runtime_options/INFERENCE_PRECISION_HINT``).
+OpenVINO 2026.4's CPU plugin does not apply that stored hint by itself, and it computes in bf16
+on CPUs with AMX or AVX-512 BF16 unless told ``f32``: pass the stored hint to
+``compile_model``, as :func:`compile_artifact` does. ``int8`` is NNCF post-training quantization
+of the IR (see :func:`quantize`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drn_tf.config import UsageError, run_command, setting
+from export import base
+
+#: ``--precision`` → the inference precision hint stored in the IR and passed at compile time.
+#: int8 keeps f32 for the layers left in float, so its only error is the quantization's.
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+HINT_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+XML = "model.xml"
+INPUT_NAME = "images"
+OUTPUT_NAME = "sr"
+DEVICE = "CPU"
+PACKAGES = ("openvino", "nncf")
+#: Convolutions left in float by int8 quantization, counted from each end of the graph: the
+#: bicubic upsampling, sub_mean and head (they see raw 0..255 pixels), and the top tail and
+#: add_mean (they write them). Quantizing the last two as well loses 0.8 dB more Set5 ×4
+#: task PSNR, all five 2.4 dB more (measured on the packaged model).
+KEEP_FIRST, KEEP_LAST = 3, 2
+
+_OPENVINO = ("openvino", "openvino")
+
+
+def to_openvino(model: Any) -> Any:
+    """The serving graph of ``model`` (a DRN or its primal network) as an ``ov.Model``:
+    ``images`` float32 ``(N, H, W, 3)`` on 0..255 → ``sr`` float32 ``(N, s·H, s·W, 3)``, all
+    of N/H/W dynamic."""
+    ov = base.require(*_OPENVINO, purpose="OpenVINO export")
+    import tensorflow as tf
+
+    from drn_tf import serving
+
+    # A dict names the output `sr`; a bare tensor would come out as `Identity:0`.
+    @tf.function(input_signature=[serving.FLOAT_SPEC])
+    def serve(images):
+        return {OUTPUT_NAME: serving.super_resolve(model, images)}
+
+    return ov.convert_model(serve)
+
+
+def float_convolutions(ov_model: Any) -> list[str]:
+    """Names of the convolutions :func:`quantize` leaves in float (:data:`KEEP_FIRST`,
+    :data:`KEEP_LAST`). Every convolution lies between the head and the top tail, so the
+    first and last ones in topological order are those layers."""
+    ops = ov_model.get_ordered_ops()
+    convs = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
+    return convs[:KEEP_FIRST] + convs[-KEEP_LAST:]
+
+
+def quantize(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:
+    """NNCF post-training int8 quantization of ``ov_model`` (weights per channel and
+    activations), calibrated on ``calibration`` (float32 ``(1, h, w, 3)`` on 0..255, see
+    :func:`base.calibration_images`).
+
+    Chosen by measurement on the packaged model (DRN-S ×4, Set5 ×4 task PSNR vs Keras):
+    NNCF's defaults lose 2.8 dB; leaving the :func:`float_convolutions` in float and taking
+    activation ranges from the calibration min/max (instead of averaging each crop's, which
+    clips the brighter or darker pixels of photos unlike the calibration ones) lose 0.14 dB
+    calibrated on the bundled sample alone, 0.04 dB on 32 BSD200 crops.
+    """
+    nncf = base.require("nncf", purpose="OpenVINO int8 quantization")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    with _quiet_nncf(nncf):
+        return nncf.quantize(
+            ov_model,
+            nncf.Dataset(list(calibration)),
+            subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(names=float_convolutions(ov_model)),
+            advanced_parameters=AdvancedQuantizationParameters(
+                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
+            ),
+        )
+
+
+@contextmanager
+def _quiet_nncf(nncf) -> Iterator[None]:
+    """NNCF logs and draws progress bars on stdout; a library function must not print."""
+    level = logging.getLogger("nncf").level
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with redirect_stdout(io.StringIO()):  # the progress bars look up sys.stdout as they draw
+            yield
+    finally:
+        nncf.set_log_level(level)
+
+
+def save(ov_model: Any, folder: str | os.PathLike, hint: str) -> Path:
+    """Writes ``ov_model`` as ``folder/model.xml`` + ``.bin`` with its float weights as they
+    are (no float16 compression) and the inference precision ``hint`` in its ``rt_info``."""
+    ov = base.require(*_OPENVINO, purpose="OpenVINO export")
+    ov_model.set_rt_info(hint, HINT_KEY)
+    path = Path(folder) / XML
+    ov.save_model(ov_model, path, compress_to_fp16=False)
+    return path
+
+
+def stored_hint(ov_model: Any) -> str | None:
+    """The inference precision hint stored in an ``ov.Model``'s ``rt_info``, if any."""
+    return ov_model.get_rt_info(HINT_KEY).astype(str) if ov_model.has_rt_info(HINT_KEY) else None
+
+
+def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
+    """The IR in ``folder`` compiled for the CPU with ``hint`` (default: the stored hint; none
+    stored: ``f32``) as its ``INFERENCE_PRECISION_HINT``."""
+    ov = base.require(*_OPENVINO, purpose="running OpenVINO")
+    core = ov.Core()
+    ov_model = core.read_model(Path(folder) / XML)
+    hint = hint or stored_hint(ov_model) or "f32"
+    return core.compile_model(ov_model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
+
+
+def openvino_runner(folder: str | os.PathLike, hint: str | None = None) -> base.Runner:
+    """:func:`compile_artifact` as a :data:`base.Runner`: float32 NHWC on 0..255 of any size
+    (the IR is dynamic, no reshape) → float32 ``sr``."""
+    return _as_runner(compile_artifact(folder, hint))
+
+
+def _as_runner(compiled: Any) -> base.Runner:
+    return lambda images: compiled(np.asarray(images, np.float32))[0]
+
+
+def op_types(folder: str | os.PathLike) -> set[tuple[str, str]]:
+    """``(type name, opset)`` of every operation of the IR in ``folder``; a framework or
+    extension operation would show a non-``opsetN`` version."""
+    ov = base.require(*_OPENVINO, purpose="reading OpenVINO IR")
+    ov_model = ov.Core().read_model(Path(folder) / XML)
+    return {(op.get_type_info().name, op.get_type_info().version_id) for op in ov_model.get_ops()}
+
+
+def cpu_note(compiled: Any) -> str:
+    """What the CPU is and supports, and the precision OpenVINO compiled for."""
+    ov = base.require(*_OPENVINO, purpose="running OpenVINO")
+    core = ov.Core()
+    capabilities = list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+    name = core.get_property(DEVICE, "FULL_DEVICE_NAME")
+    compiled_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    bf16 = "native bf16" if "BF16" in capabilities else "NO native bf16 (bf16 runs emulated/f32)"
+    return (
+        f"runtime: OpenVINO {ov.__version__.split('-')[0]} on {DEVICE} {name}, {bf16}; "
+        f"OPTIMIZATION_CAPABILITIES {' '.join(capabilities)}; compiled precision {compiled_as}"
+    )
+
+
+def io_contract(scale: int, precision: str) -> dict:
+    """The ``io`` entry of the metadata of a ×``scale`` IR of ``precision``."""
+    return {
+        "files": [XML, "model.bin"],
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "layout": "NHWC",
+            "shape": ["N", "H", "W", 3],
+            "range": "0..255",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "layout": "NHWC",
+            "shape": ["N", f"{scale}H", f"{scale}W", 3],
+            "range": "about 0..255, not clipped",
+        },
+        "dynamic": ["N", "H", "W"],
+        "pixels": "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels",
+        "inference_precision_hint": HINTS[precision],
+        "hint_stored_at": "rt_info " + "/".join(HINT_KEY) + " (pass it to compile_model)",
+        "weights": "int8 (per channel), float32 at both ends" if precision == "int8" else "float32",
+    }
+
+
+def export_openvino(
+    model: Any,
+    output: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    precision: str = "fp32",
+    calibration_data: Sequence[str | os.PathLike] = (),
+    timing_runs: int = 10,
+) -> base.Report:
+    """Writes ``model`` (a ``.keras`` path, ``"default"`` or a :class:`base.Source`) as an
+    OpenVINO IR folder at ``output``, verified in OpenVINO on the CPU against Keras (the floor
+    of ``precision``) and timed; returns the report (also written as ``output/export.json``).
+
+    ``calibration_data``: folders of photos for ``int8`` (default: the bundled sample).
+    """
+    if precision not in HINTS:
+        raise base.ExportError(f"--precision {precision!r}: use one of {', '.join(HINTS)}")
+    if calibration_data and precision != "int8":
+        raise base.ExportError("--calibration-data is only used with --precision int8")
+    base.check_destination(output, overwrite)  # fail before the slow part
+    base.require(*_OPENVINO, purpose="OpenVINO export")
+    if precision == "int8":
+        base.require("nncf", purpose="OpenVINO int8 quantization")
+    source = model if isinstance(model, base.Source) else base.load_source(model)
+    scale = source.model.scale
+    notes = []
+    ov_model = to_openvino(source.model)
+    if precision == "int8":
+        calibration = base.calibration_images(calibration_data, scale)
+        folders = ", ".join(map(str, calibration_data)) or "the bundled sample photo"
+        size = "x".join(map(str, calibration[0].shape[1:3]))
+        ov_model = quantize(ov_model, calibration)
+        notes.append(
+            f"int8: NNCF post-training quantization calibrated on {len(calibration)} LR crops "
+            f"of {size} from {folders}; min-max activation ranges; the first {KEEP_FIRST} and "
+            f"last {KEEP_LAST} convolutions (upsample, sub_mean, head; tail, add_mean) in float"
+        )
+    with base.staged(output, overwrite) as temp:
+        temp.mkdir()
+        save(ov_model, temp, HINTS[precision])
+        compiled = compile_artifact(temp)
+        notes.insert(0, cpu_note(compiled))
+        return base.finish(
+            format="openvino",
+            source=source,
+            staged_path=temp,
+            output=output,
+            runner=_as_runner(compiled),
+            precision=precision,
+            io=io_contract(scale, precision),
+            packages=PACKAGES if precision == "int8" else PACKAGES[:1],
+            timing_runs=timing_runs,
+            notes=notes,
+        )
+
+
+@dataclasses.dataclass
+class Flags:
+    """Export a DRN model to an OpenVINO IR, verified in OpenVINO against Keras."""
+
+    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged one.")
+    output: str | None = setting(None, "The folder to write model.xml, model.bin (required).")
+    precision: str = setting(
+        "fp32",
+        "fp32, bf16 (an inference precision hint stored in the IR) or int8 (NNCF "
+        "post-training quantization, calibrated).",
+        choices=tuple(HINTS),
+    )
+    calibration_data: list[str] = setting(
+        [], "Folders of photos to calibrate int8 on (default: the bundled sample photo)."
+    )
+    overwrite: bool = setting(False, "Replace an existing artifact.")
+    timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
+
+
+def _cli(flags: Flags, _: list[str]) -> None:
+    if not flags.output:
+        raise UsageError("--output is required")
+    report = export_openvino(
+        flags.model,
+        flags.output,
+        overwrite=flags.overwrite,
+        precision=flags.precision,
+        calibration_data=flags.calibration_data,
+        timing_runs=flags.timing_runs,
+    )
+    print(report.summary())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.openvino``: returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command("python -m export.openvino", Flags, _cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

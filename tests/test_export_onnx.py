@@ -1,0 +1,124 @@
+"""ONNX export (export/onnx.py): conversion, onnxruntime agreement, op list, CLI."""
+
+import json
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export import base
+from export import onnx as onnx_export
+
+
+@pytest.fixture(scope="module")
+def default_source() -> base.Source:
+    return base.load_source("default")
+
+
+@pytest.fixture(scope="module")
+def exported(default_source, tmp_path_factory):
+    """The packaged model exported once: (report, path)."""
+    path = tmp_path_factory.mktemp("onnx") / "drn.onnx"
+    report = onnx_export.export_onnx(default_source, path, timing_runs=1)
+    return report, path
+
+
+def photo_batch(height: int, width: int) -> np.ndarray:
+    """Two different crops of the sample photo's LR: float32 (2, height, width, 3) on 0..255."""
+    _, lr = base.probe_images(4)[0]
+    return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [(33, 47), (24, 40)], ids=["odd", "even"])
+def test_agrees_with_keras_at_two_sizes_batch_2(exported, default_source, size):
+    _, path = exported
+    images = photo_batch(*size)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(["sr"], {"images": images})
+    expected = base.keras_runner(default_source.model)(images)
+    assert output.shape == (2, 4 * size[0], 4 * size[1], 3) == expected.shape
+    assert base.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["fp32"]
+
+
+def test_report_metadata_and_dynamic_io(exported):
+    report, path = exported
+    assert [r["psnr_db"] >= 60 for r in report.verification] == [True, True]
+    assert report.timing["artifact_ms"] > 0 and report.timing["keras_ms"] > 0
+    metadata = json.loads(base.metadata_path(path).read_text())
+    assert metadata["format"] == "onnx" and metadata["precision"] == "fp32"
+    assert metadata["model"]["source_sha256"] == base.sha256_of(base.load_source("default").path)
+    graph = onnx.load(str(path)).graph
+    (given,), (taken,) = graph.input, graph.output
+    assert (given.name, taken.name) == (metadata["io"]["input"]["name"], "sr")
+    dims = [
+        [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (given, taken)
+    ]
+    assert dims == [["N", "H", "W", 3], ["N", "4H", "4W", 3]]
+    assert (
+        given.type.tensor_type.elem_type
+        == taken.type.tensor_type.elem_type
+        == onnx.TensorProto.FLOAT
+    )
+
+
+def test_only_standard_domain_operators(exported):
+    _, path = exported
+    model = onnx.load(str(path))
+    ops = onnx_export.op_types(path)
+    assert {domain for domain, _ in ops} == {""}
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    names = {op for _, op in ops}
+    # The bicubic layer is convolutions and PixelShuffle is DepthToSpace: no Resize.
+    assert {"Conv", "DepthToSpace"} <= names and "Resize" not in names
+
+
+def test_opset_18(tiny, tmp_path):
+    model, _ = tiny
+    path = onnx_export.to_onnx(model, tmp_path / "tiny.onnx", opset=18)
+    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain == ""] == [18]
+    images = np.random.default_rng(0).uniform(0, 255, (1, 9, 14, 3)).astype(np.float32)
+    output = onnx_export.onnxruntime_runner(path)(images)
+    expected = base.keras_runner(model)(images)
+    assert base.agreement(output, expected)["psnr_db"] >= 60
+
+
+def test_opset_19_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(base.ExportError, match="opset 19 is not supported.*17 or 18"):
+        onnx_export.export_onnx("default", tmp_path / "m.onnx", opset=19)
+    status = onnx_export.main(["--output", str(tmp_path / "m.onnx"), "--opset", "19"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "opset 19" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli(tiny, tmp_path, capsys):
+    _, model_path = tiny
+    output = tmp_path / "out" / "tiny.onnx"
+    argv = ["--model", str(model_path), "--output", str(output), "--timing-runs", "1"]
+    assert onnx_export.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {output}" in printed and "latency on 128x128" in printed
+    assert output.is_file()
+    assert json.loads(base.metadata_path(output).read_text())["model"]["n_feats"] == 4
+    assert sorted(p.name for p in output.parent.iterdir()) == ["tiny.onnx", "tiny.onnx.json"]
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
+    output = tmp_path / "m.onnx"
+    output.write_bytes(b"old")
+    assert onnx_export.main(["--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert output.read_bytes() == b"old"
+
+
+def test_bad_models_are_one_line_errors(tmp_path, capsys):
+    not_drn = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 3)]).save(not_drn)
+    for model in (not_drn, tmp_path / "missing.keras"):
+        assert onnx_export.main(["--model", str(model), "--output", str(tmp_path / "m.onnx")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(model) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "m.onnx").exists()

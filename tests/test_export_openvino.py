@@ -1,0 +1,244 @@
+"""OpenVINO export (export/openvino.py): each precision of the packaged model, agreement at two
+sizes, the IR's operations, weight types and stored precision hint, Set5 task PSNR, CLI."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import openvino as ov
+import pytest
+
+from drn_tf import serving
+from drn_tf.image_sets import load_eval_pairs
+from drn_tf.metrics import psnr_y
+from export import base, openvino
+
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5"
+PRECISIONS = list(openvino.HINTS)
+NATIVE_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.fixture(scope="module")
+def default_source() -> base.Source:
+    return base.load_source("default")
+
+
+@pytest.fixture(scope="module")
+def exports(default_source, tmp_path_factory):
+    """The packaged model exported at a precision, once per precision: ``exports(p)`` →
+    ``(report, folder)``."""
+    root = tmp_path_factory.mktemp("openvino")
+    done = {}
+
+    def get(precision: str):
+        if precision not in done:
+            folder = root / precision
+            report = openvino.export_openvino(
+                default_source, folder, precision=precision, timing_runs=0
+            )
+            done[precision] = report, folder
+        return done[precision]
+
+    return get
+
+
+def read_ir(folder: Path):
+    return ov.Core().read_model(folder / "model.xml")
+
+
+def photo_batch(height: int, width: int) -> np.ndarray:
+    """Two different crops of the sample photo's LR: float32 (2, height, width, 3) on 0..255."""
+    _, lr = base.probe_images(4)[0]
+    return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
+
+
+def task_psnr(runner: base.Runner, scale: int, folder: Path) -> float:
+    """Mean Y-PSNR of ``runner`` on a benchmark set with the evaluation protocol
+    (drn_tf.evaluation): whole official LR image, output to 8-bit pixels, ``scale`` shaved."""
+    values = []
+    for _, lr, hr in load_eval_pairs(folder, scale):
+        sr = serving.to_pixels(runner(lr[None].astype(np.float32))[0]).numpy()
+        values.append(psnr_y(sr, hr, shave=scale))
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_each_precision_verifies_above_its_floor(exports, default_source, precision):
+    report, folder = exports(precision)
+    floor = base.FLOORS_DB[precision]
+    assert report.precision == precision
+    assert [r["floor_db"] for r in report.verification] == [floor, floor]
+    assert all(r["psnr_db"] >= floor for r in report.verification)
+    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.bin", "model.xml"]
+    metadata = json.loads((folder / "export.json").read_text())
+    assert metadata["format"] == "openvino" and metadata["precision"] == precision
+    assert metadata["verification"] == json.loads(json.dumps(report.verification))
+    assert metadata["model"]["source_sha256"] == base.sha256_of(default_source.path)
+    assert metadata["io"]["inference_precision_hint"] == openvino.HINTS[precision]
+    assert ("NO native bf16" in metadata["notes"][0]) == (not NATIVE_BF16)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("size", [(33, 47), (24, 40)], ids=["odd", "even"])
+def test_runs_at_two_sizes_batch_2(exports, default_source, precision, size):
+    _, folder = exports(precision)
+    images = photo_batch(*size)
+    output = openvino.openvino_runner(folder)(images)
+    expected = base.keras_runner(default_source.model)(images)
+    assert output.shape == (2, 4 * size[0], 4 * size[1], 3) == expected.shape
+    assert output.dtype == np.float32
+    assert base.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB[precision]
+
+
+def test_ir_io_is_dynamic_and_named(exports):
+    ir = read_ir(exports("fp32")[1])
+    (images,), (sr,) = ir.inputs, ir.outputs
+    assert images.get_names() == {"images"} and sr.get_names() == {"sr"}
+    assert images.get_element_type() == ov.Type.f32 == sr.get_element_type()
+    shape = images.get_partial_shape()
+    assert [shape[i].is_dynamic for i in range(4)] == [True, True, True, False]
+    assert shape[3].get_length() == 3
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_only_standard_opset_operations(exports, precision):
+    ops = openvino.op_types(exports(precision)[1])
+    assert all(re.fullmatch(r"opset\d+", version) for _, version in ops), ops
+    names = {name for name, _ in ops}
+    assert "FrameworkNode" not in names
+    # The bicubic layer is a convolution and PixelShuffle is DepthToSpace: no Interpolate.
+    assert {"Convolution", "DepthToSpace"} <= names and not any("Interpolate" in n for n in names)
+    assert ("FakeQuantize" in names) == (precision == "int8")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_float_weights_are_stored_as_float32(exports, precision):
+    ir = read_ir(exports(precision)[1])
+    constants = [op for op in ir.get_ops() if op.get_type_name() == "Constant"]
+    float_types = {op.get_element_type() for op in constants if op.get_element_type().is_real()}
+    assert float_types == {ov.Type.f32}
+    assert {op.get_type_name() for op in ir.get_ops()}.isdisjoint({"Convert", "FakeQuantize"})
+
+
+def test_int8_quantizes_all_but_the_pixel_domain_convolutions(exports):
+    """Every convolution but the first 3 (bicubic upsample, sub_mean, head), the last 2 (tail,
+    add_mean) and those of the channel attention on pooled 1×1 maps (which NNCF leaves in
+    float) has int8 weights and reads quantized activations."""
+    ir = read_ir(exports("int8")[1])
+    convs = [op for op in ir.get_ordered_ops() if op.get_type_name() == "Convolution"]
+
+    def source(node, port):
+        return node.input(port).get_source_output().get_node()
+
+    def quantized(node) -> bool:  # a FakeQuantize, seen through layout-only operations
+        kind = node.get_type_name()
+        if kind in ("DepthToSpace", "Transpose"):
+            return quantized(source(node, 0))
+        if kind == "Concat":
+            return all(quantized(source(node, i)) for i in range(node.get_input_size()))
+        return kind == "FakeQuantize"
+
+    def stored_weight_type(conv):
+        node = source(conv, 1)
+        while node.get_type_name() != "Constant":  # int8 weights: Constant → Convert → scale
+            node = source(node, 0)
+        return node.get_element_type()
+
+    def pooled(conv) -> bool:
+        shape = conv.get_output_partial_shape(0)
+        return shape[2].is_static and shape[3].is_static and shape[2].get_length() == 1
+
+    expected = [not (i < 3 or i >= len(convs) - 2 or pooled(c)) for i, c in enumerate(convs)]
+    assert sum(expected) >= 20
+    assert [quantized(source(c, 0)) for c in convs] == expected
+    assert [stored_weight_type(c) == ov.Type.i8 for c in convs] == expected
+    # The first is the ×4 bicubic (3 → 3·4² phases), the last add_mean writes the 3 channels.
+    assert convs[0].get_output_partial_shape(0)[1].get_length() == 48
+    assert convs[-1].get_output_partial_shape(0)[1].get_length() == 3
+    sizes = {p: (exports(p)[1] / "model.bin").stat().st_size for p in ("fp32", "int8")}
+    assert sizes["int8"] < 0.5 * sizes["fp32"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_hint_round_trips_and_is_compiled(exports, precision):
+    folder = exports(precision)[1]
+    hint = openvino.HINTS[precision]
+    assert read_ir(folder).get_rt_info(openvino.HINT_KEY).astype(str) == hint
+    compiled = openvino.compile_artifact(folder)
+    compiled_as = compiled.get_property("INFERENCE_PRECISION_HINT")
+    # Without native bf16, OpenVINO computes a bf16 hint in f32.
+    assert compiled_as == (ov.Type.bf16 if hint == "bf16" and NATIVE_BF16 else ov.Type.f32)
+
+
+@pytest.fixture(scope="module")
+def keras_set5_psnr(default_source) -> float:
+    return task_psnr(base.keras_runner(default_source.model), 4, SET5)
+
+
+@pytest.mark.parametrize(("precision", "max_drop"), [("bf16", 0.05), ("int8", 0.3)])
+def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, precision, max_drop):
+    psnr = task_psnr(openvino.openvino_runner(exports(precision)[1]), 4, SET5)
+    assert keras_set5_psnr - psnr <= max_drop, (keras_set5_psnr, psnr)
+
+
+def test_cli(tiny, tmp_path, capsys):
+    output = tmp_path / "out" / "drn_ir"
+    argv = ["--model", str(tiny[1]), "--output", str(output), "--precision", "bf16"]
+    assert openvino.main([*argv, "--timing-runs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {output} (openvino, bf16)" in printed and "latency on 128x128" in printed
+    metadata = json.loads((output / "export.json").read_text())
+    assert (
+        metadata["model"]["n_feats"] == 4 and metadata["io"]["inference_precision_hint"] == "bf16"
+    )
+    assert metadata["timing"]["artifact_ms"] > 0 and metadata["timing"]["keras_ms"] > 0
+    assert sorted(p.name for p in output.iterdir()) == ["export.json", "model.bin", "model.xml"]
+    assert [p.name for p in output.parent.iterdir()] == ["drn_ir"]  # no temporary left
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
+    output = tmp_path / "ir"
+    output.mkdir()
+    (output / "model.xml").write_text("old")
+    assert openvino.main(["--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert [p.name for p in output.iterdir()] == ["model.xml"]
+    assert (output / "model.xml").read_text() == "old"
+
+
+def test_flag_errors(tmp_path, capsys):
+    output = str(tmp_path / "ir")
+    assert openvino.main(["--output", output, "--precision", "fp16"]) == 2
+    assert "--precision" in capsys.readouterr().err
+    assert openvino.main(["--precision", "int8"]) == 2
+    assert "--output is required" in capsys.readouterr().err
+    assert openvino.main(["--output", output, "--calibration-data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--calibration-data" in err
+    with pytest.raises(base.ExportError, match="--precision 'fp16'"):
+        openvino.export_openvino("default", output, precision="fp16")
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_models_are_one_line_errors(tmp_path, capsys):
+    not_drn = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 3)]).save(not_drn)
+    for model in (not_drn, tmp_path / "missing.keras"):
+        assert openvino.main(["--model", str(model), "--output", str(tmp_path / "ir")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(model) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "ir").exists()
+
+
+@pytest.mark.parametrize(("module", "precision"), [("openvino", "fp32"), ("nncf", "int8")])
+def test_missing_package_names_the_extra(tiny, tmp_path, capsys, monkeypatch, module, precision):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails
+    argv = ["--model", str(tiny[1]), "--output", str(tmp_path / "ir"), "--precision", precision]
+    assert openvino.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and module in err and "pip install" in err
+    assert not (tmp_path / "ir").exists()

@@ -1,0 +1,227 @@
+"""TFLite / LiteRT export (export/tflite.py): each quantization of the packaged model, LiteRT
+agreement at two sizes, op list, Set5 task PSNR, CLI."""
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from PIL import Image
+
+from drn_tf import serving
+from drn_tf.image_sets import load_eval_pairs
+from drn_tf.metrics import psnr_y
+from export import base, tflite
+
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5"
+MODES = list(tflite.QUANTIZATIONS)
+
+
+@pytest.fixture(scope="module")
+def default_source() -> base.Source:
+    return base.load_source("default")
+
+
+@pytest.fixture(scope="module")
+def exports(default_source, tmp_path_factory):
+    """The packaged model exported in a quantization, once per mode: ``exports(mode)`` →
+    ``(report, path)``."""
+    folder = tmp_path_factory.mktemp("tflite")
+    done = {}
+
+    def get(mode: str):
+        if mode not in done:
+            path = folder / f"drn_{mode}.tflite"
+            report = tflite.export_tflite(default_source, path, quantization=mode, timing_runs=0)
+            done[mode] = report, path
+        return done[mode]
+
+    return get
+
+
+def photo_batch(height: int, width: int) -> np.ndarray:
+    """Two different crops of the sample photo's LR: float32 (2, height, width, 3) on 0..255."""
+    _, lr = base.probe_images(4)[0]
+    return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
+
+
+def task_psnr(runner: base.Runner, scale: int, folder: Path) -> float:
+    """Mean Y-PSNR of ``runner`` on a benchmark set with the evaluation protocol
+    (drn_tf.evaluation): whole official LR image, output to 8-bit pixels, ``scale`` shaved."""
+    values = []
+    for _, lr, hr in load_eval_pairs(folder, scale):
+        sr = serving.to_pixels(runner(lr[None].astype(np.float32))[0]).numpy()
+        values.append(psnr_y(sr, hr, shave=scale))
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_quantization_verifies_above_its_floor(exports, default_source, mode):
+    report, path = exports(mode)
+    floor = base.FLOORS_DB[tflite.QUANTIZATIONS[mode]]
+    assert report.precision == tflite.QUANTIZATIONS[mode]
+    assert [r["floor_db"] for r in report.verification] == [floor, floor]
+    assert all(r["psnr_db"] >= floor for r in report.verification)
+    metadata = json.loads(base.metadata_path(path).read_text())
+    assert metadata["format"] == "tflite" and metadata["io"]["quantization"] == mode
+    assert metadata["verification"] == json.loads(json.dumps(report.verification))
+    assert metadata["model"]["source_sha256"] == base.sha256_of(default_source.path)
+
+
+def test_quantized_sizes_and_tensor_types(exports):
+    """float16 stores half-size weights, dynamic and int8 quarter-size ones; only int8 has
+    int8 activations (the input of every CONV_2D)."""
+    sizes = {mode: exports(mode)[1].stat().st_size for mode in MODES}
+    assert 0.45 < sizes["float16"] / sizes["none"] < 0.6
+    assert 0.2 < sizes["dynamic"] / sizes["none"] < 0.35
+    assert 0.2 < sizes["int8"] / sizes["none"] < 0.35
+    for mode, weight, activation in [
+        ("none", np.float32, np.float32),
+        ("float16", np.float16, np.float32),
+        ("dynamic", np.int8, np.float32),
+        ("int8", np.int8, np.int8),
+    ]:
+        interpreter = Interpreter(model_path=str(exports(mode)[1]))
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()
+        # float16 weights reach the convolutions through DEQUANTIZE (to float32).
+        stored = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+        convs = [op for op in ops if op["op_name"] == "CONV_2D"]
+        kernels = [tensors[stored.get(op["inputs"][1], op["inputs"][1])] for op in convs]
+        # Dynamic-range quantization leaves kernels under 1024 values (1×1 attention) in float.
+        large = {k["dtype"] for k in kernels if mode != "dynamic" or np.prod(k["shape"]) >= 1024}
+        assert large == {weight}, mode
+        assert {tensors[op["inputs"][0]]["dtype"] for op in convs} == {activation}, mode
+
+
+def test_default_calibration_is_the_sample_and_its_negative(tmp_path):
+    sample = base.calibration_images([], 4)
+    crops = tflite.calibration_inputs([], 4)
+    assert len(crops) == len(sample) >= 16
+    np.testing.assert_array_equal(crops[0::2], sample[0::2])
+    np.testing.assert_array_equal(crops[1::2], [255 - c for c in sample[1::2]])
+    # Folders given: their photos as they are.
+    Image.fromarray(np.uint8(base.probe_images(1)[0][1][0])).save(tmp_path / "photo.png")
+    given = tflite.calibration_inputs([tmp_path], 4)
+    np.testing.assert_array_equal(given, base.calibration_images([tmp_path], 4))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("size", [(33, 47), (24, 40)], ids=["odd", "even"])
+def test_runs_in_litert_at_two_sizes_batch_2(exports, default_source, mode, size):
+    _, path = exports(mode)
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["images"], "outputs": ["output_0"]}
+    }
+    assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, -1, -1, 3]
+    images = photo_batch(*size)
+    output = tflite.litert_runner(path, threads=2)(images)
+    expected = base.keras_runner(default_source.model)(images)
+    assert output.shape == (2, 4 * size[0], 4 * size[1], 3) == expected.shape
+    assert output.dtype == np.float32
+    floor = base.FLOORS_DB[tflite.QUANTIZATIONS[mode]]
+    assert base.agreement(output, expected)["psnr_db"] >= floor
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_builtin_operators(exports, mode):
+    ops = tflite.op_names(exports(mode)[1])
+    assert not any(op == "CUSTOM" or op.startswith("Flex") for op in ops), ops
+    # The bicubic layer is convolutions and PixelShuffle is DEPTH_TO_SPACE.
+    assert {"CONV_2D", "DEPTH_TO_SPACE"} <= ops and not any("RESIZE" in op for op in ops)
+    assert ("QUANTIZE" in ops) == (mode == "int8")
+
+
+@pytest.fixture(scope="module")
+def keras_set5_psnr(default_source) -> float:
+    return task_psnr(base.keras_runner(default_source.model), 4, SET5)
+
+
+@pytest.mark.parametrize(("mode", "max_drop"), [("float16", 0.05), ("dynamic", 0.3), ("int8", 0.3)])
+def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, mode, max_drop):
+    keras_psnr = keras_set5_psnr
+    psnr = task_psnr(tflite.litert_runner(exports(mode)[1]), 4, SET5)
+    assert keras_psnr - psnr <= max_drop, (keras_psnr, psnr)
+
+
+def test_empty_calibration_range_is_widened(tmp_path):
+    """A ReLU that is zero on every calibration image (its calibrated range is [0, 0]) still
+    gives an int8 model that XNNPACK runs, and that computes zeros there."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    dead = keras.layers.Conv2D(4, 1, activation="relu", bias_initializer="zeros")
+    top = keras.layers.Conv2D(3, 1, bias_initializer=keras.initializers.Constant(50.0))
+    model = keras.Model(inputs, top(dead(inputs)))
+    dead.kernel.assign(-np.abs(dead.kernel.numpy()))  # negative weights, positive inputs: 0
+    rng = np.random.default_rng(0)
+    calibration = [rng.uniform(0, 255, (1, 8, 8, 3)).astype(np.float32) for _ in range(4)]
+    path = tmp_path / "dead.tflite"
+    path.write_bytes(tflite.to_tflite(model, "int8", calibration))
+    images = rng.uniform(0, 255, (1, 12, 10, 3)).astype(np.float32)
+    output = tflite.litert_runner(path)(images)
+    # The output is the constant bias 50, which int8 on 0..50 represents within a step.
+    np.testing.assert_allclose(output, np.full((1, 12, 10, 3), 50.0), atol=50 / 255)
+
+
+def test_cli(tmp_path, capsys):
+    output = tmp_path / "out" / "drn.tflite"
+    argv = ["--output", str(output), "--quantization", "dynamic", "--threads", "1"]
+    assert tflite.main([*argv, "--timing-runs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {output} (tflite, int8)" in printed and "latency on 128x128" in printed
+    metadata = json.loads(base.metadata_path(output).read_text())
+    assert metadata["io"]["quantization"] == "dynamic" and "1 threads" in metadata["notes"][0]
+    assert metadata["timing"]["artifact_ms"] > 0 and metadata["timing"]["keras_ms"] > 0
+    assert sorted(p.name for p in output.parent.iterdir()) == ["drn.tflite", "drn.tflite.json"]
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
+    output = tmp_path / "m.tflite"
+    output.write_bytes(b"old")
+    assert tflite.main(["--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert output.read_bytes() == b"old"
+
+
+def test_flag_errors(tmp_path, capsys):
+    output = str(tmp_path / "m.tflite")
+    assert tflite.main(["--output", output, "--quantization", "bogus"]) == 2
+    assert "--quantization" in capsys.readouterr().err
+    assert tflite.main(["--quantization", "int8"]) == 2
+    assert "--output is required" in capsys.readouterr().err
+    for argv in (["--calibration-data", str(tmp_path)], ["--threads", "0"]):
+        assert tflite.main(["--output", output, *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and argv[0] in err
+    with pytest.raises(base.ExportError, match="--quantization 'bogus'"):
+        tflite.export_tflite("default", output, quantization="bogus")
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_calibration_folder_is_one_line(tmp_path, capsys):
+    argv = ["--output", str(tmp_path / "m.tflite"), "--quantization", "int8"]
+    assert tflite.main([*argv, "--calibration-data", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere" in err and "calibration" in err
+
+
+def test_bad_models_are_one_line_errors(tmp_path, capsys):
+    not_drn = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 3)]).save(not_drn)
+    for model in (not_drn, tmp_path / "missing.keras"):
+        assert tflite.main(["--model", str(model), "--output", str(tmp_path / "m.tflite")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(model) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_missing_litert_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    assert tflite.main(["--output", str(tmp_path / "m.tflite")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ai-edge-litert" in err and "pip install" in err

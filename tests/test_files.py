@@ -1,0 +1,59 @@
+"""Tests for drn_tf.files: atomic writes, and the sweep of temporary files of killed writers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from drn_tf.files import atomic_path, remove_stale_temp_files
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "model.keras"
+    with atomic_path(target) as temp:
+        assert temp.parent == target.parent and temp.suffix == ".keras"
+        assert temp.name.startswith(".model.") and not target.exists()
+        temp.write_text("new")
+    assert target.read_text() == "new"
+
+    with pytest.raises(RuntimeError), atomic_path(target) as temp:
+        temp.write_text("partial")
+        raise RuntimeError("killed")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.keras"]
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    dead, alive = dead_pid(), os.getpid()
+    nested = tmp_path / "backup"
+    nested.mkdir()
+    stale = [
+        tmp_path / f".img02_x4.{dead}.9a1eacc9.png",
+        tmp_path / f".best.{dead}.0123abcd.keras",
+        nested / f".run.{dead}.ffffffff.json",
+    ]
+    kept = [
+        tmp_path / f".latest.{alive}.0123abcd.keras",  # a writer still running
+        tmp_path / ".gitignore",
+        tmp_path / f"img02_x4.{dead}.9a1eacc9.png",  # not hidden: not ours
+        tmp_path / f".notes.{dead}.not-hex.txt",
+    ]
+    for path in [*stale, *kept]:
+        path.write_text("x")
+
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(stale[:2])
+    assert not any(path.exists() for path in stale[:2])
+    assert stale[2].exists()  # not recursive by default
+    assert remove_stale_temp_files(tmp_path, recursive=True) == [stale[2]]
+    assert all(path.exists() for path in kept)
+    assert remove_stale_temp_files(tmp_path / "missing") == []
