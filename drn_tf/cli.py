@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drn_tf import __version__
-from drn_tf.config import UsageError, quiet_tensorflow, run_command, setting
+from drn_tf.config import TrainConfig, UsageError, run_command, setting
 
 # --- checks shared by the commands ---------------------------------------------------------
 
@@ -159,12 +159,6 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
 # --- train ---------------------------------------------------------------------------------
 
 
-def _train_config() -> type:
-    from drn_tf.training import TrainConfig  # loads TensorFlow
-
-    return TrainConfig
-
-
 def train(config, positionals: list[str]) -> None:
     from drn_tf.training import train as run_training
 
@@ -259,12 +253,11 @@ def demo(config: DemoConfig, positionals: list[str]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-    """A ``drn-tf`` command: its one-line summary for ``drn-tf --help``, its settings class (or
-    a function returning it, when importing it loads TensorFlow), the function that runs it,
-    the name of its plain arguments if it takes any, and its line on Ctrl-C."""
+    """A ``drn-tf`` command: its one-line summary for ``drn-tf --help``, its settings class,
+    the function that runs it, the name of its plain arguments if any, and its Ctrl-C line."""
 
     summary: str
-    config: type | Callable[[], type]
+    config: type
     function: Callable[[typing.Any, list[str]], None]
     positionals: str | None = None
     interrupted: str = "interrupted"
@@ -282,7 +275,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "train": Command(
         "Train a DRN model (the authors' recipe by default); resumes a stopped run.",
-        _train_config,
+        TrainConfig,
         train,
         interrupted="interrupted; run the same command again to resume",
     ),
@@ -330,12 +323,13 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    config = command.config
-    if not isinstance(config, type):  # its module loads TensorFlow: quiet it first
-        quiet_tensorflow("-v" in args)
-        config = config()
     return run_command(
-        f"drn-tf {name}", config, command.function, args, command.positionals, command.interrupted
+        f"drn-tf {name}",
+        command.config,
+        command.function,
+        args,
+        command.positionals,
+        command.interrupted,
     )
 
 

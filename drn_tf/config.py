@@ -113,9 +113,9 @@ def build_parser(
                 name, type=element, default=default, choices=choices, metavar=metavar,
                 help=help_text,
             )  # fmt: skip
-    has_verbose_field = any(f.name == "verbose" for f in dataclasses.fields(config_cls))
     parser.add_argument(
-        *(["-v"] if has_verbose_field else ["-v", "--verbose"]),
+        "-v",
+        "--verbose",
         dest=_VERBOSE,
         action="store_true",
         help="Show TensorFlow's own log lines (hidden by default).",
@@ -272,3 +272,39 @@ def run_command(
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+# --- settings of library functions that commands expose as flags --------------------------
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """A training run. Defaults are the authors' recipe (docs/drn-reference.md §3)."""
+
+    train_dir: list[str] = setting([], "Folder(s) of HR training images (recursive).")
+    val_dir: list[str] = setting([], "Folder(s) of validation images (benchmark layout or plain).")
+    output: str = setting("runs/drn", "Run directory: model, checkpoints, logs, curves.")
+    variant: str = setting("drn-s", "drn-s or drn-l.")
+    scale: int = setting(4, "Upscaling factor, a power of two.")
+    n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
+    n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
+    init: str | None = setting(None, "Start from this .keras model (e.g. a converted checkpoint).")
+    steps: int = setting(1_000_000, "Training steps (batches) in all.")
+    steps_per_epoch: int = setting(1000, "Steps between validations, checkpoints and backups.")
+    batch_size: int = setting(32, "Global batch size (split over replicas).")
+    patch_size: int = setting(384, "HR patch size; the LR input is patch_size / scale.")
+    learning_rate: float = setting(1e-4, "Initial Adam learning rate.")
+    min_learning_rate: float = setting(1e-7, "Learning rate at the end of the cosine decay.")
+    beta_1: float = setting(0.9, "Adam beta 1.")
+    beta_2: float = setting(0.999, "Adam beta 2.")
+    epsilon: float = setting(1e-8, "Adam epsilon.")
+    dual_weight: float = setting(0.1, "Weight of the dual (closed-loop) loss.")
+    augment: bool = setting(True, "Random flips and transposes.")
+    precision: str = setting("auto", "float32, mixed_float16, mixed_bfloat16 or auto.")
+    cache_dir: str | None = setting(None, "On-disk cache of the computed LR pyramids.")
+    seed: int = setting(1, "Random seed (data order, crops, initialisation).")
+    tensorboard: bool = setting(True, "Write TensorBoard scalars and SR sample images.")
+    progress: int = setting(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line/epoch.")
+    overwrite: bool = setting(
+        False, "Start afresh in an --output folder that holds another run (deletes that run)."
+    )

@@ -30,7 +30,7 @@ import tensorflow as tf
 from keras import ops
 
 from drn_tf import data
-from drn_tf.config import setting
+from drn_tf.config import TrainConfig
 from drn_tf.degrade import imresize
 from drn_tf.files import atomic_path, remove_stale_temp_files
 from drn_tf.image_sets import load_eval_pairs, load_pyramids
@@ -258,42 +258,9 @@ class DualRegressionModel(DRN):
 # --- a training run: data, model, callbacks, outputs ------------------------------------------
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """A training run. Defaults are the authors' recipe (docs/drn-reference.md §3)."""
-
-    train_dir: list[str] = setting([], "Folder(s) of HR training images (recursive).")
-    val_dir: list[str] = setting([], "Folder(s) of validation images (benchmark layout or plain).")
-    output: str = setting("runs/drn", "Run directory: model, checkpoints, logs, curves.")
-    variant: str = setting("drn-s", "drn-s or drn-l.")
-    scale: int = setting(4, "Upscaling factor, a power of two.")
-    n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
-    n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
-    init: str | None = setting(None, "Start from this .keras model (e.g. a converted checkpoint).")
-    steps: int = setting(1_000_000, "Training steps (batches) in all.")
-    steps_per_epoch: int = setting(1000, "Steps between validations, checkpoints and backups.")
-    batch_size: int = setting(32, "Global batch size (split over replicas).")
-    patch_size: int = setting(384, "HR patch size; the LR input is patch_size / scale.")
-    learning_rate: float = setting(1e-4, "Initial Adam learning rate.")
-    min_learning_rate: float = setting(1e-7, "Learning rate at the end of the cosine decay.")
-    beta_1: float = setting(0.9, "Adam beta 1.")
-    beta_2: float = setting(0.999, "Adam beta 2.")
-    epsilon: float = setting(1e-8, "Adam epsilon.")
-    dual_weight: float = setting(0.1, "Weight of the dual (closed-loop) loss.")
-    augment: bool = setting(True, "Random flips and transposes.")
-    precision: str = setting("auto", "float32, mixed_float16, mixed_bfloat16 or auto.")
-    cache_dir: str | None = setting(None, "On-disk cache of the computed LR pyramids.")
-    seed: int = setting(1, "Random seed (data order, crops, initialisation).")
-    tensorboard: bool = setting(True, "Write TensorBoard scalars and SR sample images.")
-    verbose: int = setting(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line/epoch.")
-    overwrite: bool = setting(
-        False, "Start afresh in an --output folder that holds another run (deletes that run)."
-    )
-
-
 # Flags that do not change what a run computes: a run resumes whatever they say. Every other
 # flag must match the run's run.json.
-COSMETIC_FLAGS = frozenset({"output", "verbose", "tensorboard", "cache_dir", "overwrite"})
+COSMETIC_FLAGS = frozenset({"output", "progress", "tensorboard", "cache_dir", "overwrite"})
 RUN_FILE = "run.json"
 # Everything a run writes into its folder; --overwrite deletes exactly these.
 RUN_OUTPUTS = (
@@ -372,8 +339,8 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError(
             f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}"
         )
-    if config.verbose not in (0, 1, 2):
-        raise ValueError(f"--verbose must be 0, 1 or 2, got {config.verbose}")
+    if config.progress not in (0, 1, 2):
+        raise ValueError(f"--progress must be 0, 1 or 2, got {config.progress}")
     _check_writable_folder(config.output, "--output")
     if config.cache_dir is not None:
         _check_writable_folder(config.cache_dir, "--cache-dir")
@@ -661,7 +628,7 @@ def _load_data(config: TrainConfig, replicas: int):
         config.scale,
         config.patch_size,
         cache_dir=config.cache_dir,
-        progress=config.verbose > 0,
+        progress=config.progress > 0,
     )
     for path, reason in skipped:
         logging.warning("skipped %s: %s", path, reason)
@@ -752,7 +719,7 @@ def train(
         steps_per_epoch=steps_per_epoch,
         validation_data=val_ds,
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=config.progress,
         shuffle=False,
     )  # the dataset shuffles itself
     save_model_atomic(model, run / "model.keras")

@@ -639,7 +639,7 @@ def tiny_config(root: Path, **changes) -> dict:
         "patch_size": 32,
         "precision": "float32",
         "tensorboard": False,
-        "verbose": 0,
+        "progress": 0,
         "seed": 1,
     }
     return {**config, **changes}
@@ -812,7 +812,7 @@ def test_the_same_run_resumes_whatever_the_cosmetic_flags(finished_run, tmp_path
     config = copy_run(
         finished_run,
         tmp_path,
-        verbose=2,
+        progress=2,
         tensorboard=True,
         cache_dir=str(tmp_path / "cache"),
         train_dir=[os.path.relpath(finished_run["config"]["train_dir"][0])],
@@ -939,7 +939,7 @@ BAD_CONFIGS = [
     ({"epsilon": 0.0}, "--epsilon must be positive"),
     ({"dual_weight": -0.1}, "--dual-weight must be at least 0"),
     ({"precision": "fp16"}, "--precision must be one of float32, mixed_float16"),
-    ({"verbose": 3}, "--verbose must be 0, 1 or 2, got 3"),
+    ({"progress": 3}, "--progress must be 0, 1 or 2, got 3"),
     ({"output": "{tmp}/images/img0.png"}, "--output {tmp}/images/img0.png: not a folder"),
     ({"output": "{tmp}/images/img0.png/run"}, "--output {tmp}/images/img0.png/run: {tmp}/images"),
     ({"cache_dir": "{tmp}/images/img0.png"}, "--cache-dir {tmp}/images/img0.png: not a folder"),
