@@ -18,7 +18,6 @@ setup(
         "keras==3.15.1",
         "numpy==2.4.6",
         "pillow==13.0.0",
-        "absl-py==2.5.1",
         "protobuf==7.36.2",
         "ml_dtypes==0.6.0",
         "h5py==3.14.0",

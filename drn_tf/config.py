@@ -80,7 +80,11 @@ def build_parser(
     class docstring's first paragraph is the description. ``-v/--verbose`` is added too (only
     ``-v`` when a field is itself called ``verbose``).
     """
-    parser = _Parser(prog=prog, description=_description(config_cls), allow_abbrev=False)
+    # A short usage line: the flags are listed below it, one by one.
+    usage = f"%(prog)s [flags]{f' [{positionals} ...]' if positionals else ''}"
+    parser = _Parser(
+        prog=prog, usage=usage, description=_description(config_cls), allow_abbrev=False
+    )
     if positionals:
         parser.add_argument("positionals", nargs="*", metavar=positionals)
     hints = typing.get_type_hints(config_cls)
@@ -142,15 +146,21 @@ def parse_config(
     return config_cls(**values), extra, verbose
 
 
-# TensorFlow's C++ log lines (absl format: `I0000 00:00:… port.cc:153] …`, and absl's notice
-# that logging is not initialised yet).
+# TensorFlow's C++ log lines (absl format: `I0000 00:00:… port.cc:153] …`, absl's notice that
+# logging is not initialised yet, LiteRT's delegate notices and its quantizer's settings).
 _TF_LOG_LINE = re.compile(
-    r"^(?:WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d\d)"
+    r"^(?:WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d\d"
+    r"|INFO: (?:Created|Initialized) TensorFlow Lite|fully_quantize: \d)"
 )
 
 
+def tensorflow_logs_hidden() -> bool:
+    """Whether :func:`quiet_tensorflow` (or the environment) asked for quiet TensorFlow."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") not in ("0", "1")
+
+
 @contextlib.contextmanager
-def _without_tensorflow_log_lines() -> typing.Iterator[None]:
+def without_tensorflow_log_lines() -> typing.Iterator[None]:
     """Holds back everything written to file descriptor 2 (C++ code included), then passes on
     all of it but TensorFlow's log lines."""
     sys.stderr.flush()
@@ -181,7 +191,7 @@ class _QuietLoader(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         module.__loader__ = module.__spec__.loader = self.loader  # the package sees its own
-        with _without_tensorflow_log_lines():
+        with without_tensorflow_log_lines():
             self.loader.exec_module(module)
 
 
@@ -278,17 +288,45 @@ def run_command(
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """A training run. Defaults are the authors' recipe (docs/drn-reference.md §3)."""
+class _TrainModel:
+    """What ``train`` trains, and on what."""
 
     train_dir: list[str] = setting([], "Folder(s) of HR training images (recursive).")
-    val_dir: list[str] = setting([], "Folder(s) of validation images (benchmark layout or plain).")
-    output: str = setting("runs/drn", "Run directory: model, checkpoints, logs, curves.")
     variant: str = setting("drn-s", "drn-s or drn-l.")
     scale: int = setting(4, "Upscaling factor, a power of two.")
     n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
     n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
     init: str | None = setting(None, "Start from this .keras model (e.g. a converted checkpoint).")
+
+
+@dataclasses.dataclass
+class _AdaptModel:
+    """What ``adapt`` adapts, and on what."""
+
+    model: str = setting("default", "The trained .keras model to adapt, or 'default'.")
+    paired_dir: list[str] = setting(
+        [], "Folder(s) of HR images for the paired samples (bicubic LR; required)."
+    )
+    unpaired_dir: list[str] = setting(
+        [], "Folder(s) of LR-only images, any size and format: the data to adapt to (required)."
+    )
+    unpaired_ratio: float = setting(
+        0.3, "Share of LR-only samples in every batch, exact up to rounding (the paper's best)."
+    )
+    unpaired_loop: str = setting(
+        "first",
+        "Closed loop of the LR-only samples: 'first' |D0(SR_x2) - LR| (Eq. 2 as written), or "
+        "'cascade' adding |D0(D1(...(SR_top))) - LR|.",
+        choices=("first", "cascade"),
+    )
+
+
+@dataclasses.dataclass
+class _RunSettings:
+    """Optimisation, precision and run-folder settings shared by ``train`` and ``adapt``."""
+
+    val_dir: list[str] = setting([], "Folder(s) of validation images (benchmark layout or plain).")
+    output: str = setting("runs/drn", "Run directory: model, checkpoints, logs, curves.")
     steps: int = setting(1_000_000, "Training steps (batches) in all.")
     steps_per_epoch: int = setting(1000, "Steps between validations, checkpoints and backups.")
     batch_size: int = setting(32, "Global batch size (split over replicas).")
@@ -308,3 +346,18 @@ class TrainConfig:
     overwrite: bool = setting(
         False, "Start afresh in an --output folder that holds another run (deletes that run)."
     )
+
+
+# Base classes listed last come first in the fields, hence in --help.
+@dataclasses.dataclass
+class TrainConfig(_RunSettings, _TrainModel):
+    """A training run. Defaults are the authors' recipe (docs/drn-reference.md §3)."""
+
+
+@dataclasses.dataclass
+class AdaptConfig(_RunSettings, _AdaptModel):
+    """A DRN-Adapt run (docs/drn-reference.md §1.5): a trained model fine-tuned on mixed batches
+    of paired HR images and LR-only images, which count only through the closed loop."""
+
+    output: str = setting("runs/adapt", "Run directory: model, checkpoints, logs, curves.")
+    steps: int = setting(10_000, "Adaptation steps (batches) in all.")

@@ -304,6 +304,21 @@ def verify(runner: Runner, reference: Runner, scale: int, floor_db: float) -> li
     return records
 
 
+def task_psnr(runner: Runner, scale: int, folder: str | os.PathLike) -> float:
+    """Mean Y-PSNR (dB) of ``runner`` on a benchmark set, by the evaluation protocol of
+    :mod:`drn_tf.evaluation`: the whole official LR image in one pass, the output turned into
+    pixels by :func:`drn_tf.serving.to_pixels`, ``scale`` pixels shaved."""
+    from drn_tf import serving
+    from drn_tf.image_sets import load_eval_pairs
+    from drn_tf.metrics import psnr_y
+
+    values = []
+    for _, lr, hr in load_eval_pairs(folder, scale):
+        sr = serving.to_pixels(runner(lr[None].astype(np.float32))[0]).numpy()
+        values.append(psnr_y(sr, hr, shave=scale))
+    return float(np.mean(values))
+
+
 def median_ms(runner: Runner, images: np.ndarray, runs: int = 10, warmup: int = 2) -> float:
     """Median wall-clock latency of ``runner(images)`` in milliseconds, after ``warmup`` runs."""
     for _ in range(warmup):

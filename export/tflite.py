@@ -24,12 +24,19 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drn_tf.config import UsageError, run_command, setting
+from drn_tf.config import (
+    UsageError,
+    run_command,
+    setting,
+    tensorflow_logs_hidden,
+    without_tensorflow_log_lines,
+)
 from export import base
 
 #: ``--quantization`` → the precision whose agreement floor applies (:data:`base.FLOORS_DB`).
@@ -84,7 +91,9 @@ def to_tflite(
     # Calibrate, fix, then quantize: the two steps the converter takes inside, through its
     # private entry points (the same ones tf.lite.experimental.QuantizationDebugger uses).
     converter._experimental_calibrate_only = True
-    return _quantize(converter.convert())
+    # The quantizer prints its settings from C++; hidden like TensorFlow's own logs.
+    with without_tensorflow_log_lines() if tensorflow_logs_hidden() else nullcontext():
+        return _quantize(converter.convert())
 
 
 def _quantize(calibrated: bytes) -> bytes:
@@ -130,7 +139,12 @@ def litert_runner(path: str | os.PathLike, threads: int | None = None) -> base.R
     ``output_0`` out. The input is resized (and tensors reallocated) whenever its shape changes.
     """
     litert = base.require(*_LITERT, purpose="running TFLite")
-    interpreter = litert.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+    # LiteRT prints a notice when it applies XNNPACK; hidden like TensorFlow's own logs.
+    quiet = without_tensorflow_log_lines() if tensorflow_logs_hidden() else nullcontext()
+    with quiet:
+        interpreter = litert.Interpreter(
+            model_path=str(path), num_threads=threads or os.cpu_count()
+        )
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     allocated: list[tuple[int, ...]] = [()]
@@ -139,8 +153,10 @@ def litert_runner(path: str | os.PathLike, threads: int | None = None) -> base.R
         images = np.asarray(images, np.float32)
         if images.shape != allocated[0]:
             interpreter.resize_tensor_input(input_index, images.shape)
+            quiet = without_tensorflow_log_lines() if tensorflow_logs_hidden() else nullcontext()
             try:
-                interpreter.allocate_tensors()
+                with quiet:
+                    interpreter.allocate_tensors()
             except RuntimeError as error:  # e.g. a delegate refusing the model: one line
                 message = " ".join(str(error).split())
                 raise base.ExportError(

@@ -16,3 +16,11 @@ def tiny(tmp_path_factory) -> tuple[DRN, Path]:
     model = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
     path = save_model_atomic(model, tmp_path_factory.mktemp("model") / "tiny.keras")
     return model, path
+
+
+@pytest.fixture(scope="session")
+def default_source():
+    """The packaged ×4 model as an export source (loaded once)."""
+    from export import base
+
+    return base.load_source("default")

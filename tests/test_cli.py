@@ -15,21 +15,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, needs_reference
 from PIL import Image
 
 from drn_tf import cli
 from drn_tf.config import TrainConfig
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE = SHARED / "reference"
-PRIMAL_PT = REFERENCE / "drn_s_x4.pt"
-DUAL_PT = REFERENCE / "drn_s_x4_dual.pt"
-IO_NPZ = REFERENCE / "drn_s_x4_io.npz"
-
-needs_reference = pytest.mark.skipif(
-    not (PRIMAL_PT.is_file() and DUAL_PT.is_file() and IO_NPZ.is_file()),
-    reason=f"reference checkpoints not found under {REFERENCE}",
-)
 
 
 @pytest.fixture(scope="module")

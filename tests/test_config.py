@@ -83,7 +83,8 @@ def test_bad_flags_raise_usage_error(argv, message):
 
 def test_help_text():
     text = " ".join(build_parser(Example, "prog", "INPUT").format_help().split())
-    assert text.startswith("usage: prog [-h] [--batch-size BATCH_SIZE]")
+    assert text.startswith("usage: prog [flags] [INPUT ...]")
+    assert "--batch-size BATCH_SIZE Batch size." in text
     assert "[INPUT ...]" in text
     assert "Does an example thing." in text and "Second paragraph" not in text
     assert "Batch size. (default: 32)" in text

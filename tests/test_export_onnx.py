@@ -7,14 +7,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import photo_batch
 
 from export import base
 from export import onnx as onnx_export
-
-
-@pytest.fixture(scope="module")
-def default_source() -> base.Source:
-    return base.load_source("default")
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +19,6 @@ def exported(default_source, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "drn.onnx"
     report = onnx_export.export_onnx(default_source, path, timing_runs=1)
     return report, path
-
-
-def photo_batch(height: int, width: int) -> np.ndarray:
-    """Two different crops of the sample photo's LR: float32 (2, height, width, 3) on 0..255."""
-    _, lr = base.probe_images(4)[0]
-    return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
 
 
 @pytest.mark.parametrize("size", [(33, 47), (24, 40)], ids=["odd", "even"])

@@ -10,20 +10,12 @@ import keras
 import numpy as np
 import openvino as ov
 import pytest
+from helpers import SET5, photo_batch
 
-from drn_tf import serving
-from drn_tf.image_sets import load_eval_pairs
-from drn_tf.metrics import psnr_y
 from export import base, openvino
 
-SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5"
 PRECISIONS = list(openvino.HINTS)
 NATIVE_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-@pytest.fixture(scope="module")
-def default_source() -> base.Source:
-    return base.load_source("default")
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +39,6 @@ def exports(default_source, tmp_path_factory):
 
 def read_ir(folder: Path):
     return ov.Core().read_model(folder / "model.xml")
-
-
-def photo_batch(height: int, width: int) -> np.ndarray:
-    """Two different crops of the sample photo's LR: float32 (2, height, width, 3) on 0..255."""
-    _, lr = base.probe_images(4)[0]
-    return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
-
-
-def task_psnr(runner: base.Runner, scale: int, folder: Path) -> float:
-    """Mean Y-PSNR of ``runner`` on a benchmark set with the evaluation protocol
-    (drn_tf.evaluation): whole official LR image, output to 8-bit pixels, ``scale`` shaved."""
-    values = []
-    for _, lr, hr in load_eval_pairs(folder, scale):
-        sr = serving.to_pixels(runner(lr[None].astype(np.float32))[0]).numpy()
-        values.append(psnr_y(sr, hr, shave=scale))
-    return float(np.mean(values))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -175,12 +151,12 @@ def test_precision_hint_round_trips_and_is_compiled(exports, precision):
 
 @pytest.fixture(scope="module")
 def keras_set5_psnr(default_source) -> float:
-    return task_psnr(base.keras_runner(default_source.model), 4, SET5)
+    return base.task_psnr(base.keras_runner(default_source.model), 4, SET5)
 
 
 @pytest.mark.parametrize(("precision", "max_drop"), [("bf16", 0.05), ("int8", 0.3)])
 def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, precision, max_drop):
-    psnr = task_psnr(openvino.openvino_runner(exports(precision)[1]), 4, SET5)
+    psnr = base.task_psnr(openvino.openvino_runner(exports(precision)[1]), 4, SET5)
     assert keras_set5_psnr - psnr <= max_drop, (keras_set5_psnr, psnr)
 
 

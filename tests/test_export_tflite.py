@@ -2,27 +2,19 @@
 agreement at two sizes, op list, Set5 task PSNR, CLI."""
 
 import json
+import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from helpers import SET5, photo_batch
 from PIL import Image
 
-from drn_tf import serving
-from drn_tf.image_sets import load_eval_pairs
-from drn_tf.metrics import psnr_y
 from export import base, tflite
 
-SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "Set5"
 MODES = list(tflite.QUANTIZATIONS)
-
-
-@pytest.fixture(scope="module")
-def default_source() -> base.Source:
-    return base.load_source("default")
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +32,6 @@ def exports(default_source, tmp_path_factory):
         return done[mode]
 
     return get
-
-
-def photo_batch(height: int, width: int) -> np.ndarray:
-    """Two different crops of the sample photo's LR: float32 (2, height, width, 3) on 0..255."""
-    _, lr = base.probe_images(4)[0]
-    return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
-
-
-def task_psnr(runner: base.Runner, scale: int, folder: Path) -> float:
-    """Mean Y-PSNR of ``runner`` on a benchmark set with the evaluation protocol
-    (drn_tf.evaluation): whole official LR image, output to 8-bit pixels, ``scale`` shaved."""
-    values = []
-    for _, lr, hr in load_eval_pairs(folder, scale):
-        sr = serving.to_pixels(runner(lr[None].astype(np.float32))[0]).numpy()
-        values.append(psnr_y(sr, hr, shave=scale))
-    return float(np.mean(values))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -138,13 +114,13 @@ def test_only_builtin_operators(exports, mode):
 
 @pytest.fixture(scope="module")
 def keras_set5_psnr(default_source) -> float:
-    return task_psnr(base.keras_runner(default_source.model), 4, SET5)
+    return base.task_psnr(base.keras_runner(default_source.model), 4, SET5)
 
 
 @pytest.mark.parametrize(("mode", "max_drop"), [("float16", 0.05), ("dynamic", 0.3), ("int8", 0.3)])
 def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, mode, max_drop):
     keras_psnr = keras_set5_psnr
-    psnr = task_psnr(tflite.litert_runner(exports(mode)[1]), 4, SET5)
+    psnr = base.task_psnr(tflite.litert_runner(exports(mode)[1]), 4, SET5)
     assert keras_psnr - psnr <= max_drop, (keras_psnr, psnr)
 
 
@@ -225,3 +201,22 @@ def test_missing_litert_names_the_extra(tmp_path, capsys, monkeypatch):
     assert tflite.main(["--output", str(tmp_path / "m.tflite")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ai-edge-litert" in err and "pip install" in err
+
+
+def test_command_prints_our_lines_only(tmp_path):
+    """A user sees the report, not LiteRT's delegate notice or the quantizer's C++ settings;
+    `-v` brings them back."""
+
+    def run(*extra):
+        output = tmp_path / f"m{len(extra)}.tflite"
+        argv = ["--output", str(output), "--quantization", "int8", "--timing-runs", "1", *extra]
+        return subprocess.run(
+            [sys.executable, "-m", "export.tflite", *argv], capture_output=True, text=True
+        )
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and quiet.stdout.startswith("wrote ")
+    verbose = run("-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "XNNPACK" in verbose.stderr

@@ -157,11 +157,6 @@ def test_flag_errors(monkeypatch, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def default_source() -> base.Source:
-    return base.load_source("default")
-
-
-@pytest.fixture(scope="module")
 def route2_onnx(default_source, tmp_path_factory):
     """The TensorRT-ready ONNX of the packaged model at each precision: {precision: (report,
     path)}. int8 calibrates on Set14 (other photos than the verification's sample)."""
