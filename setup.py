@@ -28,7 +28,14 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
-        "test": ["pytest==9.2.0", "ruff==0.17.6"],
+        # nbformat/nbclient/ipykernel: tests/test_notebooks.py runs examples/*.ipynb.
+        "test": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            "nbformat==5.11.1",
+            "nbclient==0.11.0",
+            "ipykernel==7.4.0",
+        ],
         # Exporters (python -m export.<format>): co-install with TF 2.21, protobuf 7, numpy 2.4.
         # TensorRT is never required: export.trt uses it only where it is already installed.
         "export": [
@@ -39,6 +46,9 @@ setup(
             "openvino==2026.4.1",
             "nncf==3.4.0",
         ],
+        # The authors' architecture in PyTorch, for benchmarks/ (latency side by side, GEMM
+        # peaks). Not needed to read their checkpoints: drn_tf.convert reads .pt without torch.
+        "compare": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["drn-tf=drn_tf.cli:run"]},
 )

@@ -3,6 +3,11 @@
 ``import drn_tf`` is instant: TensorFlow loads on first use of an export below
 (``drn_tf.build_drn``), so the command line can print ``--help`` and silence TensorFlow's logs
 before it loads.
+
+Upscaling in two lines::
+
+    model = drn_tf.load_model("default")        # or a .keras path
+    sr = drn_tf.upscale(photo, model)           # uint8/uint16 (H, W[, C]) -> (4H, 4W[, C])
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ _EXPORTS = {
     "build_drn_bundle": "drn_tf.models",
     "build_duals": "drn_tf.models",
     "DualRegressionModel": "drn_tf.training",
+    "load_model": "drn_tf.inference",
+    "upscale": "drn_tf.inference",
 }
 
 __all__ = [
@@ -28,6 +35,8 @@ __all__ = [
     "build_drn",
     "build_drn_bundle",
     "build_duals",
+    "load_model",
+    "upscale",
 ]
 
 

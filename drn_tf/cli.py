@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drn_tf import __version__
-from drn_tf.config import TrainConfig, UsageError, run_command, setting
+from drn_tf.config import AdaptConfig, TrainConfig, UsageError, run_command, setting
+from drn_tf.degrade import KINDS
 
 # --- checks shared by the commands ---------------------------------------------------------
 
@@ -66,34 +67,98 @@ def _required(**flags: object) -> None:
 # --- upscale -------------------------------------------------------------------------------
 
 
+# Mirrors drn_tf.inference (DEFAULT_TILE, …) and drn_tf.images (FORMAT_SUFFIXES), which load
+# TensorFlow or PIL; `--help` loads neither. tests/test_upscale.py checks they agree.
+_UPSCALE_TILE, _UPSCALE_TILE_OVERLAP = 128, 16
+_UPSCALE_FORMATS = ("png", "jpg", "webp", "tiff")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
 @dataclasses.dataclass
 class UpscaleConfig:
     """Upscale images and folders: drn-tf upscale a.jpg photos/ --output out/ writes
     out/a_x4.png and, for each image under photos/, the same path under out/."""
 
-    output: str | None = setting(None, "Output folder (required); folders keep their layout.")
-    model: str = setting("default", "A .keras model, or 'default' (the packaged ×4 model).")
+    output: str | None = setting(
+        None,
+        "Output folder (required; input folders keep their layout), or an image file name for "
+        "a single input image.",
+    )
+    model: str = setting(
+        "default",
+        "A .keras model, 'default' (the packaged ×4 model) or 'bicubic' (MATLAB bicubic ×4, "
+        "the baseline).",
+    )
+    tile: int = setting(
+        _UPSCALE_TILE,
+        "Larger images go through the network in tiles of this many input pixels, so memory "
+        "depends on the tile, not the image; 0 runs each image in one pass.",
+    )
+    tile_overlap: int = setting(
+        _UPSCALE_TILE_OVERLAP, "Overlap of neighbouring tiles in input pixels (blended)."
+    )
+    self_ensemble: bool = setting(
+        False, "Average the outputs of the 8 flips and rotations (8x the time; +0.1 dB on Set5)."
+    )
+    precision: str = setting(
+        "auto",
+        "auto: bfloat16 where the CPU has AMX, else float32.",
+        choices=("auto", "float32", "bfloat16"),
+    )
+    format: str | None = setting(
+        None,
+        "Output format (default: png, or the suffix of an --output file name).",
+        choices=_UPSCALE_FORMATS,
+    )
+    overwrite: bool = setting(False, "Replace outputs that exist (by default they are kept).")
 
 
 def upscale(config: UpscaleConfig, inputs: list[str]) -> None:
     if not inputs:
         raise UsageError("no input image or folder given")
     _required(output=config.output)
+    if config.tile < 0:
+        raise UsageError(f"--tile must be 0 (one pass) or a number of pixels, got {config.tile}")
+    if config.tile and not 0 <= config.tile_overlap <= config.tile // 4:
+        raise UsageError(
+            f"--tile-overlap must be between 0 and a quarter of --tile ({config.tile // 4}), "
+            f"got {config.tile_overlap}"
+        )
     missing = [p for p in inputs if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
     output = Path(config.output)
-    if output.is_file():
+    one_file = len(inputs) == 1 and Path(inputs[0]).is_file()
+    names_file = output.suffix.lower() in _IMAGE_SUFFIXES and not output.is_dir()
+    if output.is_file() and not (one_file and names_file):
         raise ValueError(f"{output}: --output must be a folder, and this is a file")
-    _check_output_folder(output)
+    if names_file and not one_file:
+        raise UsageError(
+            f"--output {output} names an image file, which takes one input image; "
+            "give a folder for several images or a folder"
+        )
+    _check_output_folder(output.parent if names_file else output)
 
     from drn_tf.files import remove_stale_temp_files
     from drn_tf.inference import load_model, upscale_files
 
-    remove_stale_temp_files(output, recursive=True)  # left by a killed earlier run
-    model = load_model(config.model)
-    written = upscale_files(inputs, output, model)
-    print(f"wrote {len(written)} image(s) to {output}")
+    remove_stale_temp_files(output.parent if names_file else output, recursive=not names_file)
+    model = config.model if config.model == "bicubic" else load_model(config.model)
+    summary = upscale_files(
+        inputs,
+        output,
+        model,
+        tile=config.tile or None,
+        tile_overlap=config.tile_overlap,
+        self_ensemble=config.self_ensemble,
+        precision=config.precision,
+        image_format=config.format,
+        overwrite=config.overwrite,
+    )
+    print(summary.line())
+    if summary.failed:
+        total = len(summary.written) + len(summary.kept) + len(summary.failed)
+        raise ValueError(f"{len(summary.failed)} of {total} image(s) failed (listed above)")
 
 
 # --- evaluate ------------------------------------------------------------------------------
@@ -120,6 +185,17 @@ class EvaluateConfig:
         ">= 2 (default 4).",
     )
     json: str | None = setting(None, "Also write the results (per image and mean) to this file.")
+    lr_kind: str = setting(
+        "bicubic",
+        "LR inputs of benchmark sets: their LR_<kind>/X<s> folder (nearest, bilinear, blur, DN, "
+        "... as written by drn-tf degrade); only bicubic is computed where missing.",
+    )
+    lr_only: bool = setting(
+        False,
+        "The folders hold LR images without HR (a set's LR_<kind>/X<s>, or any folder of "
+        "images): print the closed-loop error |D(P(x)) - x| per image and mean, a "
+        "no-reference readout of how consistent the model is on them.",
+    )
 
 
 def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
@@ -135,6 +211,8 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
             raise NotADirectoryError(f"{folder}: not a folder (--data takes folders of images)")
     if config.json:
         _check_output_file(Path(config.json), "--json")
+    if config.lr_only and config.model == "bicubic":
+        raise UsageError("--lr-only needs a DRN model (its dual networks), not bicubic")
 
     from drn_tf.evaluation import evaluate as run_evaluation
     from drn_tf.evaluation import format_table, write_json
@@ -148,11 +226,20 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
         scale = config.scale or model.scale
         if model.scale != scale:
             raise ValueError(f"{config.model}: a ×{model.scale} model, but --scale is {scale}")
-    results = run_evaluation(model, folders, scale)
-    print(format_table(results))
+    if config.lr_only:
+        from drn_tf.evaluation import evaluate_closed_loop, format_loop_table
+
+        results = evaluate_closed_loop(model, folders, scale, config.lr_kind)
+        print(format_loop_table(results))
+    else:
+        results = run_evaluation(model, folders, scale, lr_kind=config.lr_kind)
+        print(format_table(results))
     if config.json:
         remove_stale_temp_files(Path(config.json).parent)
-        write_json(config.json, {"model": config.model, "scale": scale, "sets": results})
+        write_json(
+            config.json,
+            {"model": config.model, "scale": scale, "lr_kind": config.lr_kind, "sets": results},
+        )
         print(f"wrote {config.json}")
 
 
@@ -162,8 +249,51 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
 def train(config, positionals: list[str]) -> None:
     from drn_tf.training import train as run_training
 
-    run_training(config)
+    run_training(config)  # a TrainConfig trains, an AdaptConfig adapts (same run machinery)
     print(f"wrote {Path(config.output) / 'model.keras'}")
+
+
+# --- degrade -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DegradeConfig:
+    """Write synthetic LR images of an HR folder in the benchmark layout: drn-tf degrade
+    --hr-dir Set5 --kind nearest --scale 4 --output Set5 writes Set5/LR_nearest/X4/<name>x4.png
+    (then: drn-tf evaluate Set5 --lr-kind nearest)."""
+
+    hr_dir: str | None = setting(
+        None, "HR images: a benchmark set (its HR/) or a plain folder (required)."
+    )
+    kind: str = setting("nearest", "The degradation.", choices=KINDS)
+    scale: int = setting(4, "Downsampling factor, an integer >= 2.")
+    seed: int = setting(0, "Seed of the noise (DN); the same seed gives the same files.")
+    jpeg_quality: int | None = setting(
+        None, "Also JPEG-compress each LR image at this quality (1-95): LR_<kind>_jpeg<Q>/."
+    )
+    output: str | None = setting(None, "Folder that receives LR_<kind>/X<s>/ (required).")
+
+
+def degrade(config: DegradeConfig, positionals: list[str]) -> None:
+    _required(hr_dir=config.hr_dir, output=config.output)
+    _check_scale(config.scale, power_of_two=False)
+    if config.jpeg_quality is not None and not 1 <= config.jpeg_quality <= 95:
+        raise UsageError(f"--jpeg-quality must be 1..95, got {config.jpeg_quality}")
+    if not Path(config.hr_dir).is_dir():
+        problem = "not a folder" if Path(config.hr_dir).exists() else "folder does not exist"
+        raise ValueError(f"--hr-dir {config.hr_dir}: {problem}")
+    _check_output_folder(Path(config.output))
+
+    from drn_tf.files import remove_stale_temp_files
+    from drn_tf.image_sets import write_degraded_set
+
+    remove_stale_temp_files(Path(config.output), recursive=True)  # left by a killed earlier run
+    folder, written, skipped = write_degraded_set(
+        config.hr_dir, config.kind, config.scale, config.output, config.seed, config.jpeg_quality
+    )
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"wrote {len(written)} image(s) to {folder}")
 
 
 # --- convert -------------------------------------------------------------------------------
@@ -278,6 +408,17 @@ COMMANDS: dict[str, Command] = {
         TrainConfig,
         train,
         interrupted="interrupted; run the same command again to resume",
+    ),
+    "adapt": Command(
+        "Adapt a trained model to LR images that have no HR (DRN-Adapt); resumes a stopped run.",
+        AdaptConfig,
+        train,
+        interrupted="interrupted; run the same command again to resume",
+    ),
+    "degrade": Command(
+        "Write LR_<kind>/X<s> images (nearest, blur, noise, ...) of an HR folder.",
+        DegradeConfig,
+        degrade,
     ),
     "convert": Command(
         "Convert the authors' PyTorch checkpoints into a .keras model.", ConvertConfig, convert

@@ -20,7 +20,7 @@ import tensorflow as tf
 from drn_tf.image_sets import PathLike, Pyramid, load_eval_pairs, pyramid_factors
 from drn_tf.scales import check_scale
 
-__all__ = ["make_eval_dataset", "make_train_dataset"]
+__all__ = ["make_eval_dataset", "make_mixed_dataset", "make_train_dataset", "unpaired_count"]
 
 
 def _as_levels(pyramid: Pyramid | Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -95,6 +95,18 @@ def make_train_dataset(
         if height < patch_size or width < patch_size:
             raise ValueError(f"{name}: HR {width}x{height} is smaller than patch_size {patch_size}")
 
+    return _random_patches(all_levels, factors, patch_size, batch_size, seed, augment)
+
+
+def _random_patches(
+    all_levels: Sequence[tuple[np.ndarray, ...]],
+    factors: Sequence[int],
+    patch_size: int,
+    batch_size: int,
+    seed: int | None,
+    augment: bool,
+) -> tf.data.Dataset:
+    """Batches of aligned random crops of ``all_levels`` (see :func:`make_train_dataset`)."""
     signature = tuple(tf.TensorSpec((None, None, 3), tf.uint8) for _ in factors)
 
     def generate():
@@ -115,6 +127,90 @@ def make_train_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def unpaired_count(batch_size: int, unpaired_ratio: float) -> int:
+    """LR-only samples per batch: ``round(ρ · batch_size)`` (halves up), which must leave at least
+    one sample of each kind.
+
+    Raises:
+        ValueError: naming ``--unpaired-ratio`` / ``--batch-size`` when that is not possible.
+    """
+    if not 0 < unpaired_ratio < 1:
+        raise ValueError(f"--unpaired-ratio must be between 0 and 1, got {unpaired_ratio}")
+    count = int(np.floor(unpaired_ratio * batch_size + 0.5))
+    if not 1 <= count <= batch_size - 1:
+        raise ValueError(
+            f"--unpaired-ratio {unpaired_ratio} of --batch-size {batch_size} gives {count} "
+            "LR-only sample(s) per batch; each batch needs both kinds (raise the batch size)"
+        )
+    return count
+
+
+def make_mixed_dataset(
+    pyramids: Sequence[Pyramid] | Sequence[Sequence[np.ndarray]],
+    lr_images: Sequence[np.ndarray] | Sequence[tuple[PathLike, np.ndarray]],
+    scale: int,
+    patch_size: int,
+    batch_size: int,
+    unpaired_ratio: float = 0.3,
+    seed: int | None = None,
+    augment: bool = True,
+) -> tf.data.Dataset:
+    """Infinite DRN-Adapt batches: paired pyramid patches and LR-only patches, mixed exactly.
+
+    Every batch holds ``m = unpaired_count(batch_size, unpaired_ratio)`` LR-only samples after
+    ``n = batch_size − m`` paired ones. Elements are ``(lr, targets, paired)`` for
+    :class:`drn_tf.training.DualRegressionModel` (use it with ``model.fit`` as the dataset of
+    :func:`make_train_dataset`):
+
+    * ``lr``: float32 ``(B, P/s, P/s, 3)``, paired LR patches then LR-only patches;
+    * ``targets``: as in :func:`make_train_dataset`, zeros for the LR-only samples (their
+      HR-derived terms are weighted 0);
+    * ``paired``: float32 ``(B,)``, 1 for the first ``n``, 0 for the last ``m``.
+
+    Values are on 0..255. The paired stream is :func:`make_train_dataset`'s with ``seed``; the
+    LR-only images get random ``P/s`` crops (origin anywhere) and the same augmentation, from
+    a stream seeded with ``seed + 1``.
+
+    Args:
+        pyramids: paired samples, as for :func:`make_train_dataset`.
+        lr_images: LR-only uint8 ``(h, w, 3)`` images, or ``(path, image)`` pairs as
+            :func:`drn_tf.image_sets.load_lr_images` returns; each at least ``P/s`` on a side.
+        scale, patch_size, seed, augment: as for :func:`make_train_dataset`.
+        batch_size: global batch size ``B``.
+        unpaired_ratio: the share ρ of LR-only samples (0 < ρ < 1).
+    """
+    count = unpaired_count(batch_size, unpaired_ratio)
+    paired = make_train_dataset(pyramids, scale, patch_size, batch_size - count, seed, augment)
+    lr_patch = patch_size // scale
+    images = [image[-1] if isinstance(image, tuple) else image for image in lr_images]
+    if not images:
+        raise ValueError("make_mixed_dataset needs at least one LR-only image")
+    for number, image in enumerate(images):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"LR image {number}: expected uint8 (h, w, 3), got {image.shape}")
+        if min(image.shape[:2]) < lr_patch:
+            raise ValueError(f"LR image {number}: {image.shape[:2]} is smaller than {lr_patch}")
+    unpaired = _random_patches(
+        [(image,) for image in images],
+        (1,),
+        lr_patch,
+        count,
+        None if seed is None else seed + 1,
+        augment,
+    )
+
+    def mix(paired_batch, lr_only):
+        lr, targets = paired_batch
+        lr_only = lr_only[0]
+        return (
+            tf.concat([lr, lr_only], 0),
+            tuple(tf.concat([t, tf.zeros((count, *t.shape[1:]))], 0) for t in targets),
+            tf.concat([tf.ones(batch_size - count), tf.zeros(count)], 0),
+        )
+
+    return tf.data.Dataset.zip((paired, unpaired)).map(mix).prefetch(tf.data.AUTOTUNE)
 
 
 def _make_crop_fn(factors: Sequence[int], patch_size: int, augment: bool):

@@ -1,4 +1,17 @@
-"""MATLAB-compatible bicubic resizing (``imresize(x, scale, 'bicubic')``) in numpy.
+"""Degradations: MATLAB-compatible ``imresize`` and the synthetic LR kinds of the benchmark tree.
+
+``degrade(hr, kind, scale)`` makes the LR image of one HR image with one of :data:`KINDS`,
+named as the folders of the authors' benchmark tree (``LR_<kind>/X<s>``, ``docs/drn-reference.md``
+§1.5), all of ``modcrop(hr, s)`` and of size ``(H // s, W // s)``:
+
+* ``bicubic``: ``imresize(hr, 1/s)``, MATLAB bicubic with antialiasing (the standard SR LR);
+* ``nearest``: MATLAB ``imresize(hr, 1/s, 'nearest')``, i.e. HR pixel ``s//2`` of every s×s block;
+* ``bilinear``: MATLAB ``imresize(hr, 1/s, 'bilinear')`` (triangle kernel, antialiased);
+* ``blur``: Gaussian blur (7×7, σ 1.6, replicated borders, MATLAB ``fspecial``/``imfilter``),
+  then bicubic downsampling: the "BD" degradation of RDN;
+* ``DN``: ``blur`` plus Gaussian noise of σ 10 (on 0..255), rounded and clipped to uint8.
+
+Any of them can also be JPEG-compressed (``jpeg_quality``), as the last step.
 
 The SR benchmarks (Set5, Set14, ...) ship LR images produced by MATLAB's ``imresize``; training
 pairs and the "bicubic" baseline must use the same operator, or every PSNR number is shifted. This
@@ -22,10 +35,24 @@ import math
 
 import numpy as np
 
-__all__ = ["cubic", "imresize", "modcrop", "resize_weights"]
+__all__ = [
+    "KINDS",
+    "cubic",
+    "degrade",
+    "imresize",
+    "jpeg",
+    "lr_folder_name",
+    "modcrop",
+    "resize_weights",
+    "triangle",
+]
 
-# MATLAB's bicubic kernel is 4 input pixels wide at scale >= 1.
-_KERNEL_WIDTH = 4.0
+#: The LR kinds of :func:`degrade`, named as the benchmark tree's ``LR_<kind>`` folders.
+KINDS = ("bicubic", "nearest", "bilinear", "blur", "DN")
+#: ``blur`` and ``DN``: MATLAB ``fspecial('gaussian', 7, 1.6)``, as RDN's "BD" degradation.
+BLUR_SIZE, BLUR_SIGMA = 7, 1.6
+#: ``DN``: standard deviation of the added Gaussian noise, on 0..255.
+NOISE_SIGMA = 10.0
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -38,8 +65,21 @@ def cubic(x: np.ndarray) -> np.ndarray:
     return inner + outer
 
 
+def triangle(x: np.ndarray) -> np.ndarray:
+    """MATLAB's bilinear kernel ``max(0, 1 − |x|)``, elementwise (float64)."""
+    return np.maximum(0.0, 1.0 - np.abs(x))
+
+
+# MATLAB's kernels and their widths in input pixels at scale >= 1.
+_KERNELS = {"bicubic": (cubic, 4.0), "bilinear": (triangle, 2.0)}
+
+
 def resize_weights(
-    in_length: int, out_length: int, scale: float, antialiasing: bool = True
+    in_length: int,
+    out_length: int,
+    scale: float,
+    antialiasing: bool = True,
+    method: str = "bicubic",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-output tap weights and source indices for one axis (MATLAB ``contributions``).
 
@@ -48,20 +88,24 @@ def resize_weights(
         out_length: output size along the axis.
         scale: output/input scale factor along the axis (> 0).
         antialiasing: stretch the kernel by 1/scale when downscaling, as MATLAB does by default.
+        method: ``"bicubic"`` or ``"bilinear"``.
 
     Returns:
         ``(weights, indices)``, both of shape ``(out_length, taps)``: float64 weights whose rows
         sum to 1, and int64 0-based indices into the input axis, clamped to ``[0, in_length - 1]``.
     """
+    if method not in _KERNELS:
+        raise ValueError(f"method must be one of {', '.join(_KERNELS)}, got {method!r}")
+    base, base_width = _KERNELS[method]
     if scale < 1.0 and antialiasing:
-        kernel_width = _KERNEL_WIDTH / scale
+        kernel_width = base_width / scale
 
         def kernel(x: np.ndarray) -> np.ndarray:
-            return scale * cubic(scale * x)
+            return scale * base(scale * x)
 
     else:
-        kernel_width = _KERNEL_WIDTH
-        kernel = cubic
+        kernel_width = base_width
+        kernel = base
 
     # MATLAB works in 1-based coordinates; u is the input-space centre of each output pixel.
     x = np.arange(1, out_length + 1, dtype=np.float64)
@@ -108,8 +152,9 @@ def imresize(
     image: np.ndarray,
     scale: float | None = None,
     output_shape: tuple[int, int] | None = None,
+    method: str = "bicubic",
 ) -> np.ndarray:
-    """Resize an image like MATLAB ``imresize(image, scale, 'bicubic')`` (antialiased).
+    """Resize an image like MATLAB ``imresize(image, scale, method)`` (antialiased).
 
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` array, either uint8 (0..255) or floating point (any
@@ -118,6 +163,7 @@ def imresize(
             The output size is ``(ceil(H * scale), ceil(W * scale))``.
         output_shape: ``(out_H, out_W)`` instead of ``scale``; the per-axis scale is then
             ``out / in``. Give exactly one of ``scale`` and ``output_shape``.
+        method: ``"bicubic"`` (the default) or ``"bilinear"``.
 
     Returns:
         Array of shape ``(out_H, out_W)`` or ``(out_H, out_W, C)``. For uint8 input the result is
@@ -152,7 +198,9 @@ def imresize(
     for axis in order:
         if out_shape[axis] == in_shape[axis] and scales[axis] == 1.0:
             continue
-        weights, indices = resize_weights(in_shape[axis], out_shape[axis], scales[axis])
+        weights, indices = resize_weights(
+            in_shape[axis], out_shape[axis], scales[axis], method=method
+        )
         resized = _resize_axis(result.astype(np.float64, copy=False), axis, weights, indices)
         result = _round_uint8(resized) if is_uint8 else resized
     if not is_uint8:
@@ -167,3 +215,88 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     """
     h, w = image.shape[:2]
     return image[: h - h % scale, : w - w % scale]
+
+
+def _gaussian_blur(image: np.ndarray) -> np.ndarray:
+    """MATLAB ``imfilter(image, fspecial('gaussian', 7, 1.6), 'replicate')`` of a uint8 image:
+    separable (the 2-D kernel is the outer product of the normalised 1-D one), rounded once."""
+    radius = BLUR_SIZE // 2
+    taps = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2.0 * BLUR_SIGMA**2))
+    taps /= taps.sum()
+    result = image.astype(np.float64)
+    for axis in (0, 1):
+        padding = [(0, 0)] * image.ndim
+        padding[axis] = (radius, radius)
+        padded = np.pad(result, padding, mode="edge")
+        length = image.shape[axis]
+        result = sum(
+            w * np.take(padded, range(t, t + length), axis=axis) for t, w in enumerate(taps)
+        )
+    return _round_uint8(result)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` (uint8 ``(H, W, 3)``) encoded as a baseline JPEG of ``quality`` (1..95, PIL's
+    libjpeg, 4:2:0 chroma) and decoded again: deterministic for one libjpeg version."""
+    import io
+
+    from PIL import Image
+
+    if not 1 <= quality <= 95:
+        raise ValueError(f"JPEG quality must be 1..95, got {quality}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def degrade(
+    hr: np.ndarray,
+    kind: str,
+    scale: int,
+    rng: np.random.Generator | None = None,
+    jpeg_quality: int | None = None,
+) -> np.ndarray:
+    """The LR image of ``kind`` (see :data:`KINDS` and the module docstring) of one HR image.
+
+    Args:
+        hr: uint8 ``(H, W, 3)``, modcropped here to a multiple of ``scale``.
+        kind: one of :data:`KINDS`.
+        scale: integer downsampling factor, at least 2.
+        rng: the noise source of ``DN`` (default: a generator seeded with 0); unused otherwise.
+        jpeg_quality: also compress the result as a JPEG of this quality (1..95).
+
+    Returns:
+        uint8 ``(H // scale, W // scale, 3)``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if int(scale) != scale or scale < 2:
+        raise ValueError(f"scale must be an integer of at least 2, got {scale}")
+    hr = np.asarray(hr)
+    if hr.dtype != np.uint8 or hr.ndim != 3 or min(hr.shape[:2]) < scale:
+        raise ValueError(f"expected a uint8 (H, W, 3) image of at least {scale}×{scale}, "
+                         f"got {hr.dtype} {hr.shape}")  # fmt: skip
+    hr = modcrop(hr, scale)
+    if kind == "nearest":
+        # MATLAB's output pixel i (0-based) samples input position s·i + (s − 1)/2, rounded half
+        # up: the pixel s·i + s // 2.
+        lr = np.ascontiguousarray(hr[scale // 2 :: scale, scale // 2 :: scale])
+    elif kind == "bilinear":
+        lr = imresize(hr, 1.0 / scale, method="bilinear")
+    elif kind in ("blur", "DN"):
+        lr = imresize(_gaussian_blur(hr), 1.0 / scale)
+    else:
+        lr = imresize(hr, 1.0 / scale)
+    if kind == "DN":
+        rng = np.random.default_rng(0) if rng is None else rng
+        lr = _round_uint8(lr + rng.normal(0.0, NOISE_SIGMA, lr.shape))
+    if jpeg_quality is not None:
+        lr = jpeg(lr, jpeg_quality)
+    return lr
+
+
+def lr_folder_name(kind: str, jpeg_quality: int | None = None) -> str:
+    """``LR_<kind>``, or ``LR_<kind>_jpeg<quality>`` with JPEG compression."""
+    return f"LR_{kind}" + ("" if jpeg_quality is None else f"_jpeg{jpeg_quality}")

@@ -3,6 +3,11 @@
 The protocol of ``docs/drn-reference.md`` §4: the whole LR image in one pass, the top output
 clamped and rounded to 8 bits, HR cropped top-left to ``LR size × scale``, PSNR and SSIM on
 MATLAB's uint8 Y with ``scale`` pixels shaved from every border, averaged over each set.
+
+Sets of LR images without HR (a user's own photos, DRN-Adapt's unpaired data) get a
+no-reference readout instead, :func:`evaluate_closed_loop`: the closed-loop error
+``|D(P(x)) − x|`` of every image, the top SR output taken back to the input size by the dual
+networks and compared with the input (mean absolute error on 0..255). Adaptation lowers it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from tqdm import tqdm
 
 from drn_tf.degrade import imresize
 from drn_tf.files import atomic_path
-from drn_tf.image_sets import load_eval_pairs
+from drn_tf.image_sets import ImageSet, load_eval_pairs, load_lr_images
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
 from drn_tf.models import DRN
 
-__all__ = ["evaluate", "format_table", "smallest_measurable", "write_json"]
+__all__ = [
+    "closed_loop_error",
+    "evaluate",
+    "evaluate_closed_loop",
+    "format_loop_table",
+    "format_table",
+    "smallest_measurable",
+    "write_json",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -38,7 +51,11 @@ def smallest_measurable(scale: int) -> int:
 
 
 def evaluate(
-    model: DRN | str, folders: PathLike | Iterable[PathLike], scale: int, progress: bool = True
+    model: DRN | str,
+    folders: PathLike | Iterable[PathLike],
+    scale: int,
+    progress: bool = True,
+    lr_kind: str = "bicubic",
 ) -> dict[str, dict[str, Any]]:
     """PSNR/SSIM of ``model`` on each folder.
 
@@ -50,6 +67,9 @@ def evaluate(
             computed with MATLAB bicubic (see :func:`drn_tf.image_sets.load_eval_pairs`).
         scale: the upscaling factor; also the border shaved before the metrics.
         progress: show a tqdm progress bar per set (on stderr).
+        lr_kind: the LR the model gets: a benchmark set's ``LR_<lr_kind>/X{scale}`` files
+            (``nearest`` etc., written by ``drn-tf degrade``); only ``bicubic`` is computed
+            where there are none.
 
     Returns:
         ``{set_name: {"psnr": mean dB, "ssim": mean, "images": {name: {"psnr": dB,
@@ -71,17 +91,10 @@ def evaluate(
         raise ValueError(f"model must be a DRN or 'bicubic', got a {type(model).__name__}")
     elif model.scale != scale:
         raise ValueError(f"the model upscales ×{model.scale}, but the evaluation scale is ×{scale}")
-    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
-    if not folders:
-        raise ValueError("no evaluation folder given")
-    names = [Path(f).name or str(f) for f in folders]
     results: dict[str, dict[str, Any]] = {}
-    for folder, name in zip(folders, names, strict=True):
-        set_name = name if names.count(name) == 1 else str(folder)
-        if set_name in results:
-            raise ValueError(f"{folder}: given twice")
+    for folder, set_name in _set_names(folders):
         skipped: list[tuple[Path, str]] = []
-        pairs = load_eval_pairs(folder, scale, smallest_measurable(scale), skipped)
+        pairs = load_eval_pairs(folder, scale, smallest_measurable(scale), skipped, lr_kind)
         images: dict[str, dict[str, float]] = {}
         for image_name, lr, hr in tqdm(pairs, desc=set_name, unit="image", disable=not progress):
             sr = imresize(lr, scale) if isinstance(model, str) else upscale(model, lr)
@@ -98,6 +111,109 @@ def evaluate(
             "skipped": {str(path): reason for path, reason in skipped},
         }
     return results
+
+
+def _set_names(folders: PathLike | Iterable[PathLike]) -> list[tuple[PathLike, str]]:
+    """``(folder, set name)``: the folder's name, its full path when two share a name."""
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    if not folders:
+        raise ValueError("no evaluation folder given")
+    names = [Path(f).name or str(f) for f in folders]
+    named = [(f, n if names.count(n) == 1 else str(f)) for f, n in zip(folders, names, strict=True)]
+    if len({n for _, n in named}) != len(named):
+        duplicate = next(f for f, n in named if [m for _, m in named].count(n) > 1)
+        raise ValueError(f"{duplicate}: given twice")
+    return named
+
+
+def closed_loop_error(model: DRN, lr: np.ndarray) -> float:
+    """The closed-loop error ``mean |D(P(x)) − x|`` of one LR image: the float top output
+    of ``model`` taken back to the LR size by all its dual networks
+    (:func:`drn_tf.training.closed_loop`), against ``lr``.
+
+    Args:
+        model: a :class:`~drn_tf.models.DRN` with trained dual networks.
+        lr: uint8 ``(h, w, 3)``, any size.
+
+    Returns:
+        The mean absolute difference over pixels and channels, on 0..255 (0 = a perfect loop).
+    """
+    # Imported here: evaluation must not pull in the training pipeline (tf.data) at import.
+    from drn_tf.training import closed_loop
+
+    x = np.asarray(lr, dtype=np.float32)[None]
+    loop = closed_loop(model.duals, model.primal(x, training=False)[-1])
+    return float(np.mean(np.abs(np.asarray(loop, dtype=np.float32) - x)))
+
+
+def evaluate_closed_loop(
+    model: DRN,
+    folders: PathLike | Iterable[PathLike],
+    scale: int,
+    lr_kind: str = "bicubic",
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """The no-reference readout of LR images without HR: :func:`closed_loop_error` per image.
+
+    Args:
+        model: a :class:`~drn_tf.models.DRN` of factor ``scale``.
+        folders: each a benchmark set (its ``LR_<lr_kind>/X{scale}`` images are read) or a
+            plain folder whose images (recursively, any format and size) are all LR inputs.
+        scale: the model's factor (it picks a set's ``X{scale}`` folder).
+        lr_kind: the LR folder of benchmark sets.
+        progress: show a tqdm progress bar per set (on stderr).
+
+    Returns:
+        ``{set_name: {"loop_error": mean, "images": {name: {"loop_error": …}},
+        "skipped": {path: reason}}}``; names as in :func:`evaluate` (an image's name is its
+        path relative to the folder read, without suffix, and a set's ``x{scale}``).
+
+    Raises:
+        ValueError: not a DRN of ``scale``, or a folder without a usable image.
+    """
+    if not isinstance(model, DRN):
+        raise ValueError(f"the closed-loop error needs a DRN model, got {model!r}")
+    if model.scale != scale:
+        raise ValueError(f"the model upscales ×{model.scale}, but the evaluation scale is ×{scale}")
+    results: dict[str, dict[str, Any]] = {}
+    for folder, set_name in _set_names(folders):
+        image_set = ImageSet.at(folder, lr_kind)
+        root = Path(folder) if image_set.lr_root is None else image_set.lr_root / f"X{scale}"
+        images, skipped = load_lr_images(root, min_size=1)
+        # A set's LR files are <stem>x<s>.png: named as their HR image.
+        suffix = "" if image_set.lr_root is None else f"x{scale}"
+        errors = {
+            path.relative_to(root).with_suffix("").as_posix().removesuffix(suffix): {
+                "loop_error": closed_loop_error(model, lr)
+            }
+            for path, lr in tqdm(images, desc=set_name, unit="image", disable=not progress)
+        }
+        results[set_name] = {
+            "loop_error": float(np.mean([v["loop_error"] for v in errors.values()])),
+            "images": errors,
+            "skipped": {str(path): reason for path, reason in skipped},
+        }
+    return results
+
+
+def format_loop_table(results: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table of :func:`evaluate_closed_loop`'s results: each image's closed-loop
+    error (0..255, 3 decimals), each set's mean, then the skipped files."""
+    names = [n for r in results.values() for n in r["images"]] + [*results, "image", "mean"]
+    line = f"{{:<{max(map(len, names))}}}  {{:>10}}"
+    blocks = []
+    for set_name, result in results.items():
+        lines = [f"{set_name} ({len(result['images'])} LR images, no HR)"]
+        lines.append(line.format("image", "loop error"))
+        lines += [line.format(n, f"{v['loop_error']:.3f}") for n, v in result["images"].items()]
+        lines.append(line.format("mean", f"{result['loop_error']:.3f}"))
+        lines += [f"skipped {path}: {reason}" for path, reason in result["skipped"].items()]
+        blocks.append("\n".join(lines))
+    blocks.append(
+        "loop error = mean |D(P(x)) - x| on 0..255: the dual networks take the SR output "
+        "back to the input; no HR needed (lower is more consistent)"
+    )
+    return "\n\n".join(blocks)
 
 
 def format_table(results: dict[str, dict[str, Any]], per_image: bool = True) -> str:

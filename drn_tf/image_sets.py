@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,14 @@ from tqdm import tqdm
 
 from drn_tf import degrade
 from drn_tf.files import atomic_path
-from drn_tf.images import IMAGE_EXTENSIONS, ImageReadError, PathLike, find_images, read_image
+from drn_tf.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    PathLike,
+    find_images,
+    read_image,
+    write_image,
+)
 from drn_tf.scales import check_scale
 
 __all__ = [
@@ -38,8 +46,10 @@ __all__ = [
     "Pyramid",
     "compute_pyramid_levels",
     "load_eval_pairs",
+    "load_lr_images",
     "load_pyramids",
     "pyramid_factors",
+    "write_degraded_set",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,42 +60,48 @@ _CACHE_VERSION = "drn-pyramid-v1"
 
 @dataclasses.dataclass(frozen=True)
 class ImageSet:
-    """Where a folder's HR images and their official LR files are (the one place that knows).
+    """Where a folder's HR images and their LR files are (the one place that knows).
 
     A folder with an ``HR/`` sub-folder is a benchmark set in the layout of the EDSR/DIV2K packs:
-    HR images in ``HR/``, and the official MATLAB-bicubic LR of ``HR/<stem>.<ext>`` at factor
-    ``k`` in ``LR_bicubic/X{k}/<stem>x{k}.png``. Any other folder is a plain folder of HR images
-    (searched recursively, see :func:`find_images`) whose LR levels are computed.
+    HR images in ``HR/``, and the LR of ``HR/<stem>.<ext>`` at factor ``k`` in
+    ``LR_<kind>/X{k}/<stem>x{k}.png`` (``LR_bicubic`` for the official MATLAB-bicubic files,
+    ``LR_nearest`` etc. as written by ``drn-tf degrade``; the relative path is kept for HR
+    images in sub-folders). Any other folder is a plain folder of HR images (searched
+    recursively, see :func:`find_images`) whose bicubic LR levels are computed.
 
     Attributes:
         hr_dir: the folder to search for HR images.
-        lr_root: ``folder/LR_bicubic`` for a benchmark set, None for a plain folder.
+        lr_root: ``folder/LR_<lr_kind>`` for a benchmark set, None for a plain folder.
+        lr_kind: the degradation the LR files were made with; only ``bicubic`` LR is ever
+            computed when a file is missing.
     """
 
     hr_dir: Path
     lr_root: Path | None
+    lr_kind: str = "bicubic"
 
     @classmethod
-    def at(cls, folder: PathLike) -> ImageSet:
+    def at(cls, folder: PathLike, lr_kind: str = "bicubic") -> ImageSet:
         """The set in ``folder`` (not checked to exist: :func:`find_images` reports that)."""
         folder = Path(folder)
         if (folder / "HR").is_dir():
-            return cls(folder / "HR", folder / "LR_bicubic")
-        return cls(folder, None)
+            return cls(folder / "HR", folder / f"LR_{lr_kind}", lr_kind)
+        return cls(folder, None, lr_kind)
 
     def official_lr(self, hr_path: Path, factor: int) -> Path | None:
-        """The official LR file of ``hr_path`` at ``factor``, or None if there is none.
+        """The LR file of ``hr_path`` at ``factor``, or None if there is none.
 
-        A set without ``LR_bicubic/X{factor}`` simply has no official LR at that factor; a file
+        A set without ``LR_<kind>/X{factor}`` simply has no LR files at that factor; a file
         missing from a folder that exists is unexpected, so it is logged as a warning.
         """
         if self.lr_root is None:
             return None
         lr_dir = self.lr_root / f"X{factor}"
-        path = lr_dir / f"{hr_path.stem}x{factor}.png"
+        relative = hr_path.relative_to(self.hr_dir)
+        path = lr_dir / relative.parent / f"{hr_path.stem}x{factor}.png"
         if path.is_file():
             return path
-        if lr_dir.is_dir():
+        if lr_dir.is_dir() and self.lr_kind == "bicubic":
             logger.warning("%s missing; computing it from %s with imresize", path, hr_path)
         return None
 
@@ -392,12 +408,14 @@ def load_eval_pairs(
     scale: int,
     min_size: int = 1,
     skipped: list[tuple[Path, str]] | None = None,
+    lr_kind: str = "bicubic",
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Full-image ``(name, lr, hr)`` pairs for evaluation at ``scale``.
 
     ``folder`` is a benchmark set or a plain folder of HR images (see :class:`ImageSet`). HR is
-    modcropped to a multiple of ``scale``; LR is the official ``LR_bicubic/X{scale}`` file when
-    the set has it, else ``imresize(hr, 1 / scale)``.
+    modcropped to a multiple of ``scale``; LR is the set's ``LR_<lr_kind>/X{scale}`` file. Only
+    bicubic LR is computed when there is no such file (``imresize(hr, 1 / scale)``); any other
+    kind needs a benchmark set with that folder (``drn-tf degrade`` writes them).
 
     A bad image (unreadable, smaller than ``min_size`` after modcrop, or with an official LR
     file that is unreadable or not ``HR / scale``) is an error, unless ``skipped`` is given:
@@ -410,6 +428,7 @@ def load_eval_pairs(
         min_size: smallest usable HR side after modcrop (at least ``scale`` in any case), e.g.
             what the metrics need to measure an image.
         skipped: if given, ``(path, reason)`` of every bad image is appended to it.
+        lr_kind: the LR folder to read, ``LR_<lr_kind>`` (``bicubic``, ``nearest``, …).
 
     Returns:
         List sorted by file path of ``(name, lr, hr)``: ``name`` is the HR file's stem (relative
@@ -419,11 +438,18 @@ def load_eval_pairs(
     Raises:
         FileNotFoundError / NotADirectoryError: ``folder`` does not exist or is not a folder.
         ImageReadError: an image cannot be read (only without ``skipped``).
-        ValueError: no images, no usable image, or (without ``skipped``) a bad image; the
-            message starts with the file's path.
+        ValueError: no images, no usable image, a missing ``LR_<lr_kind>/X{scale}`` folder, or
+            (without ``skipped``) a bad image; the message starts with the file's path.
     """
     scale = check_scale(scale, power_of_two=False)
-    image_set = ImageSet.at(folder)
+    image_set = ImageSet.at(folder, lr_kind)
+    if lr_kind != "bicubic" and (
+        image_set.lr_root is None or not (image_set.lr_root / f"X{scale}").is_dir()
+    ):
+        raise ValueError(
+            f"{folder}: no HR/ and LR_{lr_kind}/X{scale}/ folders (a {lr_kind} test set is a "
+            f"benchmark-layout folder; drn-tf degrade writes its LR_{lr_kind}/X{scale})"
+        )
     files = find_images(image_set.hr_dir)
     if not files:
         raise ValueError(f"no image files found in {image_set.hr_dir}")
@@ -465,6 +491,8 @@ def _eval_pair(
         need = -(-min_size // scale) * scale
         return f"too small: {full.shape[1]}x{full.shape[0]} (WxH), x{scale} needs {need}x{need}"
     lr_path = image_set.official_lr(path, scale)
+    if lr_path is None and image_set.lr_kind != "bicubic":
+        return f"no LR_{image_set.lr_kind}/X{scale} file for it"
     if lr_path is None:
         return degrade.imresize(hr, 1.0 / scale), hr
     try:
@@ -475,3 +503,133 @@ def _eval_pair(
     if lr.shape != expected:
         return f"official {lr_path} has shape {lr.shape}, expected {expected} (HR / {scale})"
     return lr, hr
+
+
+def load_lr_images(
+    folders: PathLike | Sequence[PathLike], min_size: int, progress: bool = False
+) -> tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]:
+    """Reads LR-only images (no HR: DRN-Adapt's unpaired data) of any size and format.
+
+    Every image under each folder (recursively, :func:`find_images`) is one LR image. As for
+    :func:`load_pyramids`, unreadable images and those smaller than ``min_size`` in height or
+    width are skipped and reported, not fatal.
+
+    Args:
+        folders: one folder or a list of folders.
+        min_size: smallest usable side, normally the LR patch size (HR patch / scale).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``(images, skipped)``: ``(path, uint8 (h, w, 3))`` of every usable image, in folder then
+        sorted path order; ``(path, reason)`` of every skipped one.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: a folder does not exist.
+        ValueError: a folder has no usable image (the message names the folder and why).
+    """
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    images: list[tuple[Path, np.ndarray]] = []
+    skipped: list[tuple[Path, str]] = []
+    for folder in map(Path, folders):
+        files = find_images(folder)
+        if not files:
+            raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+        reasons = []
+        for path in tqdm(files, desc=f"LR images {folder.name}", unit="img", disable=not progress):
+            try:
+                image = read_image(path)
+            except ImageReadError as error:
+                reasons.append((path, str(error).removeprefix(f"{path}: ")))
+                continue
+            if min(image.shape[:2]) < min_size:
+                height, width = image.shape[:2]
+                reasons.append((path, f"too small: {width}x{height} (WxH) < min_size {min_size}"))
+                continue
+            images.append((path, image))
+        if len(reasons) == len(files):
+            shown = "; ".join(f"{p.name}: {r}" for p, r in reasons[:3])
+            raise ValueError(
+                f"no usable LR image in {folder}: all {len(files)} skipped (min_size "
+                f"{min_size}): {shown}{'; ...' if len(reasons) > 3 else ''}"
+            )
+        skipped += reasons
+    return images, skipped
+
+
+def write_degraded_set(
+    hr_folder: PathLike,
+    kind: str,
+    scale: int,
+    output: PathLike,
+    seed: int = 0,
+    jpeg_quality: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
+    """Writes the ``kind`` LR image (:func:`drn_tf.degrade.degrade`) of every HR image in
+    ``hr_folder`` to ``output/LR_<kind>[_jpeg<q>]/X{scale}/<stem>x{scale}.png``, the benchmark
+    layout (sub-folders of a plain folder are kept).
+
+    Reproducible: an image's noise (``DN``) is seeded from ``seed`` and its path relative to
+    the HR folder, so it does not depend on which other images there are. With
+    ``output == hr_folder`` for a benchmark set, ``evaluate --lr-kind kind`` then reads them.
+
+    Args:
+        hr_folder: a benchmark set (its ``HR/`` is read) or a plain folder of HR images.
+        kind: one of :data:`drn_tf.degrade.KINDS`.
+        scale: integer factor, at least 2.
+        output: the folder that receives the ``LR_*`` folder.
+        seed: noise seed.
+        jpeg_quality: also JPEG-compress each LR image at this quality (1..95).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``(lr_folder, written, skipped)``: the ``.../X{scale}`` folder, the files written in
+        sorted HR order, and ``(path, reason)`` of the HR files skipped (unreadable, smaller
+        than ``scale``, or with the same stem as an earlier file).
+
+    Raises:
+        ValueError: bad ``kind``/``scale``/``jpeg_quality``, no usable image, or an output
+            inside a plain HR folder (its LR files would later be read as HR images).
+    """
+    if kind not in degrade.KINDS:
+        raise ValueError(f"kind must be one of {', '.join(degrade.KINDS)}, got {kind!r}")
+    scale = check_scale(scale, power_of_two=False)
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 95:
+        raise ValueError(f"JPEG quality must be 1..95, got {jpeg_quality}")
+    image_set = ImageSet.at(hr_folder)
+    lr_folder = Path(output) / degrade.lr_folder_name(kind, jpeg_quality) / f"X{scale}"
+    if lr_folder.resolve().is_relative_to(image_set.hr_dir.resolve()):
+        raise ValueError(
+            f"{output}: the LR folder would be inside the HR folder {image_set.hr_dir}, where it "
+            "would be read as HR images; give a benchmark set (with HR/) or another output"
+        )
+    files = find_images(image_set.hr_dir)
+    if not files:
+        raise ValueError(f"no image files found in {image_set.hr_dir}")
+    written: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    sources: dict[Path, Path] = {}
+    for path in tqdm(files, desc=f"LR_{kind} x{scale}", unit="img", disable=not progress):
+        relative = path.relative_to(image_set.hr_dir)
+        target = lr_folder / relative.parent / f"{path.stem}x{scale}.png"
+        if target in sources:
+            skipped.append((path, f"same name as {sources[target].name}: both would be {target}"))
+            continue
+        try:
+            hr = read_image(path)
+        except ImageReadError as error:
+            skipped.append((path, str(error).removeprefix(f"{path}: ")))
+            continue
+        if min(hr.shape[:2]) < scale:
+            skipped.append((path, f"too small: {hr.shape[1]}x{hr.shape[0]} (WxH) for x{scale}"))
+            continue
+        # crc32, not hash(): Python salts str hashes per process.
+        rng = np.random.default_rng([seed, zlib.crc32(relative.as_posix().encode())])
+        write_image(target, degrade.degrade(hr, kind, scale, rng, jpeg_quality))
+        sources[target] = path
+        written.append(target)
+    if not written:
+        shown = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
+        raise ValueError(f"no usable HR image in {image_set.hr_dir}: {shown}")
+    return lr_folder, written, skipped

@@ -181,6 +181,29 @@ class MeanShift(layers.Layer):
         }
 
 
+def spatial_mean(x):
+    """The mean over height and width of NHWC ``x``: ``(N, H, W, C)`` → ``(N, 1, 1, C)``, in
+    ``x``'s dtype.
+
+    float32: ``ops.mean``, the graph every exporter sees (ONNX/OpenVINO ``ReduceMean``, which
+    NNCF recognises as a squeeze-and-excitation block and keeps in float).
+
+    Lower precisions (the mixed_bfloat16 policy): one matrix product, a row of ones times the
+    ``(H·W, C)`` pixels, divided by ``H·W`` in float32. Why: ``ops.mean`` of a bfloat16
+    tensor first casts all of it to float32, then reduces over two axes with Eigen; the product
+    runs on oneDNN's GEMM (AMX), accumulating in float32 too. At 256×256×64 that is 12.9 ms →
+    1.8 ms, and the mean and its casts were about a fifth of DRN-S ×4's mixed_bfloat16 op time
+    (``python -m benchmarks.profile_ops``; before/after: ``python -m benchmarks.formulations``).
+    """
+    if keras.backend.standardize_dtype(x.dtype) == "float32":
+        return ops.mean(x, axis=(1, 2), keepdims=True)
+    shape = ops.shape(x)
+    n, pixels, channels = shape[0], shape[1] * shape[2], x.shape[-1]
+    total = ops.matmul(ops.ones((n, 1, pixels), x.dtype), ops.reshape(x, (n, pixels, channels)))
+    count = ops.sum(ops.ones((n, 1, pixels), "float32"), axis=-1, keepdims=True)  # exact H·W
+    return ops.cast(ops.expand_dims(ops.cast(total, "float32") / count, 1), x.dtype)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ChannelAttention(layers.Layer):
     """RCAN channel attention: global average pool, 1×1 conv C→C//r, ReLU, 1×1 conv, sigmoid gate.
@@ -206,8 +229,7 @@ class ChannelAttention(layers.Layer):
         self.excite.build((input_shape[0], 1, 1, self.squeeze.filters))
 
     def call(self, x):
-        gate = ops.mean(x, axis=(1, 2), keepdims=True)
-        gate = ops.sigmoid(self.excite(ops.relu(self.squeeze(gate))))
+        gate = ops.sigmoid(self.excite(ops.relu(self.squeeze(spatial_mean(x)))))
         return x * gate
 
     def get_config(self):

@@ -12,6 +12,37 @@ comes from an HR image: all primal terms and the dual terms above level 0. The c
 ``|D_0(SR_1) − LR|`` needs only the LR image and always counts, so an LR-only sample contributes
 exactly Eq. 2's ``λ·L_D(D(P(x)), x)`` (DRN-Adapt). Sums over samples are divided by the global
 batch size, as in Eq. 2's ``1/(m+n)``.
+
+DRN-Adapt (``drn-tf adapt``, ``train(AdaptConfig(...))``, ``docs/drn-reference.md`` §1.5) starts
+from a trained model and fine-tunes primal and duals on batches with an exact share ρ of LR-only
+samples (:func:`drn_tf.data.make_mixed_dataset`). Their closed loop is ``unpaired_loop``:
+
+* ``first`` (the default): ``|D_0(SR_1) − x|`` alone, Eq. 2 as the landed loss writes it;
+* ``cascade``: plus ``|D_0(D_1(…D_{p−1}(SR_p))) − x|``, the loop through the top output (the
+  only one that reaches the last up-phase).
+
+Why ``first``: ``python -m benchmarks.adaptation`` (the packaged bicubic ×4 model; 500 steps
+of batch 10 = 7 bicubic pairs + 3 LR-only ``LR_nearest`` photos, HR patch 64, Adam 2e-4 → 1e-6,
+λ 0.1; Y-PSNR on Set5 / Set14 ×4):
+
+================  ===============  ===============  ==========================
+model             nearest LR       bicubic LR       loop error, nearest sets
+================  ===============  ===============  ==========================
+un-adapted        24.92 / 22.51    30.46 / 27.52    5.43
+paired only       24.92 / 22.51    30.47 / 27.52    5.39
+adapt, first      24.92 / 22.50    30.47 / 27.53    5.30
+adapt, cascade    24.88 / 22.45    30.47 / 27.51    4.83
+paired nearest    26.86 / 24.36    29.89 / 27.12    5.92
+================  ===============  ===============  ==========================
+
+Neither loop raises PSNR on nearest LR over the paired-only control; ``first`` costs nothing,
+``cascade`` lowers the loop error most and loses 0.04-0.06 dB (with λ = 1: loop error 4.06,
+-0.37 / -0.40 dB on nearest, -0.13 / -0.11 dB on bicubic; ``first`` unchanged). The cause: the
+duals are anchored by the paired samples to *bicubic* downsampling, so the closed loop asks
+``P(x)`` for an image whose bicubic downsample is the nearest LR, which the true HR is not
+(the paired-nearest upper bound has the best PSNR and the *largest* loop error). The closed
+loop lowers its own error, as the ``loop_error`` readout shows, but with a dual shared with
+bicubic pairs it does not identify a different degradation.
 """
 
 from __future__ import annotations
@@ -30,34 +61,39 @@ import tensorflow as tf
 from keras import ops
 
 from drn_tf import data
-from drn_tf.config import TrainConfig
+from drn_tf import precision as precision_rule
+from drn_tf.config import AdaptConfig, TrainConfig
 from drn_tf.degrade import imresize
 from drn_tf.files import atomic_path, remove_stale_temp_files
-from drn_tf.image_sets import load_eval_pairs, load_pyramids
+from drn_tf.image_sets import load_eval_pairs, load_lr_images, load_pyramids
 from drn_tf.inference import load_model
 from drn_tf.metrics import PSNR, SSIM
 from drn_tf.models import DRN, VARIANTS, DRNConfig, build_drn_bundle, save_model_atomic
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+PRECISIONS = precision_rule.TRAINING_PRECISIONS
+UNPAIRED_LOOPS = ("first", "cascade")
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto`` → ``mixed_float16`` on a GPU, else ``float32``.
-
-    On CPUs mixed_bfloat16 is only faster where the CPU has native bfloat16 (see BUILD_NOTES.md,
-    benchmarks/precision.py); float32 is the safe CPU default.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    """A training ``--precision`` → a Keras dtype policy: :func:`drn_tf.precision.resolve_precision`
+    for training (``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, else
+    float32)."""
+    return precision_rule.resolve_precision(precision, training=True)
 
 
 def _per_sample_l1(prediction, target):
     """Mean absolute error per sample, float32 ``(N,)``."""
     diff = ops.abs(ops.cast(prediction, "float32") - ops.cast(target, "float32"))
     return ops.mean(diff, axis=(1, 2, 3))
+
+
+def closed_loop(duals: list[keras.Model], top, training: bool = False):
+    """``D_0(D_1(… D_{p-1}(top)))``: the top SR output taken back to the LR size by every dual
+    network in turn, ``(N, h, w, 3)`` for ``top`` of ``(N, 2^p·h, 2^p·w, 3)`` (float, 0..255).
+    Its distance to the input is the closed-loop error ``|D(P(x)) − x|``."""
+    for dual in reversed(duals):
+        top = dual(top, training=training)
+    return top
 
 
 def pyramid_loss(
@@ -68,6 +104,7 @@ def pyramid_loss(
     dual_weight: float = 0.1,
     paired=None,
     global_batch_size=None,
+    loop=None,
 ):
     """The DRN loss of one batch.
 
@@ -80,6 +117,9 @@ def pyramid_loss(
         paired: optional float ``(N,)``, 1 for paired samples, 0 for LR-only ones.
         global_batch_size: divisor of the per-sample sums (default: this batch's size); under a
             distribution strategy pass the global batch size so replicas sum to the mean.
+        loop: optional :func:`closed_loop` output ``(N, h, w, 3)``; its term ``|loop − lr|``
+            joins the dual loss for LR-only samples only (weight ``1 − paired``): the
+            ``cascade`` option of DRN-Adapt.
 
     Returns:
         ``(loss, primal_loss, dual_loss)`` float32 scalars, where
@@ -106,6 +146,8 @@ def pyramid_loss(
         total(weight * _per_sample_l1(d, t))
         for d, t in zip(dual_outputs[1:], levels[1:-1], strict=True)
     )
+    if loop is not None:
+        dual += total((1.0 - weight) * _per_sample_l1(loop, lr))
     return primal + dual_weight * dual, primal, dual
 
 
@@ -123,27 +165,47 @@ class DualRegressionModel(DRN):
     authors' separate optimizers with identical settings. A step whose loss or gradients are
     not finite is skipped (the weights and optimizer state stay as they were) and counted in
     the ``skipped_steps`` log.
+
+    Batches with ``paired`` (DRN-Adapt, :func:`drn_tf.data.make_mixed_dataset`) also log
+    ``loop_error``: the mean closed-loop error ``|D(P(x)) − x|`` (:func:`closed_loop`, 0..255)
+    of their LR-only samples, a readout that needs no HR. ``unpaired_loop`` picks the loss of
+    the LR-only samples: ``"first"`` (the landed loss: ``|D_0(SR_1) − x|`` alone) or
+    ``"cascade"`` (plus ``|closed_loop − x|``; the same loop for ×2 models, so no extra term).
     """
 
     def __init__(
-        self, primal: keras.Model, duals: list[keras.Model], dual_weight: float = 0.1, **kwargs
+        self,
+        primal: keras.Model,
+        duals: list[keras.Model],
+        dual_weight: float = 0.1,
+        unpaired_loop: str = "first",
+        **kwargs,
     ):
         super().__init__(primal, duals, **kwargs)
+        if unpaired_loop not in UNPAIRED_LOOPS:
+            raise ValueError(
+                f"unpaired_loop must be one of {', '.join(UNPAIRED_LOOPS)}, got {unpaired_loop!r}"
+            )
         self.dual_weight = float(dual_weight)
+        self.unpaired_loop = unpaired_loop
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.primal_tracker = keras.metrics.Mean(name="primal_loss")
         self.dual_tracker = keras.metrics.Mean(name="dual_loss")
+        self.loop_tracker = keras.metrics.Mean(name="loop_error")
         self.psnr = PSNR(shave=self.scale, name="psnr")
         self.ssim = SSIM(shave=self.scale, name="ssim")
         self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False, name="skipped_steps")
 
     @classmethod
-    def from_drn(cls, model: DRN, dual_weight: float = 0.1) -> DualRegressionModel:
+    def from_drn(
+        cls, model: DRN, dual_weight: float = 0.1, unpaired_loop: str = "first"
+    ) -> DualRegressionModel:
         """Wraps the networks of a loaded or converted :class:`DRN` for training."""
         return cls(
             model.primal,
             model.duals,
             dual_weight=dual_weight,
+            unpaired_loop=unpaired_loop,
             drn_config=model.drn_config,
             info=model.info,
             name=model.name,
@@ -151,17 +213,24 @@ class DualRegressionModel(DRN):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.primal_tracker, self.dual_tracker, self.psnr, self.ssim]
+        trackers = [self.loss_tracker, self.primal_tracker, self.dual_tracker, self.loop_tracker]
+        return [*trackers, self.psnr, self.ssim]
 
     def _pyramid_losses(self, data, training: bool):
+        """``(outputs, targets, losses or None, loop_errors or None)``; ``loop_errors`` is the
+        per-sample closed-loop error, ``(N,)``, of batches that carry ``paired``."""
         lr, targets, paired = keras.utils.unpack_x_y_sample_weight(data)
         targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
         outputs = self.primal(lr, training=training)
         if len(targets) != len(outputs) - 1:
-            return outputs, targets, None
+            return outputs, targets, None, None
         dual_outputs = [
             dual(outputs[k + 1], training=training) for k, dual in enumerate(self.duals)
         ]
+        loop = loop_errors = None
+        if paired is not None:
+            loop = closed_loop(self.duals, outputs[-1], training)
+            loop_errors = _per_sample_l1(loop, lr)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         losses = pyramid_loss(
             outputs,
@@ -171,12 +240,14 @@ class DualRegressionModel(DRN):
             self.dual_weight,
             paired,
             global_batch_size=ops.shape(lr)[0] * replicas,
+            # With one dual the cascade is D_0(SR_1) again: no second term.
+            loop=loop if self.unpaired_loop == "cascade" and len(self.duals) > 1 else None,
         )
-        return outputs, targets, losses
+        return outputs, targets, losses, loop_errors
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            _, _, losses = self._pyramid_losses(data, training=True)
+            _, _, losses, loop_errors = self._pyramid_losses(data, training=True)
             if losses is None:
                 raise ValueError("training batches need every pyramid level: (lr, (T_1 … T_p))")
             loss = losses[0]
@@ -190,7 +261,15 @@ class DualRegressionModel(DRN):
             ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None])),
         )
         self._apply_if_finite(grads, variables, finite)
-        return self._update_trackers(losses, ok=finite)
+        logs = self._update_trackers(losses, ok=finite)
+        if loop_errors is not None:
+            unpaired = 1.0 - ops.cast(keras.utils.unpack_x_y_sample_weight(data)[2], "float32")
+            self.loop_tracker.update_state(
+                ops.where(finite, loop_errors, 0.0),
+                sample_weight=unpaired * ops.cast(finite, "float32"),
+            )
+            logs["loop_error"] = self.loop_tracker.result()
+        return logs
 
     def _apply_if_finite(self, grads, variables, finite) -> None:
         """Applies ``grads`` only when every replica's loss and gradients are finite."""
@@ -242,7 +321,7 @@ class DualRegressionModel(DRN):
         return logs
 
     def test_step(self, data):
-        outputs, targets, losses = self._pyramid_losses(data, training=False)
+        outputs, targets, losses, _ = self._pyramid_losses(data, training=False)
         self.psnr.update_state(targets[-1], outputs[-1])
         self.ssim.update_state(targets[-1], outputs[-1])
         logs = {"psnr": self.psnr.result(), "ssim": self.ssim.result()}
@@ -252,7 +331,11 @@ class DualRegressionModel(DRN):
         return logs
 
     def get_config(self):
-        return {**super().get_config(), "dual_weight": self.dual_weight}
+        return {
+            **super().get_config(),
+            "dual_weight": self.dual_weight,
+            "unpaired_loop": self.unpaired_loop,
+        }
 
 
 # --- a training run: data, model, callbacks, outputs ------------------------------------------
@@ -292,34 +375,64 @@ def _check_writable_folder(path: str, flag: str) -> None:
         raise ValueError(f"{flag} {path}: cannot write in {existing} (permission denied)")
 
 
-def validate_config(config: TrainConfig) -> None:
+RunConfig = TrainConfig | AdaptConfig
+
+
+# The folder flags of each kind of run, and what the required ones hold.
+_REQUIRED_FOLDERS = {
+    "train": {"train_dir": "training"},
+    "adapt": {"paired_dir": "paired", "unpaired_dir": "LR-only"},
+}
+
+
+def _folder_flags(config: RunConfig) -> tuple[str, ...]:
+    return (*_REQUIRED_FOLDERS[_command(config)], "val_dir")
+
+
+def validate_config(config: RunConfig) -> None:
     """Checks every setting of ``config`` and the paths it names, reading no image and writing
-    nothing.
+    nothing (an :class:`AdaptConfig`'s ``--patch-size`` is checked against the model's scale
+    once the model is loaded).
 
     Raises:
         ValueError: the first problem found, in one line naming the flag.
     """
-    if not config.train_dir:
-        raise ValueError("no training folder given: --train-dir is required")
-    for name in ("train_dir", "val_dir"):
+    adapting = isinstance(config, AdaptConfig)
+    for name, what in _REQUIRED_FOLDERS[_command(config)].items():
+        if not getattr(config, name):
+            raise ValueError(f"no {what} folder given: {_flag(name)} is required")
+    for name in _folder_flags(config):
         for folder in getattr(config, name):
             if not Path(folder).is_dir():
                 problem = "not a folder" if Path(folder).exists() else "folder does not exist"
                 raise ValueError(f"{_flag(name)} {folder}: {problem}")
-    if config.init is not None and not Path(config.init).is_file():
-        raise ValueError(f"--init {config.init}: file does not exist")
-    if config.variant not in VARIANTS:
-        raise ValueError(f"--variant must be one of {', '.join(VARIANTS)}, got {config.variant!r}")
-    if config.scale < 2 or config.scale & (config.scale - 1):
-        raise ValueError(f"--scale {config.scale} is not a power of two (2, 4, 8, …)")
-    for name in ("n_blocks", "n_feats", "steps", "steps_per_epoch", "batch_size", "patch_size"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{_flag(name)} must be at least 1, got {value}")
-    if config.patch_size % config.scale:
-        raise ValueError(
-            f"--patch-size {config.patch_size} is not a multiple of --scale {config.scale}"
-        )
+    start = config.model if adapting else config.init
+    if start not in (None, "default") and not Path(start).is_file():
+        raise ValueError(f"{'--model' if adapting else '--init'} {start}: file does not exist")
+    if adapting:
+        if config.unpaired_loop not in UNPAIRED_LOOPS:
+            raise ValueError(
+                f"--unpaired-loop must be one of {', '.join(UNPAIRED_LOOPS)}, "
+                f"got {config.unpaired_loop!r}"
+            )
+        if config.batch_size >= 1:
+            data.unpaired_count(config.batch_size, config.unpaired_ratio)
+    else:
+        if config.variant not in VARIANTS:
+            raise ValueError(
+                f"--variant must be one of {', '.join(VARIANTS)}, got {config.variant!r}"
+            )
+        if config.scale < 2 or config.scale & (config.scale - 1):
+            raise ValueError(f"--scale {config.scale} is not a power of two (2, 4, 8, …)")
+        for name in ("n_blocks", "n_feats"):
+            value = getattr(config, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{_flag(name)} must be at least 1, got {value}")
+    for name in ("steps", "steps_per_epoch", "batch_size", "patch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{_flag(name)} must be at least 1, got {getattr(config, name)}")
+    if not adapting:
+        _check_patch_size(config.patch_size, config.scale, "--scale")
     # `not x > 0` rather than `x <= 0`, so that NaN fails too.
     if not config.learning_rate > 0:
         raise ValueError(f"--learning-rate must be positive, got {config.learning_rate}")
@@ -346,13 +459,26 @@ def validate_config(config: TrainConfig) -> None:
         _check_writable_folder(config.cache_dir, "--cache-dir")
 
 
-def run_record(config: TrainConfig) -> dict:
-    """``config`` as saved in ``run.json``: folders and files as absolute paths, and the
-    variant's preset sizes filled in, so that equal runs compare equal however spelt."""
-    record = dataclasses.asdict(config)
-    for name in ("train_dir", "val_dir"):
+def _check_patch_size(patch_size: int, scale: int, what: str) -> None:
+    if patch_size % scale:
+        raise ValueError(f"--patch-size {patch_size} is not a multiple of {what} {scale}")
+
+
+def _command(config: RunConfig) -> str:
+    return "adapt" if isinstance(config, AdaptConfig) else "train"
+
+
+def run_record(config: RunConfig) -> dict:
+    """``config`` as saved in ``run.json``, with the ``command`` (``train`` or ``adapt``):
+    folders and files as absolute paths, and the variant's preset sizes filled in, so that
+    equal runs compare equal however spelt."""
+    record = {"command": _command(config), **dataclasses.asdict(config)}
+    for name in _folder_flags(config):
         record[name] = [str(Path(folder).resolve()) for folder in record[name]]
-    if config.init is not None:
+    if isinstance(config, AdaptConfig):
+        if config.model != "default":
+            record["model"] = str(Path(config.model).resolve())
+    elif config.init is not None:
         record["init"] = str(Path(config.init).resolve())
     elif config.variant in VARIANTS:
         sizes = DRNConfig(config.variant, config.scale, config.n_blocks, config.n_feats)
@@ -360,11 +486,11 @@ def run_record(config: TrainConfig) -> dict:
     return record
 
 
-def _effective_steps_per_epoch(config: TrainConfig) -> int:
+def _effective_steps_per_epoch(config: RunConfig) -> int:
     return min(config.steps_per_epoch, config.steps)
 
 
-def check_run_folder(config: TrainConfig) -> int | None:
+def check_run_folder(config: RunConfig) -> int | None:
     """Decides between a fresh run and resuming the run in ``config.output``.
 
     Returns ``None`` for a fresh start (no run there, or ``config.overwrite``), else the step
@@ -386,7 +512,10 @@ def check_run_folder(config: TrainConfig) -> int | None:
         ) from None
     except (OSError, ValueError) as error:
         raise ValueError(f"{run / RUN_FILE}: unreadable ({error}); {advice}") from None
-    current, defaults = run_record(config), run_record(TrainConfig())
+    saved_command = saved.get("command", "train")  # run.json before drn-tf adapt had none
+    if saved_command != _command(config):
+        raise ValueError(f"{run} holds a drn-tf {saved_command} run; {advice}")
+    current, defaults = run_record(config), run_record(type(config)())
 
     def shown(value) -> str:
         return " ".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -405,7 +534,7 @@ def check_run_folder(config: TrainConfig) -> int | None:
     return min(int(epochs) * _effective_steps_per_epoch(config), config.steps)
 
 
-def _start_run_folder(config: TrainConfig) -> None:
+def _start_run_folder(config: RunConfig) -> None:
     """Deletes an old run for ``--overwrite`` and records ``config`` in ``run.json``."""
     run = Path(config.output)
     if config.overwrite:
@@ -594,8 +723,20 @@ class SaveModel(keras.callbacks.Callback):
             save_model_atomic(self.model, self.best)
 
 
-def build_model(config: TrainConfig) -> DualRegressionModel:
-    """A fresh model of ``config``'s size, or the ``config.init`` model wrapped for training."""
+def build_model(config: RunConfig) -> DualRegressionModel:
+    """A fresh model of ``config``'s size, or the ``config.init`` model wrapped for training;
+    for an :class:`AdaptConfig`, the ``config.model`` to adapt (primal and dual weights as
+    saved)."""
+    if isinstance(config, AdaptConfig):
+        loaded = load_model(config.model)  # checks the file and that it holds a DRN
+        _check_patch_size(config.patch_size, loaded.scale, f"{config.model}'s scale")
+        if loaded.info.get("duals") == "random":
+            logging.warning(
+                "%s has randomly initialised dual networks: its closed loop means nothing "
+                "until they are trained (convert with the authors' --dual-checkpoint)",
+                config.model,
+            )
+        return DualRegressionModel.from_drn(loaded, config.dual_weight, config.unpaired_loop)
     if config.init:
         loaded = load_model(config.init)  # checks the file and that it holds a DRN
         if loaded.scale != config.scale:
@@ -609,7 +750,7 @@ def build_model(config: TrainConfig) -> DualRegressionModel:
     return DualRegressionModel.from_drn(fresh, config.dual_weight)
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
     """Adam with cosine decay from ``learning_rate`` to ``min_learning_rate`` over the run."""
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate,
@@ -621,43 +762,73 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     )
 
 
-def _load_data(config: TrainConfig, replicas: int):
-    """``(train dataset, validation dataset or None, validation (lr, hr) uint8 pairs)``."""
+def _load_data(config: RunConfig, replicas: int, scale: int):
+    """``(train dataset, validation dataset or None, validation (lr, hr) uint8 pairs)``; for
+    an :class:`AdaptConfig` the training dataset is :func:`drn_tf.data.make_mixed_dataset`'s."""
+    adapting = isinstance(config, AdaptConfig)
     pyramids, skipped = load_pyramids(
-        config.train_dir,
-        config.scale,
+        config.paired_dir if adapting else config.train_dir,
+        scale,
         config.patch_size,
         cache_dir=config.cache_dir,
         progress=config.progress > 0,
     )
+    lr_images = []
+    if adapting:
+        lr_images, lr_skipped = load_lr_images(
+            config.unpaired_dir, config.patch_size // scale, progress=config.progress > 0
+        )
+        skipped += lr_skipped
     for path, reason in skipped:
         logging.warning("skipped %s: %s", path, reason)
+    what = f"{len(pyramids)} images"
+    if adapting:
+        count = data.unpaired_count(config.batch_size, config.unpaired_ratio)
+        what = (
+            f"{len(pyramids)} paired + {len(lr_images)} LR-only images ({count} of "
+            f"{config.batch_size} LR-only per batch, {config.unpaired_loop} loop)"
+        )
     print(
-        f"training on {len(pyramids)} images ({len(skipped)} skipped), "
+        f"{'adapting' if adapting else 'training'} on {what} ({len(skipped)} skipped), "
         f"precision {resolve_precision(config.precision)}, {replicas} replica(s)"
     )
-    train_ds = data.make_train_dataset(
-        pyramids,
-        config.scale,
-        config.patch_size,
-        config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-    )
+    if adapting:
+        train_ds = data.make_mixed_dataset(
+            pyramids,
+            lr_images,
+            scale,
+            config.patch_size,
+            config.batch_size,
+            config.unpaired_ratio,
+            seed=config.seed,
+            augment=config.augment,
+        )
+    else:
+        train_ds = data.make_train_dataset(
+            pyramids,
+            scale,
+            config.patch_size,
+            config.batch_size,
+            seed=config.seed,
+            augment=config.augment,
+        )
     val_ds, val_pairs = None, []
     for folder in config.val_dir:
-        pairs = load_eval_pairs(folder, config.scale)
+        pairs = load_eval_pairs(folder, scale)
         val_pairs += [(lr, hr) for _, lr, hr in pairs]
-        ds = data.make_eval_dataset(folder, config.scale)
+        ds = data.make_eval_dataset(folder, scale)
         val_ds = ds if val_ds is None else val_ds.concatenate(ds)
     return train_ds, val_ds, val_pairs
 
 
-def train(
-    config: TrainConfig, strategy: tf.distribute.Strategy | None = None
-) -> DualRegressionModel:
+def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> DualRegressionModel:
     """Runs ``config`` end to end and returns the trained model: exactly ``config.steps``
     optimizer steps (fewer only where a non-finite step was skipped).
+
+    A :class:`TrainConfig` trains (``drn-tf train``); an :class:`AdaptConfig` adapts its
+    ``model`` on mixed batches of paired and LR-only samples (``drn-tf adapt``, DRN-Adapt),
+    with the same run folder, resume, callbacks, precision and strategy; its ``log.csv``
+    also has the LR-only samples' closed-loop error ``loop_error``.
 
     Writes to ``config.output``: ``run.json`` (the flags), ``model.keras`` (final),
     ``best.keras`` (best validation PSNR), ``latest.keras`` (each epoch), ``backup/``
@@ -677,10 +848,10 @@ def train(
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or tf.distribute.get_strategy()
 
-    train_ds, val_ds, val_pairs = _load_data(config, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build_model(config)
         model.compile(optimizer=make_optimizer(config))
+    train_ds, val_ds, val_pairs = _load_data(config, strategy.num_replicas_in_sync, model.scale)
 
     # Only now that the data and model are good, so a failed start leaves no folder behind.
     if resume_step is None:

@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import data_pipeline, precision
+import drn_tf
+from benchmarks import data_pipeline, latency, precision, quality, train_throughput
+from benchmarks import paths as bench_paths
 from drn_tf.config import parse_config
 
 
 @pytest.mark.parametrize(
     "module, config_cls",
-    [(precision, precision.PrecisionConfig), (data_pipeline, data_pipeline.PipelineConfig)],
+    [
+        (precision, precision.PrecisionConfig),
+        (data_pipeline, data_pipeline.PipelineConfig),
+        (latency, latency.LatencyConfig),
+        (quality, quality.QualityConfig),
+        (train_throughput, train_throughput.ThroughputConfig),
+    ],
 )
 def test_usage_examples_in_docstrings_parse(module, config_cls):
     text = module.__doc__.replace("\\\n", " ")
@@ -53,3 +63,245 @@ def test_bad_values_are_one_line(capsys):
         "python -m benchmarks.precision: error: --steps must be at least 1, got 0"
     )
     assert precision.main(["--n_blocks", "4"]) == 2  # the old underscore spelling is refused
+
+
+# --- latency, quality, train_throughput and their helpers ---------------------------------
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def expected_macs(n_blocks: int, n_feats: int, h: int, w: int, scale: int = 4) -> int:
+    """Multiply-accumulates of DRN-S ×4 written out from the architecture (docs/drn-reference.md
+    §2.3), independently of the traced graph: k·k·C_in·C_out·H_out·W_out per convolution."""
+    f, H, W = n_feats, scale * h, scale * w
+
+    def conv(k, c_in, c_out, hh, ww):
+        return k * k * c_in * c_out * hh * ww
+
+    total = conv(5, 3, 3 * scale * scale, h, w)  # bicubic: one 5×5 conv, scale² phases per channel
+    total += 2 * conv(1, 3, 3, H, W) + conv(1, 3, 3, h, w) + conv(1, 3, 3, 2 * h, 2 * w)  # means
+    total += conv(3, 3, f, H, W)  # head
+    total += conv(3, f, f, H // 2, W // 2) + conv(3, f, 2 * f, H // 2, W // 2)  # down 0
+    total += conv(3, 2 * f, 2 * f, h, w) + conv(3, 2 * f, 4 * f, h, w)  # down 1
+    c = 4 * f
+    total += conv(3, c, 3, h, w)  # tail 0
+    for k, skip in ((0, 2 * f), (1, f)):
+        hh, ww = h * 2**k, w * 2**k
+        squeezed = max(c // 16, 1)
+        rcab = 2 * conv(3, c, c, hh, ww) + conv(1, c, squeezed, 1, 1) + conv(1, squeezed, c, 1, 1)
+        total += n_blocks * rcab + conv(3, c, 4 * c, hh, ww)  # RCABs, upsampler conv
+        total += conv(1, c, skip, 2 * hh, 2 * ww) + conv(3, 2 * skip, 3, 2 * hh, 2 * ww)
+        c = 2 * skip
+    return total
+
+
+def test_mac_count_is_exact():
+    keras.utils.set_random_seed(0)
+    tiny = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=2, n_feats=4)
+    assert bench_paths.conv_macs(tiny, 12, 20) == expected_macs(2, 4, 12, 20)
+    paper = drn_tf.build_drn_bundle("drn-s", 4)
+    macs = bench_paths.conv_macs(paper, 128, 128)
+    assert macs == expected_macs(30, 16, 128, 128)
+    assert round(macs / 1e9, 1) == 195.1  # the issue's figure for DRN-S ×4 at 128×128
+
+
+def test_checkpoint_sizes_of_the_authors_file():
+    from drn_tf.convert import read_checkpoint
+
+    state = read_checkpoint(REFERENCE / "drn_s_x4.pt")
+    assert bench_paths.checkpoint_sizes(state) == {"scale": 4, "n_blocks": 30, "n_feats": 16}
+    with pytest.raises(ValueError, match="not a DRN primal state dict"):
+        bench_paths.checkpoint_sizes({"weight": np.zeros(3)})
+
+
+def test_keras_state_dict_converts_back_to_the_same_weights(tiny):
+    from drn_tf.convert import _assign
+
+    model, _ = tiny
+    state = bench_paths.keras_state_dict(model)
+    keras.utils.set_random_seed(1)
+    other = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
+    _assign(other, state, Path("state"))  # the converter's own checks and mapping
+    for a, b in zip(model.primal.get_weights(), other.primal.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cpu_info_reads_the_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu avx2 amx_bf16 avx512f\n")
+    info = bench_paths.cpu_info(cpuinfo)
+    assert info["model"] == "Test CPU 9000"
+    assert info["flags"]["amx_bf16"] and info["flags"]["avx2"] and not info["flags"]["amx_int8"]
+    missing = bench_paths.cpu_info(tmp_path / "absent")
+    assert missing["model"] == "unknown CPU" and not any(missing["flags"].values())
+
+
+def test_torch_module_reproduces_the_authors_outputs():
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_drn
+
+    model = torch_drn.load(REFERENCE / "drn_s_x4.pt")
+    assert sum(p.numel() for p in model.parameters()) == 4_804_065  # docs/drn-reference.md §2.2
+    io = np.load(REFERENCE / "drn_s_x4_io.npz")  # the authors' code on the same file
+    with torch.inference_mode():
+        levels = model(torch.from_numpy(io["lr"]).permute(0, 3, 1, 2).contiguous())
+    for k, level in enumerate(levels):
+        np.testing.assert_allclose(level.permute(0, 2, 3, 1).numpy(), io[f"sr_{k}"], atol=1e-3)
+    channels_last = torch_drn.runner(model, "channels_last")(io["lr"])
+    np.testing.assert_allclose(channels_last, io["sr_2"], atol=1e-2)
+    bf16 = bench_paths.base.agreement(torch_drn.runner(model, "bf16")(io["lr"]), io["sr_2"])
+    assert 30 < bf16["psnr_db"] < 100  # bf16 arithmetic: close, not equal
+    with pytest.raises(ValueError, match="PyTorch setting"):
+        torch_drn.runner(model, "fp16")
+
+
+def test_torch_module_on_keras_weights_matches_keras(tiny, tmp_path):
+    pytest.importorskip("torch")
+    from benchmarks import torch_drn
+
+    model, _ = tiny
+    path = tmp_path / "state.npz"
+    np.savez(path, **bench_paths.keras_state_dict(model))
+    images = np.random.default_rng(0).uniform(0, 255, (1, 12, 16, 3)).astype(np.float32)
+    expected = bench_paths.base.keras_runner(model)(images)
+    np.testing.assert_allclose(torch_drn.runner(torch_drn.load(path))(images), expected, atol=2e-3)
+
+
+def test_latency_quick_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--quick", "--paths", "tf_function", "tflite_fp32", "tensorrt", "--runs", "2"]
+    assert latency.main([*argv, "--output", str(out)]) == 0
+    report = json.loads((out / "latency.json").read_text())
+    assert report["cpu"] == bench_paths.cpu_info()
+    (model,) = report["models"]
+    assert model["macs"] == expected_macs(1, 4, 32, 32)
+    rows = {r["path"]: r for r in model["paths"]}
+    assert "skipped" in rows["tensorrt"] or "median_ms" in rows["tensorrt"]
+    for name in ("tf_function", "tflite_fp32"):
+        row = rows[name]
+        assert 0 < row["median_ms"] <= row["p90_ms"] and row["peak_rss_mb"] > 50
+        assert row["gflops"] == pytest.approx(2 * model["macs"] / row["median_ms"] / 1e6)
+        assert row["mp_per_s"] == pytest.approx(128 * 128 / 1e6 / (row["median_ms"] / 1000))
+    assert rows["tf_function"]["psnr_db"] == float("inf")  # it is the reference's arithmetic
+    assert rows["tflite_fp32"]["psnr_db"] > 60 and rows["tflite_fp32"]["meets_floor"]
+    assert model["gemm"]["fp32"]["median_ms"] > 0
+    text = (out / "latency.md").read_text()
+    assert text.startswith(f"## Latency: {report['cpu']['model']}") and "amx_bf16" in text
+    assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert text in capsys.readouterr().out
+
+
+def test_latency_bad_flags_are_one_line(capsys):
+    assert latency.main(["--size", "30"]) == 2
+    assert "--size must be a multiple of 4" in capsys.readouterr().err
+    assert latency.main(["--paths", "warp_drive", "--quick"]) == 1
+    assert "--paths: unknown warp_drive" in capsys.readouterr().err
+
+
+def test_targets_are_ratios_of_the_measured_times():
+    def row(path, compute, ms, floor=True):
+        return {"path": path, "compute": compute, "median_ms": ms, "meets_floor": floor,
+                "gflops": 1000 / ms}  # fmt: skip
+
+    record = {
+        "paths": [
+            row("torch_fp32", "fp32", 400),
+            row("torch_bf16", "bf16", 100),
+            row("tf_function", "fp32", 200),
+            row("mixed_bfloat16", "bf16", 50),
+            row("tflite_int8", "int8", 10, floor=False),
+        ],  # fmt: skip
+        "gemm": {"fp32": {"n": 1000, "min_ms": 10.0}, "bf16": {"n": 1000, "min_ms": 1.0}},
+    }
+    targets = {t["target"]: t for t in latency.evaluate_targets(record, {"flags": {}})}
+    fastest = targets["fastest path (mixed_bfloat16) / fastest PyTorch (torch_bf16)"]
+    assert fastest["value"] == pytest.approx(2.0) and not fastest["met"]  # int8 is below floor
+    fp32 = targets["fastest fp32 (tf_function) / fastest PyTorch fp32 (torch_fp32)"]
+    assert fp32["value"] == pytest.approx(2.0) and fp32["met"]
+    share = targets["fastest fp32 (tf_function) share of the fp32 GEMM peak"]
+    assert share["value"] == pytest.approx(5 / 200)  # 5 GFLOP/s of a 2·1000³ / 10 ms peak
+    keras_bf16 = targets["Keras mixed_bfloat16 tf.function / PyTorch bf16 autocast"]
+    assert keras_bf16["value"] == pytest.approx(2.0) and keras_bf16["met"]
+
+
+def test_loss_curve_comparison():
+    rng = np.random.default_rng(0)
+    curve = list(10 * np.exp(-np.arange(200) / 50) + 1 + 0.05 * rng.standard_normal(200))
+    same = train_throughput.compare_curves({"float32": curve, "mixed_bfloat16": curve})
+    assert same["mean_relative_gap"] == 0 and same["within_noise"]
+    off = train_throughput.compare_curves(
+        {"float32": curve, "mixed_bfloat16": [1.1 * x for x in curve]}
+    )
+    assert off["mean_relative_gap"] == pytest.approx(0.1) and not off["within_noise"]
+
+
+def test_train_throughput_runs_tiny(tmp_path):
+    argv = ["--steps", "1", "--warmup", "1", "--batch-size", "1", "--patch-size", "16",
+            "--no-xla-variants", "--no-pipeline", "--output", str(tmp_path)]  # fmt: skip
+    assert train_throughput.main(argv) == 0
+    report = json.loads((tmp_path / "train_throughput.json").read_text())
+    (size,) = report["sizes"]
+    rows = {v["policy"]: v for v in size["variants"]}
+    assert set(rows) == {"float32", "mixed_bfloat16"}
+    for row in rows.values():
+        assert row["samples_per_s"] == pytest.approx(1000 / row["median_ms"])
+    assert size["bf16_speedup"] == pytest.approx(
+        rows["float32"]["median_ms"] / rows["mixed_bfloat16"]["median_ms"]
+    )
+
+
+def test_quality_scores_artifacts_against_keras(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+    out = tmp_path / "out"
+    argv = ["--model", "tiny", "--data", str(tmp_path), "--paths", "tflite_fp32"]
+    assert quality.main([*argv, "--output", str(out)]) == 0
+    report = json.loads((out / "quality.json").read_text())
+    rows = {r["path"]: r for r in report["paths"]}
+    assert set(rows) == {"tf_function", "tflite_fp32"}
+    keras_row, tflite_row = rows["tf_function"][tmp_path.name], rows["tflite_fp32"][tmp_path.name]
+    assert tflite_row["agreement_db"] > 60
+    assert tflite_row["psnr"] == pytest.approx(keras_row["psnr"], abs=0.01)
+    assert (out / "quality.png").exists() and "tflite_fp32" in (out / "quality.md").read_text()
+
+
+def test_spatial_mean_formulations():
+    """float32 keeps ops.mean (the graph exporters see); bfloat16 takes the GEMM formulation
+    (benchmarks/profile_ops.py showed the mean as ~1/5 of mixed_bfloat16 time), within
+    bfloat16 rounding of the exact mean."""
+    import tensorflow as tf
+
+    from drn_tf.layers import spatial_mean
+
+    x = np.random.default_rng(0).uniform(-50, 200, (2, 9, 7, 16)).astype(np.float32)
+    exact = x.astype(np.float64).mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(spatial_mean(tf.constant(x)).numpy(), exact, rtol=1e-6)
+    low = spatial_mean(tf.constant(x, tf.bfloat16))
+    assert low.dtype == tf.bfloat16 and low.shape == (2, 1, 1, 16)
+    bf16_input = tf.cast(tf.constant(x, tf.bfloat16), tf.float64).numpy()
+    want = bf16_input.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(tf.cast(low, tf.float64).numpy(), want, rtol=2**-7)
+
+    def op_types(dtype):
+        spec = tf.TensorSpec((1, None, None, 16), dtype)
+        graph = tf.function(spatial_mean).get_concrete_function(spec).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "Mean" in op_types(tf.float32) and "BatchMatMulV2" not in op_types(tf.float32)
+    assert "BatchMatMulV2" in op_types(tf.bfloat16) and "Mean" not in op_types(tf.bfloat16)
+
+
+def test_bfloat16_channel_attention_follows_float32():
+    from drn_tf.layers import ChannelAttention
+
+    x = np.random.default_rng(1).uniform(0, 100, (1, 12, 10, 32)).astype(np.float32)
+    full = ChannelAttention(32)
+    reference = full(x).numpy()
+    low = ChannelAttention(32, dtype="mixed_bfloat16")
+    low.build(x.shape)
+    low.set_weights(full.get_weights())
+    got = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(low(x), "float32")))
+    np.testing.assert_allclose(got, reference, rtol=2**-6, atol=0.05)

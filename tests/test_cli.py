@@ -335,7 +335,8 @@ def test_unknown_command_is_one_line_and_a_hint(capsys):
     assert cli.main(["upscael"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "drn-tf: unknown command 'upscael' (choose from upscale, evaluate, train, convert, demo)",
+        "drn-tf: unknown command 'upscael' (choose from upscale, evaluate, train, adapt, degrade, "
+        "convert, demo)",
         "(see drn-tf --help)",
     ]
 

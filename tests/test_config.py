@@ -11,11 +11,11 @@ import pytest
 
 from drn_tf.config import (
     UsageError,
-    _without_tensorflow_log_lines,
     build_parser,
     parse_config,
     run_command,
     setting,
+    without_tensorflow_log_lines,
 )
 
 
@@ -172,7 +172,7 @@ def test_run_command_sigterm_is_like_ctrl_c(capsys):
 
 
 def test_tensorflow_log_lines_are_held_back_and_the_rest_passed_on(capfd):
-    with _without_tensorflow_log_lines():
+    with without_tensorflow_log_lines():
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are ...\n")
         os.write(2, b"I0000 00:00:1795694956.969725    5169 port.cc:153] oneDNN custom ...\n")
         os.write(2, b"a real problem\n")

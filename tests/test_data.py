@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from drn_tf.image_sets import (
     Pyramid,
     compute_pyramid_levels,
     load_eval_pairs,
+    load_lr_images,
     load_pyramids,
     pyramid_factors,
+    write_degraded_set,
 )
 from drn_tf.images import ImageReadError, find_images, read_image, write_image
 
@@ -686,6 +689,85 @@ def test_eval_pairs_benchmark_layout_fallbacks(tmp_path, caplog):
     pairs = load_eval_pairs(tmp_path, 2)
     assert all(np.array_equal(lr, degrade.imresize(hr[n], 1 / 2)) for n, lr, _ in pairs)
     assert "missing" not in caplog.text
+
+
+def test_load_lr_images_reads_any_format_and_skips_bad_files(tmp_path):
+    good = {"a.png": noise(12, 20, seed=1), "sub/b.jpg": smooth(30, 16)}
+    for name, image in good.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        save(image, tmp_path / name, **({"quality": 95} if name.endswith(".jpg") else {}))
+    save(noise(9, 40), tmp_path / "c_small.png")
+    (tmp_path / "d_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    images, skipped = load_lr_images(tmp_path, min_size=10)
+    assert [p.relative_to(tmp_path).as_posix() for p, _ in images] == ["a.png", "sub/b.jpg"]
+    np.testing.assert_array_equal(images[0][1], good["a.png"])
+    assert np.abs(images[1][1].astype(int) - good["sub/b.jpg"]).max() <= 8  # JPEG
+    reasons = {p.name: r for p, r in skipped}
+    assert reasons["c_small.png"] == "too small: 40x9 (WxH) < min_size 10"
+    assert "d_broken.png" in reasons
+    with pytest.raises(ValueError, match=r"no usable LR image in .*all 4 skipped \(min_size 50\)"):
+        load_lr_images(tmp_path, min_size=50)
+    with pytest.raises(FileNotFoundError):
+        load_lr_images(tmp_path / "nope", min_size=1)
+
+
+@pytest.mark.parametrize("kind", degrade.KINDS)
+def test_write_degraded_set_is_the_benchmark_layout_and_reproducible(tmp_path, kind):
+    hr = {"a": noise(26, 34, seed=1), "b": smooth(40, 24)}
+    (tmp_path / "set" / "HR").mkdir(parents=True)
+    for name, image in hr.items():
+        save(image, tmp_path / "set" / "HR" / f"{name}.png")
+    save(noise(3, 3), tmp_path / "set" / "HR" / "c_tiny.png")
+    folder, written, skipped = write_degraded_set(tmp_path / "set", kind, 4, tmp_path / "set", 5)
+    assert folder == tmp_path / "set" / f"LR_{kind}" / "X4"
+    assert [p.name for p in written] == ["ax4.png", "bx4.png"]
+    assert [(p.name, r) for p, r in skipped] == [("c_tiny.png", "too small: 3x3 (WxH) for x4")]
+    for name, image in hr.items():
+        # The image's own noise stream: seed and its path relative to HR/.
+        rng = np.random.default_rng([5, zlib.crc32(f"{name}.png".encode())])
+        np.testing.assert_array_equal(
+            read_image(folder / f"{name}x4.png"), degrade.degrade(image, kind, 4, rng)
+        )
+    # Evaluation reads them back as that set's LR.
+    pairs = load_eval_pairs(tmp_path / "set", 4, lr_kind=kind, skipped=[])
+    assert [n for n, _, _ in pairs] == ["a", "b"]
+    np.testing.assert_array_equal(pairs[0][1], read_image(folder / "ax4.png"))
+
+
+def test_write_degraded_set_does_not_depend_on_the_other_files(tmp_path):
+    for folder, names in (("one", ["a"]), ("two", ["a", "b"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            save(noise(32, 32, seed=ord(name)), tmp_path / folder / f"{name}.png")
+        write_degraded_set(tmp_path / folder, "DN", 2, tmp_path / f"{folder}_lr", seed=3)
+    one = (tmp_path / "one_lr" / "LR_DN" / "X2" / "ax2.png").read_bytes()
+    assert one == (tmp_path / "two_lr" / "LR_DN" / "X2" / "ax2.png").read_bytes()
+    write_degraded_set(tmp_path / "one", "DN", 2, tmp_path / "again", seed=4)
+    assert one != (tmp_path / "again" / "LR_DN" / "X2" / "ax2.png").read_bytes()
+
+
+def test_write_degraded_set_refuses_to_write_into_a_plain_hr_folder(tmp_path):
+    save(noise(16, 16), tmp_path / "a.png")
+    with pytest.raises(ValueError, match="would be inside the HR folder"):
+        write_degraded_set(tmp_path, "nearest", 2, tmp_path)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        write_degraded_set(tmp_path, "box", 2, tmp_path / "out")
+
+
+def test_other_lr_kinds_are_never_computed(tmp_path):
+    (tmp_path / "HR").mkdir()
+    save(noise(24, 24), tmp_path / "HR" / "a.png")
+    save(noise(24, 24, seed=1), tmp_path / "HR" / "b.png")
+    with pytest.raises(ValueError, match=r"no HR/ and LR_nearest/X4/ folders"):
+        load_eval_pairs(tmp_path, 4, lr_kind="nearest")
+    (tmp_path / "LR_nearest" / "X4").mkdir(parents=True)
+    save(noise(6, 6, seed=2), tmp_path / "LR_nearest" / "X4" / "ax4.png")
+    skipped: list[tuple[Path, str]] = []
+    pairs = load_eval_pairs(tmp_path, 4, lr_kind="nearest", skipped=skipped)
+    assert [n for n, _, _ in pairs] == ["a"]
+    assert [(p.name, r) for p, r in skipped] == [("b.png", "no LR_nearest/X4 file for it")]
+    with pytest.raises(ValueError, match="no HR/ and LR_nearest"):  # a plain folder
+        load_eval_pairs(tmp_path / "HR", 4, lr_kind="nearest")
 
 
 def _top_level_imports(module: str) -> set[str]:

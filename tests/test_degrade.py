@@ -1,4 +1,5 @@
-"""Tests for drn_tf.degrade: MATLAB-bicubic imresize.
+"""Tests for drn_tf.degrade: MATLAB-bicubic imresize and the LR kinds (nearest, bilinear, blur,
+DN, JPEG).
 
 The key test regenerates every official MATLAB-bicubic LR image of Set5/Set14 (X2, X3, X4) from its
 HR image and requires bit-exact equality; the others check analytic properties of the kernel.
@@ -13,7 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drn_tf.degrade import cubic, imresize, modcrop, resize_weights
+from drn_tf.degrade import (
+    KINDS,
+    cubic,
+    degrade,
+    imresize,
+    lr_folder_name,
+    modcrop,
+    resize_weights,
+    triangle,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BENCHMARK = DATA / "benchmark"
@@ -174,3 +184,102 @@ def test_rejects_bad_arguments() -> None:
         imresize(image, 0.5, output_shape=(4, 4))
     with pytest.raises(TypeError):
         imresize(image.astype(np.int32), 0.5)
+
+
+# --- the LR kinds of the benchmark tree (degrade) ----------------------------------------------
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    smooth = np.stack([x * 3.0, y * 2.0, (x + y) * 1.5], -1) % 256
+    return np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_every_kind_gives_floor_sized_uint8(kind: str, scale: int) -> None:
+    lr = degrade(_photo(37, 50), kind, scale, np.random.default_rng(0))
+    assert lr.dtype == np.uint8 and lr.shape == (37 // scale, 50 // scale, 3)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_nearest_is_matlab_nearest(scale: int) -> None:
+    # MATLAB imresize(x, 1/s, 'nearest'): output i (1-based) samples the input at
+    # u = i·s + 0.5·(1 − s), rounded half away from zero, then 1-based → 0-based.
+    hr = _photo(8 * scale + 3, 7 * scale + 1)
+    cropped = modcrop(hr, scale)
+
+    def source(n: int) -> np.ndarray:
+        u = np.arange(1, n // scale + 1) * scale + 0.5 * (1 - scale)
+        return np.floor(u + 0.5).astype(int) - 1
+
+    rows, cols = source(cropped.shape[0]), source(cropped.shape[1])
+    np.testing.assert_array_equal(degrade(hr, "nearest", scale), cropped[rows][:, cols])
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bilinear_is_an_antialiased_triangle_filter(scale: int) -> None:
+    # PIL's BILINEAR downscaling is the same stretched triangle with the same pixel centres;
+    # it renormalises at the borders where MATLAB replicates, so only the interior is compared.
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (12 * scale, 10 * scale))
+    ours = imresize(image, 1 / scale, method="bilinear")
+    pil = Image.fromarray(image.astype(np.float32), mode="F").resize(
+        (10, 12), Image.Resampling.BILINEAR
+    )
+    np.testing.assert_allclose(ours[2:-2, 2:-2], np.asarray(pil)[2:-2, 2:-2], atol=1e-3)
+    assert triangle(np.array([0.0, 0.5, 1.0, 1.5])).tolist() == [1, 0.5, 0, 0]
+
+
+def test_blur_is_fspecial_gaussian_then_bicubic() -> None:
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    hr = _photo(40, 44, seed=2)
+    # fspecial('gaussian', 7, 1.6) in 2-D, applied with replicated borders (imfilter's
+    # 'replicate'), rounded to uint8 as imfilter does for uint8 images.
+    y, x = np.mgrid[-3:4, -3:4]
+    kernel = np.exp(-(x**2 + y**2) / (2 * 1.6**2))
+    kernel /= kernel.sum()
+    blurred = np.stack(
+        [scipy_ndimage.correlate(hr[..., c].astype(np.float64), kernel, mode="nearest")
+         for c in range(3)], -1,
+    )  # fmt: skip
+    blurred = np.clip(np.floor(blurred + 0.5), 0, 255).astype(np.uint8)
+    got = degrade(hr, "blur", 4).astype(int)
+    # One level where float sums land on either side of .5 differently.
+    assert np.abs(got - imresize(blurred, 1 / 4).astype(int)).max() <= 1
+
+
+def test_dn_adds_seeded_gaussian_noise_to_blur() -> None:
+    hr = np.full((64, 64, 3), 128, np.uint8)  # mid-grey: the noise is never clipped
+    first = degrade(hr, "DN", 2, np.random.default_rng(7))
+    np.testing.assert_array_equal(first, degrade(hr, "DN", 2, np.random.default_rng(7)))
+    assert not np.array_equal(first, degrade(hr, "DN", 2, np.random.default_rng(8)))
+    noise = first.astype(float) - degrade(hr, "blur", 2)
+    assert abs(noise.mean()) < 1.0 and noise.std() == pytest.approx(10.0, rel=0.1)
+
+
+def test_jpeg_option_is_pils_encode_decode() -> None:
+    import io
+
+    hr = _photo(48, 64, seed=3)
+    plain = degrade(hr, "bicubic", 2)
+    buffer = io.BytesIO()
+    Image.fromarray(plain).save(buffer, format="JPEG", quality=40)
+    expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    np.testing.assert_array_equal(degrade(hr, "bicubic", 2, jpeg_quality=40), expected)
+    assert not np.array_equal(expected, plain)
+    with pytest.raises(ValueError, match="JPEG quality must be 1..95, got 0"):
+        degrade(hr, "bicubic", 2, jpeg_quality=0)
+
+
+def test_degrade_rejects_bad_arguments() -> None:
+    hr = _photo(16, 16)
+    with pytest.raises(ValueError, match="kind must be one of bicubic, nearest"):
+        degrade(hr, "box", 2)
+    with pytest.raises(ValueError, match="scale must be an integer of at least 2, got 1"):
+        degrade(hr, "nearest", 1)
+    with pytest.raises(ValueError, match="expected a uint8"):
+        degrade(hr[:1], "nearest", 2)
+    assert lr_folder_name("nearest") == "LR_nearest"
+    assert lr_folder_name("DN", 75) == "LR_DN_jpeg75"

@@ -273,3 +273,81 @@ def test_cli_evaluate_usage(capsys):
     out = capsys.readouterr().out
     for flag in ("--model", "--data", "--scale", "--json"):
         assert flag in out
+
+
+# --- other LR kinds (drn-tf degrade) and the closed-loop readout of LR-only sets ----------------
+
+
+def test_cli_degrade_then_evaluate_on_nearest_lr(tmp_path, capsys):
+    """``drn-tf degrade`` writes LR_nearest/X4 into a set; ``evaluate --lr-kind nearest`` scores
+    bicubic upscaling of exactly those files."""
+    root = tmp_path / "set"
+    write_image(root / "HR" / "one.png", _smooth(50, 62, 1))
+    write_image(root / "HR" / "two.png", _smooth(45, 41, 2))
+    argv = ["degrade", "--hr-dir", str(root), "--kind", "nearest", "--scale", "4"]
+    assert cli.main([*argv, "--output", str(root)]) == 0
+    assert f"wrote 2 image(s) to {root / 'LR_nearest' / 'X4'}" in capsys.readouterr().out
+    output = tmp_path / "r.json"
+    evaluate_argv = ["evaluate", "--model", "bicubic", str(root), "--lr-kind", "nearest"]
+    assert cli.main([*evaluate_argv, "--json", str(output)]) == 0
+    content = json.loads(output.read_text())
+    assert content["lr_kind"] == "nearest"
+    for name, size in (("one", (50, 62)), ("two", (45, 41))):
+        hr = modcrop(read_image(root / "HR" / f"{name}.png"), 4)
+        nearest = hr[2::4, 2::4]  # MATLAB nearest: pixel s // 2 of every 4×4 block
+        assert hr.shape[:2] == (size[0] // 4 * 4, size[1] // 4 * 4)
+        expected = psnr_y(imresize(nearest, 4), hr, shave=4)
+        assert content["sets"]["set"]["images"][name]["psnr"] == pytest.approx(expected, abs=1e-9)
+    bicubic = evaluate("bicubic", [root], 4, progress=False)["set"]["psnr"]
+    assert content["sets"]["set"]["psnr"] < bicubic  # nearest LR is the harder input
+
+
+def test_cli_degrade_usage_and_errors(tmp_path, capsys):
+    assert cli.main(["degrade", "--kind", "box", "--hr-dir", "x", "--output", "y"]) == 2
+    assert cli.main(["degrade", "--hr-dir", str(tmp_path)]) == 2
+    assert "--output is required" in capsys.readouterr().err
+    assert cli.main(["degrade", "--hr-dir", str(tmp_path / "no"), "--output", "o"]) == 1
+    assert "folder does not exist" in capsys.readouterr().err
+    assert cli.main(["degrade", "--hr-dir", str(tmp_path), "--output", "o",
+                     "--jpeg-quality", "0"]) == 2  # fmt: skip
+    assert cli.main(["evaluate", "--model", "bicubic", str(tmp_path), "--lr-kind", "DN"]) == 1
+    assert "no HR/ and LR_DN/X4/ folders" in capsys.readouterr().err
+
+
+def test_closed_loop_readout_of_lr_only_folders(tiny, tmp_path, capsys):
+    """``evaluate --lr-only``: per image mean |D_0(D_1(SR_top)) − x|, computed here with the
+    networks directly, for a plain folder of LR images and a set's LR_nearest/X4."""
+    import keras
+
+    model, path = tiny
+    lr_folder = tmp_path / "photos"
+    images = {"a": _smooth(20, 28, 3), "deep/b": _smooth(17, 13, 4)}
+    for name, image in images.items():
+        write_image(lr_folder / f"{name}.png", image)
+    (lr_folder / "broken.png").write_bytes(b"no image")
+    output = tmp_path / "loop.json"
+    argv = ["evaluate", "--model", str(path), "--lr-only", str(lr_folder), "--json", str(output)]
+    assert cli.main(argv) == 0
+    result = json.loads(output.read_text())["sets"]["photos"]
+    assert list(result["skipped"]) == [str(lr_folder / "broken.png")]
+    for name, image in images.items():
+        x = image[None].astype(np.float32)
+        top = model.primal(x)[-1]
+        loop = model.duals[0](model.duals[1](top))
+        expected = float(keras.ops.mean(keras.ops.abs(loop - x)))
+        assert result["images"][name]["loop_error"] == pytest.approx(expected, rel=1e-5)
+    assert result["loop_error"] == pytest.approx(
+        np.mean([v["loop_error"] for v in result["images"].values()])
+    )
+    out = capsys.readouterr().out
+    assert "photos (2 LR images, no HR)" in out and "loop error" in out
+    assert f"{result['loop_error']:.3f}" in out
+    # A benchmark set: its LR_<kind>/X4 images are the LR-only inputs.
+    (tmp_path / "set" / "HR").mkdir(parents=True)
+    write_image(tmp_path / "set" / "LR_nearest" / "X4" / "ax4.png", images["a"])
+    argv = ["evaluate", "--model", str(path), "--lr-only", str(tmp_path / "set")]
+    assert cli.main([*argv, "--lr-kind", "nearest", "--json", str(output)]) == 0
+    in_set = json.loads(output.read_text())["sets"]["set"]["images"]
+    assert list(in_set) == ["a"]  # named as the HR image, without "x4"
+    assert in_set["a"]["loop_error"] == pytest.approx(result["images"]["a"]["loop_error"])
+    assert cli.main(["evaluate", "--model", "bicubic", "--lr-only", str(lr_folder)]) == 2

@@ -1,4 +1,5 @@
-"""Tests for drn_tf.inference (load_model, upscale, upscale_files) and ``drn-tf upscale``."""
+"""Tests for drn_tf.inference (load_model, upscale, upscale_files) and ``drn-tf upscale``;
+upscaling behaviour in depth is in test_upscale.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from drn_tf import cli, inference
-from drn_tf.images import read_image, write_image
+from drn_tf.images import load_picture, read_image, write_image
 from drn_tf.models import DRN, save_model_atomic
 
 
@@ -147,23 +148,22 @@ def test_upscale_shape_and_values(tiny, size):
 def test_upscale_traces_once_for_all_sizes(tiny):
     model = tiny[0]
     for size in [(2, 3), (4, 4), (7, 1), (3, 8)]:
-        inference.upscale(model, _image(*size))
-    assert inference._runner(model).experimental_get_tracing_count() == 1
+        inference.upscale(_image(*size), model, precision="float32")
+    assert inference._network_function(model, "float32").experimental_get_tracing_count() == 1
 
 
 @pytest.mark.parametrize(
     "image",
     [
-        np.zeros((4, 4), np.uint8),
-        np.zeros((4, 4, 4), np.uint8),
-        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4, 5), np.uint8),
+        np.zeros((4, 4, 3), np.int64),
         np.zeros((0, 4, 3), np.uint8),
     ],
-    ids=["2d", "rgba", "float", "empty"],
+    ids=["5-channels", "int64", "empty"],
 )
 def test_upscale_rejects_bad_arrays(tiny, image):
     with pytest.raises(ValueError):
-        inference.upscale(tiny[0], image)
+        inference.upscale(image, tiny[0])
 
 
 # --- upscale_files -----------------------------------------------------------------------------
@@ -186,37 +186,40 @@ def photos(tmp_path) -> Path:
 def test_upscale_files_folder(tiny, photos, tmp_path, capsys):
     model = tiny[0]
     out = tmp_path / "out"
-    written = inference.upscale_files([photos], out, model, progress=False)
+    summary = inference.upscale_files([photos], out, model, progress=False)
     expected = {
         out / "a_x4.png",
         out / "sub" / "deeper" / "b_x4.png",
         out / "gray_x4.png",
         out / "rgba_x4.png",
     }
-    assert set(written) == expected
+    assert set(summary.written) == expected
     assert {p for p in out.rglob("*") if p.is_file()} == expected  # no temp files, no bad_x4
     for source in ("a.png", "sub/deeper/b.jpg", "gray.png", "rgba.png"):
-        lr = read_image(photos / source)
+        lr = load_picture(photos / source).pixels
         name = Path(source).with_name(Path(source).stem + "_x4.png")
-        np.testing.assert_array_equal(read_image(out / name), inference.upscale(model, lr))
+        np.testing.assert_array_equal(load_picture(out / name).pixels, inference.upscale(lr, model))
+    assert summary.failed[0][0] == photos / "bad.png"
     err = capsys.readouterr().err
-    assert str(photos / "bad.png") in err and "skipped" in err
+    assert f"failed {photos / 'bad.png'}: " in err
 
 
-def test_upscale_files_mixed_inputs_and_suffix(tiny, photos, tmp_path):
+def test_upscale_files_mixed_inputs(tiny, photos, tmp_path):
     other = tmp_path / "other.png"
     write_image(other, _image(3, 3, seed=9))
-    written = inference.upscale_files(
-        [other, photos / "a.png"], tmp_path / "o", tiny[0], suffix="_sr", progress=False
+    summary = inference.upscale_files(
+        [other, photos / "a.png"], tmp_path / "o", tiny[0], progress=False
     )
-    assert written == [tmp_path / "o" / "other_sr.png", tmp_path / "o" / "a_sr.png"]
-    assert read_image(written[0]).shape == (12, 12, 3)
+    assert summary.written == [tmp_path / "o" / "other_x4.png", tmp_path / "o" / "a_x4.png"]
+    assert read_image(summary.written[0]).shape == (12, 12, 3)
 
 
 def test_upscale_files_ignores_its_own_outputs(tiny, photos):
     first = inference.upscale_files([photos], photos / "out", tiny[0], progress=False)
     second = inference.upscale_files([photos], photos / "out", tiny[0], progress=False)
-    assert sorted(first) == sorted(second) and len(first) == 4
+    assert len(first.written) == 4 and second.written == []
+    assert sorted(second.kept) == sorted(first.written)
+    assert sorted(second.earlier_outputs) == sorted(first.written)
 
 
 def test_upscale_files_errors(tiny, photos, tmp_path):
@@ -227,11 +230,12 @@ def test_upscale_files_errors(tiny, photos, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image files"):
         inference.upscale_files([tmp_path / "empty"], tmp_path / "o", model)
-    with pytest.raises(ValueError, match="could be read"):
-        inference.upscale_files([photos / "bad.png"], tmp_path / "o", model, progress=False)
+    summary = inference.upscale_files([photos / "bad.png"], tmp_path / "o", model, progress=False)
+    assert summary.written == [] and summary.failed[0][0] == photos / "bad.png"
     write_image(photos / "a.jpg", _image(3, 3))
-    with pytest.raises(ValueError, match="both be written"):
-        inference.upscale_files([photos], tmp_path / "o", model)
+    summary = inference.upscale_files([photos], tmp_path / "o", model, progress=False)
+    (clash,) = [reason for path, reason in summary.failed if path.name == "a.png"]
+    assert "a.jpg has the same output" in clash
 
 
 # --- drn-tf upscale ----------------------------------------------------------------------------

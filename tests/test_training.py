@@ -373,7 +373,10 @@ def test_unscaled_float16_loss_is_the_trap_the_check_catches(float32_reference):
 
 
 def test_resolve_precision():
-    expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    from drn_tf.precision import cpu_has_amx_bf16
+
+    cpu = "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
+    expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else cpu
     assert resolve_precision("auto") == expected
     for name in ("float32", "mixed_float16", "mixed_bfloat16"):
         assert resolve_precision(name) == name
@@ -938,7 +941,7 @@ BAD_CONFIGS = [
     ({"beta_2": 1.0}, "--beta-2 must be in [0, 1), got 1.0"),
     ({"epsilon": 0.0}, "--epsilon must be positive"),
     ({"dual_weight": -0.1}, "--dual-weight must be at least 0"),
-    ({"precision": "fp16"}, "--precision must be one of float32, mixed_float16"),
+    ({"precision": "fp16"}, "--precision must be one of auto, float32, mixed_float16"),
     ({"progress": 3}, "--progress must be 0, 1 or 2, got 3"),
     ({"output": "{tmp}/images/img0.png"}, "--output {tmp}/images/img0.png: not a folder"),
     ({"output": "{tmp}/images/img0.png/run"}, "--output {tmp}/images/img0.png/run: {tmp}/images"),

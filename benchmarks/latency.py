@@ -1,0 +1,563 @@
+"""Latency of a DRN model through every way of running it here, side by side in one run.
+
+    python -m benchmarks.latency --models drn-s default --size 128
+    python -m benchmarks.latency --quick --paths tf_function tflite_fp32 torch_fp32
+
+``drn-s`` is the paper's DRN-S converted from the authors' ``.pt`` (``--checkpoint``) with
+``drn_tf.convert``; the PyTorch paths load that same file into :mod:`benchmarks.torch_drn`.
+``default`` is the packaged model (PyTorch gets its weights through the converter's mapping
+run backwards). ``--quick``: a tiny random model at 32×32 with few runs (the test).
+
+Every path runs in its own worker process (:mod:`benchmarks.paths`): artifacts are built once
+in this process and cached under ``--work-dir``; each worker loads its runtime, warms up, then
+the workers take turns, one repetition each per round (rotating who goes first), so a change
+of machine load hits every path alike. GEMM micro-benchmarks (fp32, bf16, int8, PyTorch's
+oneDNN) take turns with them and give the machine's peak per precision (their best round).
+Per path: median and p90 latency, output megapixels/s, effective GFLOP/s (2 × the exact
+multiply-accumulate count of the traced graph / median), its share of the GEMM peak of its
+precision, the worker's peak RSS (``VmHWM``: the runtime and the model), and agreement with
+the Keras fp32 output (PSNR, peak 255) against the export floors. Writes ``latency.md``,
+``latency.json`` and ``latency.png`` to ``--output``; the Markdown is printed too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import paths as P
+from drn_tf.config import UsageError, quiet_tensorflow, run_command, setting
+
+PROG = "python -m benchmarks.latency"
+_REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = _REPO.parent / "shared" / "reference" / "drn_s_x4.pt"
+#: GEMM sizes of the peak micro-benchmarks (the issue's: fp32 2048³, bf16 and int8 4096³).
+GEMM_SIZES = {"fp32": 2048, "bf16": 4096, "int8": 4096}
+QUICK_GEMM = 256
+#: The paths' targets (issue 9), checked in the report.
+TARGETS = {
+    "fastest_vs_torch": 2.5,  # fastest path meeting its floor / fastest PyTorch
+    "fastest_peak_share": 0.80,  # of its precision's GEMM peak (where the CPU has AMX)
+    "fp32_vs_torch_fp32": 1.0,  # fastest fp32 / fastest PyTorch fp32
+    "fp32_peak_share": 0.85,
+    "keras_bf16_vs_torch_bf16": 1.3,  # mixed_bfloat16 tf.function / PyTorch bf16 autocast
+}
+
+
+@dataclasses.dataclass
+class LatencyConfig:
+    """Latency of DRN models through every available runtime and precision, side by side."""
+
+    models: list[str] = setting(
+        ["drn-s", "default"],
+        "Models: drn-s (the paper's, converted from --checkpoint), default (packaged), tiny "
+        "(random, 1 block, 4 features) or .keras paths.",
+    )
+    checkpoint: str = setting(str(DEFAULT_CHECKPOINT), "The authors' primal .pt for drn-s.")
+    size: int = setting(128, "LR input side (pixels): the input is SIZE x SIZE.")
+    paths: list[str] = setting(list(P.PATHS), "Paths to run (default: all).")
+    runs: int = setting(10, "Timed repetitions per path.")
+    warmup: int = setting(2, "Untimed runs per path first.")
+    threads: int | None = setting(None, "Threads per runtime (default: all CPUs).")
+    output: str = setting("runs/benchmarks", "Folder for latency.md, latency.json, latency.png.")
+    work_dir: str | None = setting(None, "Artifact cache (default: OUTPUT/artifacts).")
+    quick: bool = setting(
+        False, "Tiny random model, 32x32, 3 runs, 1 warm-up, small GEMMs (a smoke test)."
+    )
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def _gemm_runner(precision: str, n: int) -> P.base.Runner:
+    """One n×n×n matrix product in ``precision`` (PyTorch, oneDNN); fp32 falls back to numpy
+    without torch. The image argument is ignored."""
+    try:
+        import torch
+    except ImportError:
+        if precision != "fp32":
+            raise P.Skipped(
+                f"the {precision} GEMM peak needs torch (pip install '.[compare]')"
+            ) from None
+        a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+        return lambda _: a @ a
+    if precision == "int8":
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+        return lambda _: torch._int_mm(a, a)
+    a = torch.randn(n, n, dtype=torch.float32 if precision == "fp32" else torch.bfloat16)
+    return lambda _: torch.matmul(a, a)
+
+
+def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | None, verbose: bool):
+    """A worker process: builds one runner (a path of :mod:`benchmarks.paths`, a GEMM, or
+    ``spec["factory"]``), warms it up, then answers ``run`` (its time in ms), ``output`` (its
+    output; ``("output", images)``: its output on other images) and ``stop`` (its peak RSS in
+    MB) until stopped."""
+    quiet_tensorflow(verbose)
+    try:
+        if "factory" in spec:  # another benchmark's runner: "module:function", called with spec
+            module, function = spec["factory"].split(":")
+            runner = getattr(importlib.import_module(module), function)(spec)
+        elif spec["path"].startswith("gemm_"):
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            runner = _gemm_runner(spec["path"].removeprefix("gemm_"), spec["n"])
+        else:
+            runner = P.make_runner(spec, threads)
+        for _ in range(warmup):
+            runner(image)
+    except P.Skipped as reason:
+        conn.send(("skipped", str(reason)))
+        return
+    except Exception as error:  # reported as the path's result, never a crash of the benchmark
+        conn.send(("error", " ".join(f"{type(error).__name__}: {error}".split())[:300]))
+        return
+    conn.send(("ready", None))
+    while True:
+        command = conn.recv()
+        if command == "run":
+            start = time.perf_counter()
+            runner(image)
+            conn.send((time.perf_counter() - start) * 1000)
+        elif command == "output":
+            conn.send(np.asarray(runner(image), np.float32))
+        elif isinstance(command, tuple):  # ("output", other_input)
+            conn.send(np.asarray(runner(command[1]), np.float32))
+        else:
+            conn.send(peak_rss_mb())
+            return
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``, the
+    high-water mark of this process image alone. (``ru_maxrss`` would not do in a spawned
+    worker: Linux carries the forking parent's peak over ``exec`` into it.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Worker:
+    """The parent's handle on a worker process."""
+
+    def __init__(self, spec, image, warmup, threads, verbose):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: own runtime, own RSS
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_worker, args=(child, spec, image, warmup, threads, verbose), daemon=True
+        )
+        self.process.start()
+        self.status, self.error = self.conn.recv()
+        self.times: list[float] = []
+
+    def ask(self, command: str):
+        self.conn.send(command)
+        return self.conn.recv()
+
+    def stop(self) -> float:
+        rss = self.ask("stop")
+        self.process.join(30)
+        return rss
+
+
+def _round_robin(workers: dict[str, Worker], runs: int) -> None:
+    """``runs`` rounds; in each, every worker runs once, the first one rotating. A line per
+    round on stderr: the load average, so a disturbed round can be seen."""
+    names = list(workers)
+    for round_ in range(runs):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            workers[name].times.append(workers[name].ask("run"))
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"round {round_ + 1}/{runs} done, load average {load}", file=sys.stderr)
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def _summary(times: Sequence[float]) -> dict[str, float]:
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": float(np.percentile(times, 90)),
+        "min_ms": min(times),
+    }
+
+
+def benchmark_image(size: int) -> np.ndarray:
+    """The input: a ``size``×``size`` crop of the bundled sample photo (a real image, so int8
+    calibration and agreement are as on photos), resized up first if it is smaller; float32
+    ``(1, size, size, 3)`` on 0..255."""
+    from drn_tf.degrade import imresize
+    from drn_tf.demo import SAMPLE_IMAGE
+    from export.base import _read_rgb
+
+    photo = _read_rgb(SAMPLE_IMAGE).astype(np.float32)
+    short = min(photo.shape[:2])
+    if short < size:
+        photo = imresize(photo, size / short + 1e-6)
+    top, left = (photo.shape[0] - size) // 2, (photo.shape[1] - size) // 2
+    return np.clip(photo[None, top : top + size, left : left + size], 0, 255).astype(np.float32)
+
+
+def resolve_model(
+    name: str, config: LatencyConfig, work_dir: Path
+) -> tuple[str, Path, Path | None]:
+    """``(label, .keras path, authors' .pt or None)`` of a ``--models`` entry."""
+    from drn_tf.inference import DEFAULT_MODEL_PATH
+
+    if name == "default":
+        return "default model (packaged)", DEFAULT_MODEL_PATH, None
+    if name == "tiny":
+        path = work_dir / "tiny_x4.keras"
+        if not path.exists():
+            import keras
+
+            from drn_tf.models import build_drn_bundle, save_model_atomic
+
+            keras.utils.set_random_seed(0)
+            save_model_atomic(build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4), path)
+        return "tiny DRN-S x4 (1 block, 4 features, random)", path, None
+    if name == "drn-s":
+        from drn_tf.convert import convert_checkpoint, read_checkpoint
+
+        checkpoint = Path(config.checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--checkpoint {checkpoint}: file does not exist")
+        path = work_dir / f"drn-s_{P.base.sha256_of(checkpoint)[:16]}.keras"
+        if not path.exists():
+            sizes = P.checkpoint_sizes(read_checkpoint(checkpoint))
+            scale = sizes.pop("scale")
+            convert_checkpoint(checkpoint, "drn-s", scale, path, **sizes)
+        return f"DRN-S (converted from {checkpoint.name})", path, checkpoint
+    if not name.endswith(".keras"):
+        raise UsageError(f"--models {name!r}: use drn-s, default, tiny or a .keras path")
+    return Path(name).name, Path(name), None
+
+
+def measure_model(
+    name: str, config: LatencyConfig, work_dir: Path, image: np.ndarray, gemm: dict, verbose: bool
+) -> dict[str, Any]:
+    """Builds the artifacts of one model, runs all its paths and the GEMMs side by side, and
+    returns the model's record (its paths' numbers, and the GEMM times of this round)."""
+    label, keras_path, checkpoint = resolve_model(name, config, work_dir)
+    source = P.base.load_source(keras_path)
+    size = image.shape[1]
+    macs = P.conv_macs(source.model, size, size)
+    reference = P.base.keras_runner(source.model)(image)
+    folder = P.artifact_folder(work_dir, source)
+
+    results: dict[str, dict] = {}
+    workers: dict[str, Worker] = {}
+    for path in config.paths:
+        info = P.PATHS[path]
+        results[path] = {"path": path, "label": info.label, "compute": info.compute}
+        try:
+            spec = P.prepare(path, source, folder, checkpoint)
+        except P.Skipped as reason:
+            results[path]["skipped"] = str(reason)
+            continue
+        except (ValueError, ImportError, OSError) as error:
+            results[path]["error"] = " ".join(str(error).split())[:300]
+            continue
+        _add_worker(workers, results[path], spec, image, config, verbose)
+    for precision, n in gemm.items():
+        spec = {"path": f"gemm_{precision}", "n": n}
+        results[spec["path"]] = {"path": spec["path"], "compute": precision, "n": n}
+        _add_worker(workers, results[spec["path"]], spec, image, config, verbose)
+
+    _round_robin(workers, config.runs)
+    for path, worker in workers.items():
+        record = results[path]
+        record.update(_summary(worker.times))
+        if not path.startswith("gemm_"):
+            record.update(P.base.agreement(worker.ask("output"), reference))
+            record["floor_db"] = P.base.FLOORS_DB[P.PATHS[path].floor]
+            record["meets_floor"] = record["psnr_db"] >= record["floor_db"]
+        record["peak_rss_mb"] = worker.stop()
+
+    output_mp = reference.shape[1] * reference.shape[2] / 1e6
+    for record in results.values():
+        if "median_ms" in record and not record["path"].startswith("gemm_"):
+            record["mp_per_s"] = output_mp / (record["median_ms"] / 1000)
+            record["gflops"] = 2 * macs / (record["median_ms"] / 1000) / 1e9
+    cfg = source.model.drn_config
+    return {
+        "name": name,
+        "label": label,
+        "config": dataclasses.asdict(cfg),
+        "keras": str(keras_path),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "input_shape": list(image.shape),
+        "output_megapixels": output_mp,
+        "macs": macs,
+        "paths": [r for p, r in results.items() if not p.startswith("gemm_")],
+        "gemm": {r["compute"]: r for p, r in results.items() if p.startswith("gemm_")},
+    }
+
+
+def _add_worker(workers, record, spec, image, config, verbose) -> None:
+    worker = Worker(spec, image, config.warmup, config.threads, verbose)
+    if worker.status != "ready":
+        record[worker.status] = worker.error
+        worker.process.join(30)
+    else:
+        workers[spec["path"]] = worker
+
+
+def peaks_of(model_record: dict) -> dict[str, float]:
+    """The machine's peak GFLOP/s (int8: GOP/s) per precision, from the best (fastest) GEMM
+    of this model's rounds: a peak is what the machine can do, and the best round is the one
+    least disturbed by other load. Shares of it are therefore conservative."""
+    peaks = {}
+    for precision, record in model_record["gemm"].items():
+        if "min_ms" in record:
+            peaks[precision] = 2 * record["n"] ** 3 / (record["min_ms"] / 1000) / 1e9
+    return peaks
+
+
+def evaluate_targets(model_record: dict, cpu: dict) -> list[dict]:
+    """The issue's targets for one model: each with its measured value, the bar and met."""
+    peaks = peaks_of(model_record)
+    ok = {r["path"]: r for r in model_record["paths"] if "median_ms" in r}
+    for record in ok.values():
+        peak = peaks.get(record["compute"])
+        record["peak_share"] = record["gflops"] / peak if peak else None
+    torch_paths = [r for p, r in ok.items() if p in P.TORCH]
+    targets = []
+
+    def add(what: str, value: float, bar: float) -> None:
+        targets.append({"target": what, "value": value, "bar": bar, "met": value >= bar})
+
+    def fastest_of(records):
+        return min(records, key=lambda r: r["median_ms"], default=None)
+
+    fastest_torch = fastest_of(torch_paths)
+    fastest = fastest_of(
+        r for p, r in ok.items() if r.get("meets_floor") and P.PATHS[p].compute != "gpu"
+    )
+    if fastest and fastest_torch:
+        what = f"fastest path ({fastest['path']}) / fastest PyTorch ({fastest_torch['path']})"
+        add(what, fastest_torch["median_ms"] / fastest["median_ms"], TARGETS["fastest_vs_torch"])
+    if fastest and fastest.get("peak_share") and cpu["flags"].get("amx_bf16"):
+        what = f"fastest path ({fastest['path']}) share of the {fastest['compute']} GEMM peak"
+        add(what, fastest["peak_share"], TARGETS["fastest_peak_share"])
+    fp32 = fastest_of(r for r in ok.values() if r["compute"] == "fp32" and r.get("meets_floor"))
+    torch_fp32 = fastest_of(r for r in torch_paths if r["compute"] == "fp32")
+    if fp32 and torch_fp32:
+        what = f"fastest fp32 ({fp32['path']}) / fastest PyTorch fp32 ({torch_fp32['path']})"
+        add(what, torch_fp32["median_ms"] / fp32["median_ms"], TARGETS["fp32_vs_torch_fp32"])
+    if fp32 and fp32.get("peak_share"):
+        what = f"fastest fp32 ({fp32['path']}) share of the fp32 GEMM peak"
+        add(what, fp32["peak_share"], TARGETS["fp32_peak_share"])
+    if "mixed_bfloat16" in ok and "torch_bf16" in ok:
+        what = "Keras mixed_bfloat16 tf.function / PyTorch bf16 autocast"
+        ratio = ok["torch_bf16"]["median_ms"] / ok["mixed_bfloat16"]["median_ms"]
+        add(what, ratio, TARGETS["keras_bf16_vs_torch_bf16"])
+    return targets
+
+
+def auto_precision_check(model_record: dict) -> dict | None:
+    """What ``--precision auto`` picks for upscaling here (drn_tf.precision) and whether this
+    run's numbers agree: bf16 should be picked exactly when mixed_bfloat16 was faster."""
+    try:
+        from drn_tf.precision import auto_policy
+    except ImportError:
+        return None
+    ok = {r["path"]: r for r in model_record["paths"] if "median_ms" in r}
+    if "tf_function" not in ok or "mixed_bfloat16" not in ok:
+        return {"picks": auto_policy(training=False)}
+    speedup = ok["tf_function"]["median_ms"] / ok["mixed_bfloat16"]["median_ms"]
+    picks = auto_policy(training=False)
+    return {
+        "picks": picks,
+        "bf16_speedup": speedup,
+        "agrees": (picks == "mixed_bfloat16") == (speedup > 1.0),
+    }
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _fmt(value, digits=1, unit="") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: the CPU heading, the GEMM peaks, one table per model, targets."""
+    cpu = report["cpu"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
+    load = report["loadavg_before"], report["loadavg_after"]
+    lines = [
+        f"## Latency: {cpu['model']}, {cpu['cpus']} logical CPUs",
+        "",
+        f"CPU flags: {flags}.  ",
+        f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load[0])}, after: "
+        f"{' '.join(f'{x:.2f}' for x in load[1])}.  ",
+        f"Input {report['size']}×{report['size']} (a crop of the bundled photo), batch 1; "
+        f"{report['warmup']} warm-up + {report['runs']} timed runs per path, taking turns "
+        f"round by round; threads {report['threads'] or 'all'}.  ",
+        f"Command: `{report['command']}`",
+    ]
+    for model in report["models"]:
+        peaks = peaks_of(model)
+        lines += [
+            "",
+            f"### {model['label']}: {model['config']['n_blocks']} blocks, "
+            f"{model['config']['n_feats']} features, ×{model['config']['scale']}, "
+            f"{model['macs'] / 1e9:,.2f} G multiply-accumulates",
+            "",
+            "GEMM peaks in the same rounds (PyTorch/oneDNN, best round): "
+            + ", ".join(
+                f"{p} {model['gemm'][p]['n']}³ {_fmt(v, 0)} G{'OP' if p == 'int8' else 'FLOP'}/s"
+                for p, v in peaks.items()
+            )
+            + ".",
+            "",
+            "| path | compute | median ms | p90 ms | MP/s | GFLOP/s | % of peak | peak RSS MB "
+            "| PSNR vs Keras fp32 dB (floor) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        rows = sorted(model["paths"], key=lambda r: r.get("median_ms", math.inf))
+        for r in rows:
+            if "median_ms" not in r:
+                why = r.get("skipped") or r.get("error")
+                lines.append(f"| {r['path']} | {r['compute']} | – | – | – | – | – | – | "
+                             f"{'skipped' if 'skipped' in r else 'failed'}: {why} |")  # fmt: skip
+                continue
+            share = r.get("peak_share")
+            floor = "ok" if r["meets_floor"] else "BELOW"
+            lines.append(
+                f"| {r['path']} | {r['compute']} | {_fmt(r['median_ms'])} | {_fmt(r['p90_ms'])} "
+                f"| {_fmt(r['mp_per_s'], 3)} | {_fmt(r['gflops'], 0)} "
+                f"| {_fmt(share * 100 if share else None, 0, '%')} | {_fmt(r['peak_rss_mb'], 0)} "
+                f"| {_fmt(r['psnr_db'])} ({r['floor_db']:.0f}, {floor}) |"
+            )
+        if model.get("targets"):
+            lines += ["", "| target | measured | bar | met |", "|---|---:|---:|---|"]
+            for t in model["targets"]:
+                pct = "share" in t["target"]
+                value = f"{t['value'] * 100:.0f}%" if pct else f"{t['value']:.2f}×"
+                bar = f"{t['bar'] * 100:.0f}%" if pct else f"{t['bar']:.2f}×"
+                lines.append(f"| {t['target']} | {value} | {bar} | {'yes' if t['met'] else 'NO'} |")
+        auto = model.get("auto_precision")
+        if auto and "agrees" in auto:
+            lines += [
+                "",
+                f"`--precision auto` picks {auto['picks']} for upscaling here; mixed_bfloat16 ran "
+                f"{auto['bf16_speedup']:.2f}× the float32 tf.function speed: "
+                f"{'agrees' if auto['agrees'] else 'DISAGREES'}.",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    """Median latency per path, one panel per model, bars coloured by compute precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"fp32": "tab:blue", "bf16": "tab:orange", "int8": "tab:green", "gpu": "tab:gray"}
+    models = report["models"]
+    height = max(3.0, 0.32 * max(len(m["paths"]) for m in models) + 1.2)
+    figure, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), height), squeeze=False)
+    for axis, model in zip(axes[0], models, strict=True):
+        rows = [r for r in model["paths"] if "median_ms" in r]
+        rows.sort(key=lambda r: -r["median_ms"])
+        names = [r["path"] + (" (torch)" if r["path"] in P.TORCH else "") for r in rows]
+        values = [r["median_ms"] for r in rows]
+        axis.barh(names, values, color=[colours[r["compute"]] for r in rows])
+        for y, value in enumerate(values):
+            axis.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
+        axis.set_xlabel(f"median ms, {report['size']}×{report['size']} input")
+        axis.set_title(f"{model['label']}\n{model['macs'] / 1e9:,.1f} G MACs", fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+        axis.legend(handles, list(colours), loc="upper right", fontsize=7)
+    figure.suptitle(report["cpu"]["model"], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run(config: LatencyConfig, positionals: list[str], verbose: bool = False) -> dict:
+    """Runs the benchmark and writes the report; returns it (also as JSON)."""
+    if config.quick:
+        if config.models == ["drn-s", "default"]:
+            config.models = ["tiny"]
+        config.size = min(config.size, 32)
+        config.runs, config.warmup = min(config.runs, 3), min(config.warmup, 1)
+    for flag, value, low in (("--size", config.size, 8), ("--runs", config.runs, 1),
+                             ("--warmup", config.warmup, 0)):  # fmt: skip
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}, got {value}")
+    if config.size % 4:
+        raise UsageError(f"--size must be a multiple of 4 (two stride-2 stages), got {config.size}")
+    P.available(config.paths)
+    output = Path(config.output)
+    work_dir = Path(config.work_dir) if config.work_dir else output / "artifacts"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    gemm = {p: QUICK_GEMM if config.quick else n for p, n in GEMM_SIZES.items()}
+
+    cpu = P.cpu_info()
+    image = benchmark_image(config.size)
+    report = {
+        "command": " ".join([PROG, *sys.argv[1:]]) if sys.argv[0].endswith("latency.py") else PROG,
+        "cpu": cpu,
+        "threads": config.threads,
+        "size": config.size,
+        "runs": config.runs,
+        "warmup": config.warmup,
+        "loadavg_before": list(os.getloadavg()),
+        "versions": P.base.library_versions("onnxruntime", "openvino", "ai-edge-litert", "torch"),
+        "models": [],
+    }
+    for name in config.models:
+        record = measure_model(name, config, work_dir, image, gemm, verbose)
+        record["targets"] = evaluate_targets(record, cpu)
+        record["auto_precision"] = auto_precision_check(record)
+        report["models"].append(record)
+    report["loadavg_after"] = list(os.getloadavg())
+
+    output.mkdir(parents=True, exist_ok=True)
+    text = markdown(report)
+    (output / "latency.md").write_text(text)
+    (output / "latency.json").write_text(json.dumps(report, indent=2, default=P.base._jsonable))
+    chart(report, output / "latency.png")
+    print(text)
+    print(f"wrote {output / 'latency.md'}, latency.json, latency.png")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.latency [flags]``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    return run_command(PROG, LatencyConfig, lambda c, p: run(c, p, verbose), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

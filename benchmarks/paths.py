@@ -1,0 +1,352 @@
+"""The ways of running a DRN model that the benchmarks compare ("paths"), shared by
+:mod:`benchmarks.latency` and :mod:`benchmarks.quality`.
+
+A path is built in two steps so that each can run in its own process: :func:`prepare` (in the
+parent, which has TensorFlow) writes the artifact a path needs (a TFLite file, an ONNX file, an
+OpenVINO IR, a SavedModel, a PyTorch state dict) with the exporters of :mod:`export`, cached by
+the model file's SHA-256; :func:`make_runner` (in a worker) loads it in its own runtime as an
+:data:`export.base.Runner` (float32 NHWC on 0..255 in, float32 top SR level out).
+
+Nothing here imports TensorFlow, torch or a runtime at module level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import base
+
+
+@dataclasses.dataclass(frozen=True)
+class PathInfo:
+    """A way of running the model: ``compute`` is the arithmetic precision of its convolutions
+    (fp32, bf16 or int8: whose GEMM peak it is compared with), ``floor`` the precision whose
+    agreement floor with Keras fp32 applies (:data:`export.base.FLOORS_DB`)."""
+
+    name: str
+    label: str
+    compute: str
+    floor: str
+    runtime: str
+
+
+PATHS = {
+    p.name: p
+    for p in (
+        PathInfo("keras_eager", "Keras eager", "fp32", "fp32", "tensorflow"),
+        PathInfo("tf_function", "Keras tf.function", "fp32", "fp32", "tensorflow"),
+        PathInfo("xla", "Keras tf.function, XLA", "fp32", "fp32", "tensorflow"),
+        PathInfo("mixed_bfloat16", "Keras tf.function, mixed_bfloat16", "bf16", "bf16",
+                 "tensorflow"),
+        PathInfo("mixed_bfloat16_xla", "Keras tf.function, mixed_bfloat16, XLA", "bf16", "bf16",
+                 "tensorflow"),
+        PathInfo("saved_model", "SavedModel serving_default", "fp32", "fp32", "tensorflow"),
+        PathInfo("tflite_fp32", "TFLite fp32 (LiteRT, XNNPACK)", "fp32", "fp32", "ai_edge_litert"),
+        PathInfo("tflite_fp16", "TFLite fp16 weights (computes fp32)", "fp32", "fp16",
+                 "ai_edge_litert"),
+        PathInfo("tflite_dynamic", "TFLite dynamic-range int8", "int8", "int8", "ai_edge_litert"),
+        PathInfo("tflite_int8", "TFLite full int8", "int8", "int8", "ai_edge_litert"),
+        PathInfo("onnxruntime", "ONNX Runtime fp32", "fp32", "fp32", "onnxruntime"),
+        PathInfo("openvino_fp32", "OpenVINO fp32", "fp32", "fp32", "openvino"),
+        PathInfo("openvino_bf16", "OpenVINO bf16", "bf16", "bf16", "openvino"),
+        PathInfo("openvino_int8", "OpenVINO int8 (NNCF)", "int8", "int8", "openvino"),
+        PathInfo("tensorrt", "TensorRT fp32 (GPU)", "gpu", "fp32", "tensorrt"),
+        PathInfo("torch_fp32", "PyTorch eager fp32 (authors' code)", "fp32", "fp32", "torch"),
+        PathInfo("torch_channels_last", "PyTorch fp32 channels_last", "fp32", "fp32", "torch"),
+        PathInfo("torch_bf16", "PyTorch bf16 autocast, channels_last", "bf16", "bf16", "torch"),
+    )
+}  # fmt: skip
+
+TFLITE = {"tflite_fp32": "none", "tflite_fp16": "float16", "tflite_dynamic": "dynamic",
+          "tflite_int8": "int8"}  # fmt: skip
+OPENVINO = {"openvino_fp32": "fp32", "openvino_bf16": "bf16", "openvino_int8": "int8"}
+TORCH = {"torch_fp32": "fp32", "torch_channels_last": "channels_last", "torch_bf16": "bf16"}
+
+
+class Skipped(Exception):
+    """A path that cannot run here (a runtime not installed, no GPU): the reason, one line."""
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def checkpoint_sizes(state_dict: dict) -> dict[str, int]:
+    """``scale``, ``n_blocks``, ``n_feats`` of the DRN an authors' primal state dict (tensors or
+    arrays) was saved from, read off its keys and the head's shape."""
+    keys = {key.removeprefix("module.") for key in state_dict}
+    phases = sum(1 for key in keys if re.fullmatch(r"tail\.\d+\.weight", key)) - 1
+    blocks = {key.split(".")[2] for key in keys if key.startswith("up_blocks.0.")}
+    head = state_dict.get("head.weight", state_dict.get("module.head.weight"))
+    if phases < 1 or head is None:
+        raise ValueError("not a DRN primal state dict (no head.weight / tail.k.weight keys)")
+    return {"scale": 2**phases, "n_blocks": len(blocks) - 2, "n_feats": int(head.shape[0])}
+
+
+def keras_state_dict(model: Any) -> dict[str, np.ndarray]:
+    """The authors'-format primal state dict of a Keras ``DRN`` as float32 arrays: the
+    converter's mapping run backwards (``drn_tf.convert`` of it gives the same weights back)."""
+    from drn_tf.convert import _primal_mapping, _shuffle_permutation  # the one weight mapping
+
+    cfg = model.drn_config
+    state = {}
+    for key, variable, _ in _primal_mapping(model.primal, cfg):
+        value = np.asarray(variable.numpy(), np.float32)
+        if re.fullmatch(rf"up_blocks\.\d+\.{cfg.n_blocks}\.0\.(weight|bias)", key):
+            # the upsampler conv, whose output channels the converter permuted
+            value = value[..., np.argsort(_shuffle_permutation(value.shape[-1]))]
+        if value.ndim == 4:
+            value = np.transpose(value, (3, 2, 0, 1))  # Keras [kh, kw, in, out] → [out, in, kh, kw]
+        state[key] = np.ascontiguousarray(value)
+    return state
+
+
+def conv_macs(model: Any, height: int, width: int) -> int:
+    """Multiply-accumulates of one forward pass of ``model``'s primal network on a
+    ``(1, height, width, 3)`` input, counted exactly from the traced graph's convolutions:
+    ``kh·kw·C_in`` per output element of each ``Conv2D`` (the bicubic filter, every RCAB,
+    channel-attention 1×1 and stride-2 conv included; biases, activations, pooling and the
+    pixel shuffle are not multiply-accumulates)."""
+    import tensorflow as tf
+
+    network = getattr(model, "primal", model)
+    spec = tf.TensorSpec((1, height, width, 3), tf.float32)
+    graph = tf.function(lambda x: network(x, training=False)).get_concrete_function(spec).graph
+    total = 0
+    for g in [graph, *(f.graph for f in graph._functions.values())]:
+        for op in g.get_operations():
+            if op.type == "Conv2D":
+                kh, kw, c_in, _ = op.inputs[1].shape.as_list()
+                total += kh * kw * c_in * int(np.prod(op.outputs[0].shape.as_list()))
+    return total
+
+
+# --- CPU ----------------------------------------------------------------------------------
+
+#: /proc/cpuinfo flags that decide which precisions run natively.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8")  # fmt: skip
+
+
+def cpu_info(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
+    """The CPU's model name, logical CPUs, and which of :data:`CPU_FLAGS` it has."""
+    text = Path(cpuinfo).read_text() if Path(cpuinfo).exists() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    have = set(flags.group(1).split()) if flags else set()
+    return {
+        "model": name.group(1).strip() if name else "unknown CPU",
+        "cpus": os.cpu_count(),
+        "flags": {flag: flag in have for flag in CPU_FLAGS},
+    }
+
+
+# --- artifacts (parent process) -----------------------------------------------------------
+
+
+def artifact_folder(work_dir: str | os.PathLike, source: base.Source) -> Path:
+    """Where the artifacts of ``source`` are cached: one folder per model file content and
+    version of the code that traces it (layers, models, serving function, exporters)."""
+    import hashlib
+
+    code = hashlib.sha256(source.sha256.encode())
+    root = Path(__file__).resolve().parents[1]
+    for name in ("drn_tf/layers.py", "drn_tf/models.py", "drn_tf/serving.py", "export/*.py"):
+        for path in sorted(root.glob(name)):
+            code.update(path.read_bytes())
+    return Path(work_dir) / code.hexdigest()[:16]
+
+
+def prepare(name: str, source: base.Source, folder: Path, torch_weights: Path | None) -> dict:
+    """Writes (or finds, cached in ``folder``) what path ``name`` needs; returns the worker's
+    spec: ``{"path": name, "artifact": str, ...}``. Raises :class:`Skipped` for a path that
+    cannot run here and :class:`export.base.MissingDependency` for a missing package.
+
+    ``torch_weights``: the authors'-format ``.pt`` the model was converted from, if any (the
+    PyTorch paths then load that very file; otherwise :func:`keras_state_dict` is saved).
+    """
+    info = PATHS[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"path": name, "artifact": str(source.path)}
+    if info.runtime == "tensorflow" and name != "saved_model":
+        return spec
+    if info.runtime != "tensorflow":
+        _require_runtime(info.runtime)
+    if name == "saved_model":
+        target = folder / "saved_model"
+        if not (target / "1").exists():
+            from export.saved_model import export_saved_model
+
+            export_saved_model(source, target, version=1, overwrite=True, timing_runs=0)
+        spec["artifact"] = str(target / "1")
+    elif name in TFLITE:
+        spec["artifact"] = str(_cached(folder / f"{name}.tflite", _write_tflite, source, name))
+    elif name == "onnxruntime":
+        from export.onnx import to_onnx
+
+        spec["artifact"] = str(_cached(folder / "model.onnx", lambda t: to_onnx(source.model, t)))
+    elif name in OPENVINO:
+        spec["artifact"] = str(_cached(folder / name, _write_openvino, source, name))
+    elif name == "tensorrt":
+        spec["artifact"] = str(_cached(folder / "model.engine", _write_tensorrt, source))
+    elif name in TORCH:
+        if torch_weights is None:
+            torch_weights = _cached(folder / "primal_state.npz", _write_state, source)
+        spec["artifact"] = str(torch_weights)
+    return spec
+
+
+def _require_runtime(runtime: str) -> None:
+    if runtime == "tensorrt":
+        from export.trt import NoRoute, choose_route
+
+        try:
+            choose_route()
+        except NoRoute:
+            raise Skipped(
+                "no TensorRT here (needs a CUDA GPU and tensorrt >= 10, or TF-TRT; "
+                "see python -m export.trt)"
+            ) from None
+        return
+    package = {"ai_edge_litert": "ai-edge-litert", "torch": "torch"}.get(runtime, runtime)
+    try:
+        __import__(runtime)
+    except ImportError:
+        extra = "compare" if runtime == "torch" else "export"
+        raise Skipped(f"{package} is not installed (pip install '.[{extra}]')") from None
+
+
+def _cached(target: Path, write, *args) -> Path:
+    """``target`` if it exists, else written by ``write(temp, *args)`` and renamed into place."""
+    if not target.exists():
+        with base.staged(target, overwrite=True) as temp:
+            write(temp, *args)
+    return target
+
+
+def _write_tflite(temp: Path, source: base.Source, name: str) -> None:
+    from export import tflite
+
+    quantization = TFLITE[name]
+    calibration = tflite.calibration_inputs((), source.model.scale) if name == "tflite_int8" else ()
+    temp.write_bytes(tflite.to_tflite(source.model, quantization, calibration))
+
+
+def _write_openvino(temp: Path, source: base.Source, name: str) -> None:
+    from export import openvino
+
+    precision = OPENVINO[name]
+    ov_model = openvino.to_openvino(source.model)
+    if precision == "int8":
+        ov_model = openvino.quantize(ov_model, base.calibration_images((), source.model.scale))
+    temp.mkdir()
+    openvino.save(ov_model, temp, openvino.HINTS[precision])
+
+
+def _write_tensorrt(temp: Path, source: base.Source) -> None:
+    from export.trt import export_trt
+
+    export_trt(source, temp, overwrite=True, timing_runs=0)
+
+
+def _write_state(temp: Path, source: base.Source) -> None:
+    with open(temp, "wb") as file:  # np.savez would append .npz to a temp name
+        np.savez(file, **keras_state_dict(source.model))
+
+
+# --- runners (worker process) -------------------------------------------------------------
+
+
+def make_runner(spec: dict, threads: int | None = None) -> base.Runner:
+    """The runner of the path in ``spec`` (from :func:`prepare`), loaded in this process.
+
+    ``threads``: threads for the runtimes that take a number (LiteRT, onnxruntime, PyTorch;
+    default all CPUs); TensorFlow and OpenVINO use their own defaults (all cores).
+    """
+    name, artifact = spec["path"], spec["artifact"]
+    threads = threads or os.cpu_count()
+    if name in TORCH:
+        return _torch_runner(artifact, TORCH[name], threads)
+    if name in TFLITE:
+        from export.tflite import litert_runner
+
+        return litert_runner(artifact, threads)
+    if name == "onnxruntime":
+        from export.onnx import onnxruntime_runner
+
+        return onnxruntime_runner(artifact, threads)
+    if name in OPENVINO:
+        from export.openvino import openvino_runner
+
+        return openvino_runner(artifact)  # the hint stored in the IR, as deployed
+    if name == "tensorrt":
+        from export.trt import EngineRunner
+
+        return EngineRunner(Path(artifact).read_bytes())
+    return _keras_runner(name, artifact)
+
+
+def _keras_runner(name: str, artifact: str) -> base.Runner:
+    import tensorflow as tf
+
+    from drn_tf import serving
+
+    if name == "saved_model":
+        signature = tf.saved_model.load(artifact).signatures["serving_default"]
+        return lambda images: signature(images=tf.constant(images, tf.float32))["sr"].numpy()
+    from drn_tf.inference import load_model
+
+    model = load_model(artifact)
+    if name.startswith("mixed_bfloat16"):
+        model = bfloat16_copy(model)
+    if name == "keras_eager":
+        return lambda images: serving.super_resolve(model, tf.constant(images)).numpy()
+
+    xla = name.endswith("xla")
+
+    @tf.function(input_signature=[serving.FLOAT_SPEC], reduce_retracing=True, jit_compile=xla)
+    def run(images):
+        return serving.super_resolve(model, images)
+
+    return lambda images: run(tf.constant(images, tf.float32)).numpy()
+
+
+def bfloat16_copy(model: Any) -> Any:
+    """A copy of the DRN ``model`` built under the mixed_bfloat16 policy (bf16 compute, float32
+    variables; the layers pinned to float32 stay so) with the same weights."""
+    import keras
+
+    from drn_tf.models import build_drn_bundle
+
+    cfg = model.drn_config
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        copy = build_drn_bundle(cfg.variant, cfg.scale, n_blocks=cfg.n_blocks, n_feats=cfg.n_feats)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _torch_runner(artifact: str, setting: str, threads: int) -> base.Runner:
+    import torch
+
+    from benchmarks import torch_drn
+
+    torch.set_num_threads(threads)
+    return torch_drn.runner(torch_drn.load(artifact), setting)
+
+
+def available(names: Sequence[str]) -> list[str]:
+    """``names`` checked against :data:`PATHS`; raises ``ValueError`` naming an unknown one."""
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        raise ValueError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(PATHS)}")
+    return list(names)

@@ -1,0 +1,172 @@
+"""Where the Keras ``tf.function`` path spends its time: per-op times from the TF profiler.
+
+    python -m benchmarks.profile_ops --model drn-s --precision mixed_bfloat16 --size 128
+    python -m benchmarks.profile_ops --model default --precision float32 --runs 5
+
+Runs the model's serving function (as :mod:`benchmarks.latency`'s ``tf_function`` path, or
+``mixed_bfloat16``) under ``tf.profiler.experimental``, reads the trace it writes (the XSpace
+protobuf, as TensorBoard's profile plugin does) and sums the host time of each TensorFlow op,
+grouped by op type (``_FusedConv2D``, ``Mul``, ``Cast``, …) and by layer (:func:`layer_of`).
+Prints the Markdown tables and writes ``profile_ops_<model>_<precision>.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from drn_tf.config import UsageError, run_command, setting
+
+PROG = "python -m benchmarks.profile_ops"
+
+
+@dataclasses.dataclass
+class ProfileConfig:
+    """Per-op times of the Keras tf.function path from the TensorFlow profiler."""
+
+    model: str = setting("drn-s", "drn-s (converted from --checkpoint), default, tiny or .keras.")
+    checkpoint: str | None = setting(None, "The authors' .pt for drn-s (default: as latency).")
+    precision: str = setting(
+        "float32", "Keras policy of the run.", choices=("float32", "mixed_bfloat16")
+    )
+    size: int = setting(128, "LR input side.")
+    runs: int = setting(3, "Profiled runs (after 2 warm-up runs); times are per run.")
+    top: int = setting(15, "Rows per table.")
+    output: str = setting("runs/benchmarks", "Folder for profile_ops.json.")
+
+
+def op_times(xspace_path: Path) -> list[tuple[str, str, float]]:
+    """``(op name, op type, µs)`` of every TensorFlow op event on the host plane of an XSpace
+    file (``tf.profiler`` output): the executor threads' events named ``name:Type``. Ops that
+    run at once on different threads are each counted whole."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(Path(xspace_path).read_bytes())
+    events = []
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            if not line.name.startswith(("tf_Compute", "TensorFlow Ops")):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:  # not ThreadpoolListener::…
+                    op_name, op_type = name.rsplit(":", 1)
+                    events.append((op_name, op_type, event.duration_ps / 1e6))
+    return events
+
+
+def layer_of(op_name: str) -> str:
+    """The layer kind an op belongs to, RCABs pooled per up-phase: ``model_1/up_1_rcab_7_1/
+    attention_1/Mean`` → ``up_1_rcab/attention``; ``model_1/head_1/convolution`` → ``head``."""
+    parts = [re.sub(r"_\d+$", "", part) for part in op_name.split("/")]
+    if len(parts) < 3:
+        return parts[-1]
+    layer = re.sub(r"_rcab_\d+", "_rcab", parts[1])
+    return f"{layer}/{parts[2]}" if "_rcab" in layer and len(parts) > 3 else layer
+
+
+def _profile(config: ProfileConfig) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks import paths as P
+    from benchmarks.latency import LatencyConfig, benchmark_image, resolve_model
+    from drn_tf import serving
+
+    lookup = LatencyConfig(**({"checkpoint": config.checkpoint} if config.checkpoint else {}))
+    work_dir = Path(config.output) / "artifacts"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    label, keras_path, _ = resolve_model(config.model, lookup, work_dir)
+    model = P.base.load_source(keras_path).model
+    if config.precision == "mixed_bfloat16":
+        model = P.bfloat16_copy(model)
+    keras.mixed_precision.set_global_policy("float32")
+
+    @tf.function(input_signature=[serving.FLOAT_SPEC])
+    def run(images):
+        return serving.super_resolve(model, images)
+
+    image = tf.constant(benchmark_image(config.size))
+    for _ in range(2):
+        run(image).numpy()
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(config.runs):
+            run(image).numpy()
+        tf.profiler.experimental.stop()
+        (xspace,) = Path(logdir).rglob("*.xplane.pb")
+        events = op_times(xspace)
+    if not events:
+        raise ValueError("the profiler recorded no TensorFlow op events")
+    by_type, by_layer = collections.Counter(), collections.Counter()
+    counts = collections.Counter()
+    for name, op_type, us in events:
+        by_type[op_type] += us / config.runs / 1000
+        counts[op_type] += 1 / config.runs
+        by_layer[layer_of(name)] += us / config.runs / 1000
+    total = sum(by_type.values())
+    return {
+        "model": label,
+        "precision": config.precision,
+        "size": config.size,
+        "runs": config.runs,
+        "op_total_ms": total,
+        "by_type": [
+            {"op": op, "ms": ms, "share": ms / total, "count": round(counts[op])}
+            for op, ms in by_type.most_common()
+        ],
+        "by_layer": [
+            {"layer": k, "ms": ms, "share": ms / total} for k, ms in by_layer.most_common()
+        ],
+        "numpy_version": np.__version__,
+    }
+
+
+def markdown(report: dict, top: int) -> str:
+    lines = [
+        f"## Per-op times: {report['model']}, {report['precision']}, "
+        f"{report['size']}×{report['size']} input (TF profiler, mean of {report['runs']} runs)",
+        "",
+        f"Sum of op times: {report['op_total_ms']:,.1f} ms per run.",
+        "",
+        "| op type | ms/run | share | ops/run |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in report["by_type"][:top]:
+        lines.append(f"| {row['op']} | {row['ms']:,.1f} | {row['share']:.1%} | {row['count']} |")
+    lines += ["", "| layer | ms/run | share |", "|---|---:|---:|"]
+    for row in report["by_layer"][:top]:
+        lines.append(f"| {row['layer']} | {row['ms']:,.1f} | {row['share']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(config: ProfileConfig, positionals: list[str]) -> dict:
+    if config.runs < 1 or config.size < 8 or config.size % 4:
+        raise UsageError("--runs must be >= 1 and --size a multiple of 4, at least 8")
+    report = _profile(config)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    name = f"profile_ops_{config.model.replace('/', '_')}_{config.precision}.json"
+    (output / name).write_text(json.dumps(report, indent=2))
+    print(markdown(report, config.top))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.profile_ops [flags]``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_command(PROG, ProfileConfig, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
