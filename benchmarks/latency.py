@@ -124,7 +124,7 @@ def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | Non
     except P.Skipped as reason:
         conn.send(("skipped", str(reason)))
         return
-    except Exception as error:  # reported as the path's result, never a crash of the benchmark
+    except Exception as error:  # noqa: BLE001 - reported as the path's result, never a crash
         conn.send(("error", " ".join(f"{type(error).__name__}: {error}".split())[:300]))
         return
     conn.send(("ready", None))

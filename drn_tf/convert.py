@@ -154,7 +154,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(
             message if message.startswith(str(path)) else f"{path}: {message}"
         ) from None
-    except Exception as error:  # noqa: BLE001 - any decoding failure means a bad file
+    except Exception as error:  # any decoding failure means a bad file
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error}); "
             "is the file truncated or of another kind?"
@@ -185,7 +185,7 @@ def _read_legacy(path: Path) -> Any:
             magic, _ = _unpickle(file, path)
         except CheckpointError:
             raise
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise CheckpointError(
                 "not a PyTorch checkpoint (neither a zip archive nor a legacy PyTorch file)"
             ) from error

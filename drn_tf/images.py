@@ -122,7 +122,7 @@ def _read(path: PathLike, decode: Callable[[BinaryIO], _T]) -> _T:
             raise ImageReadError(f"{path}: image too large ({error})") from error
         except MemoryError as error:
             raise ImageReadError(f"{path}: out of memory decoding the image") from error
-        except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error...
+        except Exception as error:  # decoders raise OSError, SyntaxError, struct.error, …
             raise ImageReadError(
                 f"{path}: truncated or corrupt image data ({type(error).__name__}: {error})"
             ) from error

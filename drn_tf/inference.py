@@ -131,7 +131,7 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
 
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 - Keras raises ValueError, TypeError, KeyError, OSError…
+    except Exception as error:  # Keras raises ValueError, TypeError, KeyError, OSError, …
         raise ValueError(
             f"{path}: cannot load the model ({type(error).__name__}: {_first_line(error)})"
         ) from error

@@ -32,7 +32,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -349,10 +349,8 @@ def library_versions(*packages: str) -> dict[str, str]:
     names = ("tensorflow", "tensorflow-cpu", "keras", "numpy", *packages)
     versions = {}
     for name in names:
-        try:
+        with suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     versions["python"] = sys.version.split()[0]
     return versions
 

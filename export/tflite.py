@@ -112,9 +112,9 @@ def _quantize(calibrated: bytes) -> bytes:
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             q = tensor.quantization
-            if q is not None and q.min is not None and len(q.min) > 0:
-                if max(np.max(np.abs(q.min)), np.max(np.abs(q.max))) < 1e-6:
-                    q.max = np.ones_like(np.asarray(q.max, np.float32))
+            calibrated = q is not None and q.min is not None and len(q.min) > 0
+            if calibrated and max(np.max(np.abs(q.min)), np.max(np.abs(q.max))) < 1e-6:
+                q.max = np.ones_like(np.asarray(q.max, np.float32))
     return mlir_quantize(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
 
 

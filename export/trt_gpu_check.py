@@ -28,10 +28,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: import the package, not export/onnx.py as onnx
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from export import base  # noqa: E402
-from export.trt import (  # noqa: E402
+from export import base
+from export.trt import (
     DEFAULT_SHAPES,
     EngineRunner,
     build_engine,

@@ -106,16 +106,20 @@ def test_staged_refuses_an_existing_artifact_before_any_work(tmp_path):
     output = tmp_path / "model.onnx"
     output.write_text("old")
     ran = []
-    with pytest.raises(base.ExportError, match="model.onnx: already exists; pass --overwrite"):
-        with base.staged(output) as temp:
-            ran.append(temp)
+    with (
+        pytest.raises(base.ExportError, match="model.onnx: already exists; pass --overwrite"),
+        base.staged(output) as temp,
+    ):
+        ran.append(temp)
     assert ran == [] and output.read_text() == "old"
 
 
 def test_staged_exporter_that_wrote_nothing(tmp_path):
-    with pytest.raises(base.ExportError, match="model.onnx: the exporter wrote nothing"):
-        with base.staged(tmp_path / "model.onnx"):
-            pass
+    with (
+        pytest.raises(base.ExportError, match="model.onnx: the exporter wrote nothing"),
+        base.staged(tmp_path / "model.onnx"),
+    ):
+        pass
     assert list(tmp_path.iterdir()) == []
 
 
@@ -227,7 +231,7 @@ def test_calibration_images_count_and_shapes(tmp_path):
     assert len(crops) == 7
     for crop in crops:
         assert crop.shape == (1, 16, 16, 3) and crop.dtype == np.float32
-        assert 0 <= crop.min() and crop.max() <= 255
+        assert crop.min() >= 0 and crop.max() <= 255
     default = base.calibration_images([], scale=4, count=5, size=24)  # the bundled sample
     assert len(default) == 5 and {c.shape for c in default} == {(1, 24, 24, 3)}
 

@@ -98,7 +98,7 @@ class FakeCudart:
     def __init__(self, status, count):
         self.status, self.count = status, count
 
-    def cudaGetDeviceCount(self, pointer):  # noqa: N802 (the C name)
+    def cudaGetDeviceCount(self, pointer):
         pointer._obj.value = self.count
         return self.status
 
@@ -293,7 +293,7 @@ def test_calibration_batches_are_real_photo_crops(folders):
         assert list(batch) == ["images"]
         image = batch["images"]
         assert image.shape == (1, 48, 48, 3) and image.dtype == np.float32
-        assert 0 <= image.min() and image.max() <= 255 and image.std() > 5
+        assert image.min() >= 0 and image.max() <= 255 and image.std() > 5
         assert neighbour_correlation(image) > 0.5
     noise = np.random.default_rng(0).uniform(0, 255, (1, 48, 48, 3))
     assert abs(neighbour_correlation(noise)) < 0.1  # the statistic tells noise apart

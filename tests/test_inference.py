@@ -26,9 +26,8 @@ def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def test_default_model_path():
-    assert inference.DEFAULT_MODEL_PATH == Path(inference.__file__).parent / "weights" / (
-        "drn_x4.keras"
-    )
+    expected = Path(inference.__file__).parent / "weights" / "drn_x4.keras"
+    assert expected == inference.DEFAULT_MODEL_PATH
 
 
 def test_load_model_round_trip(tiny):

@@ -561,7 +561,7 @@ def test_cli_defaults_mirror_the_library():
         inference.DEFAULT_TILE,
         inference.DEFAULT_TILE_OVERLAP,
     )
-    assert cli._UPSCALE_FORMATS == tuple(FORMAT_SUFFIXES)
+    assert tuple(FORMAT_SUFFIXES) == cli._UPSCALE_FORMATS
     from drn_tf.images import IMAGE_EXTENSIONS
 
     assert set(cli._IMAGE_SUFFIXES) == set(IMAGE_EXTENSIONS)
