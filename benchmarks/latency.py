@@ -129,17 +129,24 @@ def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | Non
         return
     conn.send(("ready", None))
     while True:
-        command = conn.recv()
-        if command == "run":
-            start = time.perf_counter()
-            runner(image)
-            conn.send((time.perf_counter() - start) * 1000)
-        elif command == "output":
-            conn.send(np.asarray(runner(image), np.float32))
-        elif isinstance(command, tuple):  # ("output", other_input)
-            conn.send(np.asarray(runner(command[1]), np.float32))
-        else:
-            conn.send(peak_rss_mb())
+        try:
+            command = conn.recv()
+        except EOFError:  # the parent is gone (it failed, or was interrupted): nothing to answer
+            return
+        try:
+            if command == "run":
+                start = time.perf_counter()
+                runner(image)
+                conn.send((time.perf_counter() - start) * 1000)
+            elif command == "output":
+                conn.send(np.asarray(runner(image), np.float32))
+            elif isinstance(command, tuple):  # ("output", other_input)
+                conn.send(np.asarray(runner(command[1]), np.float32))
+            else:
+                conn.send(peak_rss_mb())
+                return
+        except Exception as error:  # noqa: BLE001 - any failure: the parent raises it as one line
+            conn.send(("error", " ".join(f"{type(error).__name__}: {error}".split())[:300]))
             return
 
 
@@ -166,12 +173,18 @@ class Worker:
             target=_worker, args=(child, spec, image, warmup, threads, verbose), daemon=True
         )
         self.process.start()
+        self.spec = spec
         self.status, self.error = self.conn.recv()
         self.times: list[float] = []
 
-    def ask(self, command: str):
+    def ask(self, command):
+        """Sends ``command`` and returns the reply; a failure in the worker is a ValueError."""
         self.conn.send(command)
-        return self.conn.recv()
+        reply = self.conn.recv()
+        if isinstance(reply, tuple) and reply[:1] == ("error",):
+            self.process.join(30)
+            raise ValueError(f"worker for {self.spec['path']}: {reply[1]}")
+        return reply
 
     def stop(self) -> float:
         rss = self.ask("stop")

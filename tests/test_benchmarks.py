@@ -305,3 +305,12 @@ def test_bfloat16_channel_attention_follows_float32():
     low.set_weights(full.get_weights())
     got = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(low(x), "float32")))
     np.testing.assert_allclose(got, reference, rtol=2**-6, atol=0.05)
+
+
+def test_a_failing_worker_is_a_one_line_error(tmp_path, capsys):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "small.png")
+    argv = ["--no-throughput", "--loss-steps", "1", "--train-dir", str(tmp_path)]
+    assert train_throughput.main([*argv, "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m benchmarks.train_throughput: error: ") and "\n" not in err
+    assert "small.png" in err or "no image" in err.lower() or "too small" in err
