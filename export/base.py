@@ -439,3 +439,21 @@ def finish(
     )
     metadata_path(staged_path).write_text(report.to_json())
     return report
+
+
+def command(
+    prog: str, flags_cls: type, export: Callable[..., Report], argv: list[str] | None
+) -> int:
+    """The thin command line of an exporter: ``flags_cls`` is a settings dataclass whose fields
+    are ``model``, ``output`` and the keyword arguments of ``export``; runs
+    ``export(model, output, **the rest)`` and prints its summary. Returns the exit status
+    (:func:`drn_tf.config.run_command`)."""
+    from drn_tf.config import UsageError, run_command
+
+    def run(flags, _: list[str]) -> None:
+        if not flags.output:
+            raise UsageError("--output is required")
+        options = dataclasses.asdict(flags)
+        print(export(options.pop("model"), options.pop("output"), **options).summary())
+
+    return run_command(prog, flags_cls, run, sys.argv[1:] if argv is None else argv)

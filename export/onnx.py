@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drn_tf.config import UsageError, run_command, setting
+from drn_tf.config import setting
 from export import base
 
 #: The opsets tf2onnx 1.17 converts this model to (19 and above: "not supported yet").
@@ -205,23 +205,9 @@ class Flags:
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 
 
-def _cli(flags: Flags, _: list[str]) -> None:
-    if not flags.output:
-        raise UsageError("--output is required")
-    report = export_onnx(
-        flags.model,
-        flags.output,
-        overwrite=flags.overwrite,
-        opset=flags.opset,
-        timing_runs=flags.timing_runs,
-    )
-    print(report.summary())
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.onnx``: returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    return run_command("python -m export.onnx", Flags, _cli, argv)
+    return base.command("python -m export.onnx", Flags, export_onnx, argv)
 
 
 if __name__ == "__main__":

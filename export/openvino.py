@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from drn_tf.config import UsageError, run_command, setting
+from drn_tf.config import setting
 from export import base
 
 #: ``--precision`` → the inference precision hint stored in the IR and passed at compile time.
@@ -278,24 +278,9 @@ class Flags:
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 
 
-def _cli(flags: Flags, _: list[str]) -> None:
-    if not flags.output:
-        raise UsageError("--output is required")
-    report = export_openvino(
-        flags.model,
-        flags.output,
-        overwrite=flags.overwrite,
-        precision=flags.precision,
-        calibration_data=flags.calibration_data,
-        timing_runs=flags.timing_runs,
-    )
-    print(report.summary())
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.openvino``: returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    return run_command("python -m export.openvino", Flags, _cli, argv)
+    return base.command("python -m export.openvino", Flags, export_openvino, argv)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ from typing import Any
 import numpy as np
 
 from drn_tf.config import (
-    UsageError,
-    run_command,
     setting,
     tensorflow_logs_hidden,
     without_tensorflow_log_lines,
@@ -283,25 +281,9 @@ class Flags:
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 
 
-def _cli(flags: Flags, _: list[str]) -> None:
-    if not flags.output:
-        raise UsageError("--output is required")
-    report = export_tflite(
-        flags.model,
-        flags.output,
-        overwrite=flags.overwrite,
-        quantization=flags.quantization,
-        calibration_data=flags.calibration_data,
-        threads=flags.threads,
-        timing_runs=flags.timing_runs,
-    )
-    print(report.summary())
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.tflite``: returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    return run_command("python -m export.tflite", Flags, _cli, argv)
+    return base.command("python -m export.tflite", Flags, export_tflite, argv)
 
 
 if __name__ == "__main__":
