@@ -47,7 +47,8 @@ def _previous_call(self, x):
 def _revert(model) -> None:
     from drn_tf.layers import ChannelAttention
 
-    for layer in model.primal._flatten_layers(include_self=False, recursive=True):
+    network = getattr(model, "primal", model)  # a DRN, or the bf16 copy of its primal
+    for layer in network._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, ChannelAttention):
             layer.call = types.MethodType(_previous_call, layer)
 
@@ -59,6 +60,7 @@ def run(config: FormulationConfig, positionals: list[str]) -> dict:
     from benchmarks import paths as P
     from benchmarks.latency import LatencyConfig, benchmark_image, resolve_model
     from drn_tf import serving
+    from drn_tf.inference import bfloat16_primal
 
     if config.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {config.runs}")
@@ -72,7 +74,7 @@ def run(config: FormulationConfig, positionals: list[str]) -> dict:
         for variant in ("before", "after"):
             model = P.base.load_source(keras_path).model
             if precision == "mixed_bfloat16":
-                model = P.bfloat16_copy(model)
+                model = bfloat16_primal(model)
             if variant == "before":
                 _revert(model)
             function = tf.function(lambda x, m=model: serving.super_resolve(m, x))

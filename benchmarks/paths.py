@@ -300,11 +300,11 @@ def _keras_runner(name: str, artifact: str) -> base.Runner:
     if name == "saved_model":
         signature = tf.saved_model.load(artifact).signatures["serving_default"]
         return lambda images: signature(images=tf.constant(images, tf.float32))["sr"].numpy()
-    from drn_tf.inference import load_model
+    from drn_tf.inference import bfloat16_primal, load_model
 
     model = load_model(artifact)
     if name.startswith("mixed_bfloat16"):
-        model = bfloat16_copy(model)
+        model = bfloat16_primal(model)  # the copy `drn-tf upscale --precision bfloat16` runs
     if name == "keras_eager":
         return lambda images: serving.super_resolve(model, tf.constant(images)).numpy()
 
@@ -315,24 +315,6 @@ def _keras_runner(name: str, artifact: str) -> base.Runner:
         return serving.super_resolve(model, images)
 
     return lambda images: run(tf.constant(images, tf.float32)).numpy()
-
-
-def bfloat16_copy(model: Any) -> Any:
-    """A copy of the DRN ``model`` built under the mixed_bfloat16 policy (bf16 compute, float32
-    variables; the layers pinned to float32 stay so) with the same weights."""
-    import keras
-
-    from drn_tf.models import build_drn_bundle
-
-    cfg = model.drn_config
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        copy = build_drn_bundle(cfg.variant, cfg.scale, n_blocks=cfg.n_blocks, n_feats=cfg.n_feats)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _torch_runner(artifact: str, setting: str, threads: int) -> base.Runner:

@@ -82,6 +82,7 @@ def _profile(config: ProfileConfig) -> dict:
     from benchmarks import paths as P
     from benchmarks.latency import LatencyConfig, benchmark_image, resolve_model
     from drn_tf import serving
+    from drn_tf.inference import bfloat16_primal
 
     lookup = LatencyConfig(**({"checkpoint": config.checkpoint} if config.checkpoint else {}))
     work_dir = Path(config.output) / "artifacts"
@@ -89,7 +90,7 @@ def _profile(config: ProfileConfig) -> dict:
     label, keras_path, _ = resolve_model(config.model, lookup, work_dir)
     model = P.base.load_source(keras_path).model
     if config.precision == "mixed_bfloat16":
-        model = P.bfloat16_copy(model)
+        model = bfloat16_primal(model)
     keras.mixed_precision.set_global_policy("float32")
 
     @tf.function(input_signature=[serving.FLOAT_SPEC])

@@ -204,7 +204,7 @@ def _float255(tiles: np.ndarray) -> np.ndarray:
     return tiles.astype(np.float32) * np.float32(255)  # float images are on 0..1
 
 
-def _bfloat16_primal(model: DRN) -> keras.Model:
+def bfloat16_primal(model: DRN) -> keras.Model:
     """A copy of ``model``'s primal network under mixed_bfloat16, with the same weights.
 
     Built from ``model.drn_config`` under the policy (its tails, bicubic up-sampling and mean
@@ -226,7 +226,7 @@ def _network_function(model: DRN, policy: str) -> Callable:
     ``tf.function``, traced once for every input size."""
     functions = _FUNCTIONS.setdefault(model, {})
     if policy not in functions:
-        network = model.primal if policy == "float32" else _bfloat16_primal(model)
+        network = model.primal if policy == "float32" else bfloat16_primal(model)
 
         @tf.function(input_signature=[serving.FLOAT_SPEC])
         def function(images):

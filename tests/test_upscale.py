@@ -77,7 +77,7 @@ def test_resolve_precision_names():
 
 def test_bfloat16_copy_computes_in_bfloat16_with_float32_tails(tiny):
     model = tiny[0]
-    copy = inference._bfloat16_primal(model)
+    copy = inference.bfloat16_primal(model)
     policies = {layer.name: layer.dtype_policy.name for layer in copy.layers}
     assert policies["up_0_rcab_0"] == "mixed_bfloat16"
     assert {policies[n] for n in ("upsample", "tail_0", "tail_2", "add_mean")} == {"float32"}
