@@ -339,6 +339,13 @@ class _RunSettings:
     dual_weight: float = setting(0.1, "Weight of the dual (closed-loop) loss.")
     augment: bool = setting(True, "Random flips and transposes.")
     precision: str = setting("auto", "float32, mixed_float16, mixed_bfloat16 or auto.")
+    strategy: str = setting(
+        "default",
+        "Devices: 'default' one device, 'mirrored' every GPU of this machine, 'multi_worker' "
+        "the machines of the TF_CONFIG cluster (run the command on each; README 'Training on "
+        "a cluster'). --batch-size stays the global batch.",
+        choices=("default", "mirrored", "multi_worker"),  # drn_tf.distribute.STRATEGIES
+    )
     cache_dir: str | None = setting(None, "On-disk cache of the computed LR pyramids.")
     seed: int = setting(1, "Random seed (data order, crops, initialisation).")
     tensorboard: bool = setting(True, "Write TensorBoard scalars and SR sample images.")

@@ -61,8 +61,10 @@ def make_train_dataset(
     Randomness uses stateless ops fed from ``tf.data.Dataset.random``, so map functions hold no
     Python state and a fixed ``seed`` gives a reproducible stream. ``batch_size`` is the global
     batch: pass the dataset to ``model.fit`` (with ``steps_per_epoch``, it is infinite) or
-    ``strategy.experimental_distribute_dataset``. Auto-sharding is set to DATA, which is correct
-    for this repeated, randomly cropped stream on several workers.
+    ``strategy.experimental_distribute_dataset``. Auto-sharding is set to DATA (each replica takes
+    its share of every batch), right for one machine's replicas; ``drn-tf train --strategy
+    multi_worker`` instead gives each worker its share of the files and turns it OFF
+    (:mod:`drn_tf.distribute`).
 
     Args:
         pyramids: :class:`Pyramid` objects (or level tuples in the same order) for ``scale``.

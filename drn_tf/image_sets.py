@@ -49,6 +49,7 @@ __all__ = [
     "load_lr_images",
     "load_pyramids",
     "pyramid_factors",
+    "shard_files",
     "write_degraded_set",
 ]
 
@@ -302,6 +303,7 @@ def load_pyramids(
     cache_dir: PathLike | None = None,
     progress: bool = True,
     num_workers: int = 2,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[Pyramid], list[tuple[Path, str]]]:
     """Read HR images and build their LR pyramids (uint8, in memory).
 
@@ -325,6 +327,8 @@ def load_pyramids(
             instead of resizing. Files are written atomically, so parallel runs may share it.
         progress: show a tqdm progress bar.
         num_workers: threads decoding and resizing images.
+        shard: ``(count, index)`` to read only files ``index, index + count, …`` of all the
+            folders' files in the order below (:func:`shard_files`).
 
     Returns:
         ``(pyramids, skipped)``: the :class:`Pyramid` of every usable image, in folder order then
@@ -332,7 +336,8 @@ def load_pyramids(
 
     Raises:
         FileNotFoundError / NotADirectoryError: a folder does not exist.
-        ValueError: a folder has no usable image (the message names the folder and why).
+        ValueError: a folder has no usable image (the message names the folder and why), or
+            there are fewer files than ``shard``'s count.
     """
     scale = check_scale(scale)
     if isinstance(folders, (str, os.PathLike)):
@@ -353,6 +358,7 @@ def load_pyramids(
                 f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}"
             )
         jobs.extend((index, path, image_set) for path in files)
+    jobs = shard_files(jobs, shard, "training image", folders)
 
     results: list[Pyramid | str | None] = [None] * len(jobs)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers))
@@ -386,7 +392,7 @@ def load_pyramids(
             skipped.append((path, str(result)))
             per_folder_reasons[index].append(f"{path.name}: {result}")
     for folder, ok, reasons in zip(folders, per_folder_ok, per_folder_reasons, strict=True):
-        if ok == 0:
+        if ok == 0 and reasons:  # no reasons: none of the folder's files is in this shard
             shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
             raise ValueError(
                 f"no usable training image in {folder}: all {len(reasons)} image file(s) were "
@@ -505,8 +511,30 @@ def _eval_pair(
     return lr, hr
 
 
+def shard_files(files: list, shard: tuple[int, int] | None, what: str, folders) -> list:
+    """``files[index::count]`` for ``shard = (count, index)`` (all of them for ``None``): on a
+    cluster of ``count`` workers, worker ``index``'s share, disjoint from the others'.
+
+    Raises:
+        ValueError: fewer files than ``count``, so some worker would have none; names
+            ``folders`` and what they hold (``what``).
+    """
+    if shard is None:
+        return files
+    count, index = shard
+    if len(files) < count:
+        raise ValueError(
+            f"{', '.join(map(str, folders))}: {len(files)} {what} file(s) for {count} workers; "
+            "each worker reads its own share of the files and needs at least one"
+        )
+    return files[index::count]
+
+
 def load_lr_images(
-    folders: PathLike | Sequence[PathLike], min_size: int, progress: bool = False
+    folders: PathLike | Sequence[PathLike],
+    min_size: int,
+    progress: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]:
     """Reads LR-only images (no HR: DRN-Adapt's unpaired data) of any size and format.
 
@@ -518,6 +546,7 @@ def load_lr_images(
         folders: one folder or a list of folders.
         min_size: smallest usable side, normally the LR patch size (HR patch / scale).
         progress: show a tqdm progress bar.
+        shard: ``(count, index)``: read only this share of the files, as :func:`load_pyramids`.
 
     Returns:
         ``(images, skipped)``: ``(path, uint8 (h, w, 3))`` of every usable image, in folder then
@@ -525,16 +554,25 @@ def load_lr_images(
 
     Raises:
         FileNotFoundError / NotADirectoryError: a folder does not exist.
-        ValueError: a folder has no usable image (the message names the folder and why).
+        ValueError: a folder has no usable image (the message names the folder and why), or
+            there are fewer files than ``shard``'s count.
     """
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
-    images: list[tuple[Path, np.ndarray]] = []
-    skipped: list[tuple[Path, str]] = []
-    for folder in map(Path, folders):
+    folders = [Path(f) for f in folders]
+    listed = []
+    for index, folder in enumerate(folders):
         files = find_images(folder)
         if not files:
             raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+        listed += [(index, path) for path in files]
+    listed = shard_files(listed, shard, "LR-only image", folders)
+    images: list[tuple[Path, np.ndarray]] = []
+    skipped: list[tuple[Path, str]] = []
+    for index, folder in enumerate(folders):
+        files = [path for owner, path in listed if owner == index]
+        if not files:  # none of its files is in this shard
+            continue
         reasons = []
         for path in tqdm(files, desc=f"LR images {folder.name}", unit="img", disable=not progress):
             try:

@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from drn_tf import data
+from drn_tf import data, distribute
 from drn_tf import precision as precision_rule
 from drn_tf.config import AdaptConfig, TrainConfig
 from drn_tf.degrade import imresize
@@ -343,7 +343,10 @@ class DualRegressionModel(DRN):
 
 # Flags that do not change what a run computes: a run resumes whatever they say. Every other
 # flag must match the run's run.json.
-COSMETIC_FLAGS = frozenset({"output", "progress", "tensorboard", "cache_dir", "overwrite"})
+# The strategy too: the global batch, hence the run, is the same on any number of devices.
+COSMETIC_FLAGS = frozenset(
+    {"output", "progress", "tensorboard", "cache_dir", "overwrite", "strategy"}
+)
 RUN_FILE = "run.json"
 # Everything a run writes into its folder; --overwrite deletes exactly these.
 RUN_OUTPUTS = (
@@ -762,9 +765,13 @@ def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
     )
 
 
-def _load_data(config: RunConfig, replicas: int, scale: int):
+def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, int] | None = None):
     """``(train dataset, validation dataset or None, validation (lr, hr) uint8 pairs)``; for
-    an :class:`AdaptConfig` the training dataset is :func:`drn_tf.data.make_mixed_dataset`'s."""
+    an :class:`AdaptConfig` the training dataset is :func:`drn_tf.data.make_mixed_dataset`'s.
+
+    Without ``shard``, the training dataset yields global batches (``--batch-size``). With
+    ``shard = (workers, position)`` (multi-worker), it reads only this worker's share of the
+    training files and yields per-replica batches, ``--batch-size / replicas`` samples."""
     adapting = isinstance(config, AdaptConfig)
     pyramids, skipped = load_pyramids(
         config.paired_dir if adapting else config.train_dir,
@@ -772,22 +779,34 @@ def _load_data(config: RunConfig, replicas: int, scale: int):
         config.patch_size,
         cache_dir=config.cache_dir,
         progress=config.progress > 0,
+        shard=shard,
     )
     lr_images = []
     if adapting:
         lr_images, lr_skipped = load_lr_images(
-            config.unpaired_dir, config.patch_size // scale, progress=config.progress > 0
+            config.unpaired_dir,
+            config.patch_size // scale,
+            progress=config.progress > 0,
+            shard=shard,
         )
         skipped += lr_skipped
+    batch_size, seed = config.batch_size, config.seed
+    if shard is not None:
+        batch_size //= replicas
+        # Workers hold different files; distinct seeds keep their crops and flips unrelated.
+        seed = int(np.random.SeedSequence(shard[::-1] + (config.seed,)).generate_state(1)[0])
     for path, reason in skipped:
         logging.warning("skipped %s: %s", path, reason)
     what = f"{len(pyramids)} images"
     if adapting:
-        count = data.unpaired_count(config.batch_size, config.unpaired_ratio)
+        count = data.unpaired_count(batch_size, config.unpaired_ratio)
+        count *= config.batch_size // batch_size  # per replica under multi_worker
         what = (
             f"{len(pyramids)} paired + {len(lr_images)} LR-only images ({count} of "
             f"{config.batch_size} LR-only per batch, {config.unpaired_loop} loop)"
         )
+    if shard is not None:
+        what += f" (worker {shard[1]} of {shard[0]}: its share of the files)"
     print(
         f"{'adapting' if adapting else 'training'} on {what} ({len(skipped)} skipped), "
         f"precision {resolve_precision(config.precision)}, {replicas} replica(s)"
@@ -798,19 +817,14 @@ def _load_data(config: RunConfig, replicas: int, scale: int):
             lr_images,
             scale,
             config.patch_size,
-            config.batch_size,
+            batch_size,
             config.unpaired_ratio,
-            seed=config.seed,
+            seed=seed,
             augment=config.augment,
         )
     else:
         train_ds = data.make_train_dataset(
-            pyramids,
-            scale,
-            config.patch_size,
-            config.batch_size,
-            seed=config.seed,
-            augment=config.augment,
+            pyramids, scale, config.patch_size, batch_size, seed=seed, augment=config.augment
         )
     val_ds, val_pairs = None, []
     for folder in config.val_dir:
@@ -835,30 +849,53 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
     (resumes a killed run where it stopped, optimizer state and schedule included),
     ``log.csv``, ``curves.png`` and ``tensorboard/``.
 
-    Every flag and path is checked before any image is read or anything is written. A folder
-    that holds a run resumes it when its ``run.json`` matches ``config`` (cosmetic flags
-    aside); otherwise it is refused, unless ``config.overwrite``.
+    ``strategy`` (or, when None, ``config.strategy``: :mod:`drn_tf.distribute`) spreads each
+    global batch over replicas; under a multi-worker strategy only the chief writes
+    ``config.output``. Every flag and path is checked before any image is read or anything is
+    written. A folder that holds a run resumes it when its ``run.json`` matches ``config``
+    (cosmetic flags aside); otherwise it is refused, unless ``config.overwrite``.
     """
     validate_config(config)
     resume_step = check_run_folder(config)
-    run = Path(config.output)
-    remove_stale_temp_files(run, recursive=True)  # of runs killed while saving
+    strategy = strategy or distribute.make_strategy(config.strategy) or tf.distribute.get_strategy()
+    multi_worker, chief = distribute.is_multi_worker(strategy), distribute.is_chief(strategy)
+    # Only the chief writes the run folder; other workers of a cluster write a temporary copy.
+    run = Path(config.output) if chief else distribute.worker_folder()
+    if chief:
+        remove_stale_temp_files(run, recursive=True)  # of runs killed while saving
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
-    strategy = strategy or tf.distribute.get_strategy()
 
+    replicas = strategy.num_replicas_in_sync
+    # The loss divides each replica's sum by replicas × its own batch: shares must be equal.
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"--batch-size {config.batch_size} is not a multiple of the {replicas} replicas"
+        )
+    if multi_worker and isinstance(config, AdaptConfig):  # each worker mixes its own batches
+        share = config.batch_size // replicas
+        try:
+            data.unpaired_count(share, config.unpaired_ratio)
+        except ValueError:
+            raise ValueError(
+                f"--batch-size {config.batch_size} is {share} per replica over {replicas}, too "
+                f"few for both paired and LR-only samples at --unpaired-ratio "
+                f"{config.unpaired_ratio}; raise --batch-size"
+            ) from None
     with strategy.scope():
         model = build_model(config)
         model.compile(optimizer=make_optimizer(config))
-    train_ds, val_ds, val_pairs = _load_data(config, strategy.num_replicas_in_sync, model.scale)
+    shard = distribute.worker_position(strategy) if multi_worker else None
+    train_ds, val_ds, val_pairs = _load_data(config, replicas, model.scale, shard)
 
     # Only now that the data and model are good, so a failed start leaves no folder behind.
     if resume_step is None:
-        _start_run_folder(config)
+        if chief:
+            _start_run_folder(config)
         note = None
     else:
-        note = f"resuming run {run} at step {resume_step}"
+        note = f"resuming run {config.output} at step {resume_step}"
         print(note + (" (already complete)" if resume_step == config.steps else ""))
     steps_per_epoch = _effective_steps_per_epoch(config)
     callbacks = [
@@ -870,7 +907,7 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
         keras.callbacks.TerminateOnNaN(),
         SaveModel(
             run / "latest.keras",
-            run / "best.keras" if val_ds is not None else None,
+            run / "best.keras" if config.val_dir else None,
             log_csv=run / "log.csv",
         ),
     ]
@@ -884,15 +921,30 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
                 start_step=resume_step or 0,
             )
         )
-    model.fit(
-        train_ds,
-        epochs=-(-config.steps // steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
-        validation_data=val_ds,
-        callbacks=callbacks,
-        verbose=config.progress,
-        shuffle=False,
-    )  # the dataset shuffles itself
+    if val_ds is not None and (multi_worker or strategy.num_replicas_in_sync > 1):
+        callbacks.insert(0, distribute.Validation(val_ds, model.scale))
+        val_ds = None  # fit's validation fails on the replicas' empty shares of an image
+    epochs = -(-config.steps // steps_per_epoch)
+    if multi_worker:
+        distribute.fit_multi_worker(
+            model,
+            train_ds,
+            callbacks,
+            epochs,
+            steps_per_epoch,
+            verbose=config.progress if chief else 0,
+            chief_backup=Path(config.output) / "backup",
+        )
+    else:
+        model.fit(
+            train_ds,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=config.progress,
+            shuffle=False,
+        )  # the dataset shuffles itself
     save_model_atomic(model, run / "model.keras")
     skipped_steps = int(model.skipped_steps.numpy())
     if skipped_steps:

@@ -18,6 +18,14 @@ def tiny(tmp_path_factory) -> tuple[DRN, Path]:
     return model, path
 
 
+@pytest.fixture
+def float32_policy():
+    """Every test starts and ends under the float32 policy (``train`` sets it globally)."""
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def default_source():
     """The packaged ×4 model as an export source (loaded once)."""

@@ -1,9 +1,25 @@
 """Constants and helpers shared by test modules (fixtures live in conftest.py)."""
 
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+#: The repository, for subprocesses that import drn_tf from the working tree.
+ROOT = Path(__file__).resolve().parents[1]
+SUBPROCESS_ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "CUDA_VISIBLE_DEVICES": "",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 #: The data and reference files beside the clone (``../shared``).
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -27,3 +43,101 @@ def photo_batch(height: int, width: int) -> np.ndarray:
 
     _, lr = base.probe_images(4)[0]
     return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
+
+
+def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=SUBPROCESS_ENV,
+        cwd=ROOT,
+    )
+
+
+def last_json(output: str) -> dict:
+    """The last line of ``output`` that is a JSON object (TensorFlow may log before it)."""
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON result in the output:\n{output[-3000:]}"
+    return json.loads(lines[-1])
+
+
+#: A run (``drn-tf train`` or ``adapt``) that dies like a killed process, without clean-up, as
+#: its third epoch starts. argv: the config as JSON, then ``train`` or ``adapt``.
+KILLED_RUN_SCRIPT = """
+    import json
+    import os
+    import sys
+
+    import keras
+
+    from drn_tf import training
+    from drn_tf.config import AdaptConfig, TrainConfig
+
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                sys.stdout.flush()
+                os._exit(17)
+
+
+    fit = training.DualRegressionModel.fit
+
+
+    def fit_then_die(self, *args, callbacks=(), **kwargs):
+        return fit(self, *args, callbacks=[*callbacks, Kill()], **kwargs)
+
+
+    training.DualRegressionModel.fit = fit_then_die
+    config = AdaptConfig if sys.argv[2] == "adapt" else TrainConfig
+    training.train(config(**json.loads(sys.argv[1])))
+"""
+
+
+def run_killed(config: dict, command: str) -> subprocess.CompletedProcess:
+    """Runs ``config`` (``command``: ``train`` or ``adapt``) until it dies as epoch 3 starts."""
+    return run_python(KILLED_RUN_SCRIPT, json.dumps(config), command, timeout=300)
+
+
+def write_images(folder: Path, count: int, seed: int, size: int = 64) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        noise = rng.integers(0, 40, (size, size, 3))
+        smooth = np.stack([x * 4, y * 4, (x + y) * 2], -1) + noise
+        Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def tiny_config(root: Path, **changes) -> dict:
+    """A run of the tiny model on 48×48 images, 32×32 HR patches, batch 2."""
+    train_dir, val_dir = root / "train", root / "val"
+    if not train_dir.is_dir():
+        write_images(train_dir, 3, seed=0, size=48)
+        write_images(val_dir, 1, seed=1, size=48)
+    config = {
+        "train_dir": [str(train_dir)],
+        "val_dir": [str(val_dir)],
+        "output": str(root / "run"),
+        "variant": "drn-s",
+        "scale": 4,
+        "n_blocks": 1,
+        "n_feats": 4,
+        "steps": 5,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "patch_size": 32,
+        "precision": "float32",
+        "tensorboard": False,
+        "progress": 0,
+        "seed": 1,
+    }
+    return {**config, **changes}

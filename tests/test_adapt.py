@@ -12,16 +12,13 @@ import contextlib
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_killed
 from PIL import Image
 
 from drn_tf import cli, data
@@ -30,15 +27,9 @@ from drn_tf.image_sets import Pyramid
 from drn_tf.models import build_drn, build_duals
 from drn_tf.training import DualRegressionModel, build_model, train
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"n_blocks": 1, "n_feats": 4}
 
-
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 def flat(arrays) -> np.ndarray:
@@ -237,37 +228,6 @@ def test_a_share_that_leaves_a_kind_out_is_refused(size, ratio, message):
 # --------------------------------------------------------------------------------------------
 
 
-KILLED_RUN_SCRIPT = """
-    import json
-    import os
-    import sys
-
-    import keras
-
-    from drn_tf import training
-    from drn_tf.config import AdaptConfig
-
-
-    class Kill(keras.callbacks.Callback):
-        # Dies like a killed process (no clean-up) as the third epoch starts.
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                sys.stdout.flush()
-                os._exit(17)
-
-
-    fit = training.DualRegressionModel.fit
-
-
-    def fit_then_die(self, *args, callbacks=(), **kwargs):
-        return fit(self, *args, callbacks=[*callbacks, Kill()], **kwargs)
-
-
-    training.DualRegressionModel.fit = fit_then_die
-    training.train(AdaptConfig(**json.loads(sys.argv[1])))
-"""
-
-
 def write_images(folder: Path, count: int, seed: int, size: tuple[int, int], suffix: str):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -318,19 +278,7 @@ def resumed_adapt(tmp_path_factory, tiny):
     again to the end with the same flags through ``drn-tf adapt``."""
     root = tmp_path_factory.mktemp("adapt")
     config = adapt_config(root, tiny[1])
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    killed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KILLED_RUN_SCRIPT), json.dumps(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-    )
+    killed = run_killed(config, "adapt")
     run = Path(config["output"])
     killed_log = (run / "log.csv").read_text() if (run / "log.csv").is_file() else ""
     output = io.StringIO()

@@ -17,13 +17,24 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import (
+    DUAL_PT,
+    IO_NPZ,
+    PRIMAL_PT,
+    REFERENCE,
+    last_json,
+    read_log,
+    run_killed,
+    run_python,
+    tiny_config,
+    write_images,
+)
 from PIL import Image
 
 from drn_tf import cli
@@ -36,27 +47,9 @@ from drn_tf.training import (
     train,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-PRIMAL_PT = REFERENCE / "drn_s_x4.pt"
-DUAL_PT = REFERENCE / "drn_s_x4_dual.pt"
-IO_NPZ = REFERENCE / "drn_s_x4_io.npz"
-
 SMALL = {"n_blocks": 1, "n_feats": 4}
-ROOT = Path(__file__).resolve().parents[1]
-SUBPROCESS_ENV = {
-    **os.environ,
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "CUDA_VISIBLE_DEVICES": "",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-}
 
-
-@pytest.fixture(autouse=True)
-def float32_policy():
-    """Every test starts and ends under the float32 policy (``train`` sets it globally)."""
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,24 +86,6 @@ def flat(arrays) -> np.ndarray:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=SUBPROCESS_ENV,
-        cwd=ROOT,
-    )
-
-
-def last_json(output: str) -> dict:
-    """The last line of ``output`` that is a JSON object (TensorFlow may log before it)."""
-    lines = [line for line in output.splitlines() if line.startswith("{")]
-    assert lines, f"no JSON result in the output:\n{output[-3000:]}"
-    return json.loads(lines[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,51 +536,6 @@ def test_mirrored_step_with_loss_scale_optimizer_equals_single_device_step(mirro
 # 6. a training run: outputs, and a killed run resumed where it stopped
 # --------------------------------------------------------------------------------------------
 
-KILLED_RUN_SCRIPT = """
-    import json
-    import os
-    import sys
-
-    import keras
-
-    from drn_tf import training
-
-
-    class Kill(keras.callbacks.Callback):
-        # Dies like a killed process (no clean-up) as the third epoch starts.
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                sys.stdout.flush()
-                os._exit(17)
-
-
-    fit = training.DualRegressionModel.fit
-
-
-    def fit_then_die(self, *args, callbacks=(), **kwargs):
-        return fit(self, *args, callbacks=[*callbacks, Kill()], **kwargs)
-
-
-    training.DualRegressionModel.fit = fit_then_die
-    training.train(training.TrainConfig(**json.loads(sys.argv[1])))
-"""
-
-
-def write_images(folder: Path, count: int, seed: int, size: int = 64) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    for i in range(count):
-        noise = rng.integers(0, 40, (size, size, 3))
-        smooth = np.stack([x * 4, y * 4, (x + y) * 2], -1) + noise
-        Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
-def read_log(path: Path) -> list[dict]:
-    with open(path) as file:
-        return list(csv.DictReader(file))
-
 
 def read_events(folder: Path) -> dict[str, list[tuple[int, object]]]:
     """``tag -> [(step, value)]`` of every summary in the TensorBoard event files in ``folder``,
@@ -622,39 +552,13 @@ def read_events(folder: Path) -> dict[str, list[tuple[int, object]]]:
     return {tag: sorted(entries, key=lambda e: e[0]) for tag, entries in found.items()}
 
 
-def tiny_config(root: Path, **changes) -> dict:
-    """A run of the tiny model on 48×48 images, 32×32 HR patches, batch 2."""
-    train_dir, val_dir = root / "train", root / "val"
-    if not train_dir.is_dir():
-        write_images(train_dir, 3, seed=0, size=48)
-        write_images(val_dir, 1, seed=1, size=48)
-    config = {
-        "train_dir": [str(train_dir)],
-        "val_dir": [str(val_dir)],
-        "output": str(root / "run"),
-        "variant": "drn-s",
-        "scale": 4,
-        "n_blocks": 1,
-        "n_feats": 4,
-        "steps": 5,
-        "steps_per_epoch": 2,
-        "batch_size": 2,
-        "patch_size": 32,
-        "precision": "float32",
-        "tensorboard": False,
-        "progress": 0,
-        "seed": 1,
-    }
-    return {**config, **changes}
-
-
 @pytest.fixture(scope="module")
 def resumed_run(tmp_path_factory):
     """A tiny run of 5 steps, 2 per epoch, killed at the start of its third epoch, then run
     again to the end with the same flags."""
     root = tmp_path_factory.mktemp("train")
     config = tiny_config(root, tensorboard=True)
-    killed = run_python(KILLED_RUN_SCRIPT, json.dumps(config), timeout=300)
+    killed = run_killed(config, "train")
     run = Path(config["output"])
     killed_log = read_log(run / "log.csv") if (run / "log.csv").is_file() else []
     killed_files = sorted(p.name for p in run.iterdir())
