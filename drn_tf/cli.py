@@ -86,8 +86,13 @@ class UpscaleConfig:
     )
     model: str = setting(
         "default",
-        "A .keras model, 'default' (the packaged ×4 model) or 'bicubic' (MATLAB bicubic ×4, "
-        "the baseline).",
+        "A .keras model, 'default' (the packaged model for --scale) or 'bicubic' (MATLAB "
+        "bicubic, the baseline).",
+    )
+    scale: int | None = setting(
+        None,
+        "Upscaling factor: picks the packaged model (2, 4 or 8; default 4), or must be the "
+        ".keras model's; bicubic takes any integer >= 2 (default 4).",
     )
     tile: int = setting(
         _UPSCALE_TILE,
@@ -124,6 +129,8 @@ def upscale(config: UpscaleConfig, inputs: list[str]) -> None:
             f"--tile-overlap must be between 0 and a quarter of --tile ({config.tile // 4}), "
             f"got {config.tile_overlap}"
         )
+    if config.scale is not None:  # a DRN is ×2^k; bicubic also does ×3
+        _check_scale(config.scale, power_of_two=config.model != "bicubic")
     missing = [p for p in inputs if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
@@ -140,10 +147,13 @@ def upscale(config: UpscaleConfig, inputs: list[str]) -> None:
     _check_output_folder(output.parent if names_file else output)
 
     from drn_tf.files import remove_stale_temp_files
-    from drn_tf.inference import load_model, upscale_files
+    from drn_tf.inference import Bicubic, load_model, upscale_files
 
     remove_stale_temp_files(output.parent if names_file else output, recursive=not names_file)
-    model = config.model if config.model == "bicubic" else load_model(config.model)
+    if config.model == "bicubic":
+        model = Bicubic(config.scale or 4)
+    else:
+        model = load_model(config.model, scale=config.scale)
     summary = upscale_files(
         inputs,
         output,
@@ -171,8 +181,8 @@ class EvaluateConfig:
 
     model: str = setting(
         "default",
-        "A .keras model, 'default' (the packaged model) or 'bicubic' (the MATLAB-bicubic "
-        "baseline).",
+        "A .keras model, 'default' (the packaged model for --scale) or 'bicubic' (the "
+        "MATLAB-bicubic baseline).",
     )
     data: list[str] = setting(
         [],
@@ -181,8 +191,8 @@ class EvaluateConfig:
     )
     scale: int | None = setting(
         None,
-        "Upscaling factor: the model's, a power of two (the default); for bicubic any integer "
-        ">= 2 (default 4).",
+        "Upscaling factor: picks the packaged model (2, 4 or 8; default 4), or must be the "
+        ".keras model's; bicubic takes any integer >= 2 (default 4).",
     )
     json: str | None = setting(None, "Also write the results (per image and mean) to this file.")
     lr_kind: str = setting(
@@ -222,10 +232,8 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
     if config.model == "bicubic":
         model, scale = "bicubic", config.scale or 4
     else:
-        model = load_model(config.model)
-        scale = config.scale or model.scale
-        if model.scale != scale:
-            raise ValueError(f"{config.model}: a ×{model.scale} model, but --scale is {scale}")
+        model = load_model(config.model, scale=config.scale)
+        scale = model.scale
     if config.lr_only:
         from drn_tf.evaluation import evaluate_closed_loop, format_loop_table
 
@@ -362,20 +370,32 @@ def convert(config: ConvertConfig, positionals: list[str]) -> None:
 class DemoConfig:
     """Super-resolve the bundled sample photo: DRN against bicubic, scored and pictured."""
 
-    output: str = setting("demo_output", "Folder for the SR image and comparison.png.")
-    model: str = setting("default", "A .keras model, or 'default' (the packaged model).")
+    output: str = setting("demo_output", "Folder for the SR images and comparison pictures.")
+    model: str = setting(
+        "default", "A .keras model, or 'default' (the packaged models, one per --scales)."
+    )
+    scales: list[int] = setting(
+        [2, 4, 8], "Upscaling factors to show with the packaged models (a .keras model: its own)."
+    )
 
 
 def demo(config: DemoConfig, positionals: list[str]) -> None:
+    for scale in config.scales:
+        _check_scale(scale)
     _check_output_folder(Path(config.output))
     from drn_tf.demo import run_demo
 
-    results = run_demo(config.output, config.model)
-    print(f"{'':8} {'PSNR (Y)':>9} {'SSIM (Y)':>9}")
-    for name in ("bicubic", "drn"):
-        print(f"{name:8} {results[name]['psnr']:9.2f} {results[name]['ssim']:9.4f}")
-    for path in results["files"]:
-        print(f"wrote {path}")
+    scales = config.scales if config.model == "default" else [None]
+    runs = [run_demo(config.output, config.model, scale) for scale in scales]
+    print(f"{'':6} {'':8} {'PSNR (Y)':>9} {'SSIM (Y)':>9}")
+    for results in runs:
+        scale = f"×{results['scale']}"
+        for name in ("bicubic", "drn"):
+            scores = results[name]
+            print(f"{scale:6} {name:8} {scores['psnr']:9.2f} {scores['ssim']:9.4f}")
+    for results in runs:
+        for path in results["files"]:
+            print(f"wrote {path}")
 
 
 # --- the commands ----------------------------------------------------------------------------

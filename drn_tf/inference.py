@@ -3,6 +3,7 @@
 ::
 
     model = load_model("default")                   # the packaged ×4 model, or a .keras path
+    model_x2 = load_model("default", scale=2)       # the packaged ×2 (also ×8) model
     sr = upscale(photo, model)                      # uint8/uint16 (H, W[, C]) -> (4H, 4W[, C])
     upscale_files(["photos/"], "out/", model)       # photos/a/b.jpg -> out/a/b_x4.png
 
@@ -43,25 +44,29 @@ from drn_tf.images import (
     load_picture,
     save_picture,
 )
-from drn_tf.models import DRN, build_drn
+from drn_tf.models import DRN, build_drn, build_drn_bundle
 from drn_tf.precision import resolve_precision
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
+    "DEFAULT_MODEL_PATHS",
     "DEFAULT_TILE",
     "DEFAULT_TILE_OVERLAP",
     "Bicubic",
     "OutOfMemoryError",
     "UpscaleSummary",
     "load_model",
+    "model_path",
     "upscale",
     "upscale_files",
 ]
 
 PathLike = str | os.PathLike[str]
 
-#: The packaged ×4 model that ``load_model("default")`` returns.
-DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "drn_x4.keras"
+#: The packaged models, one per scale: ``load_model("default", scale=s)``.
+DEFAULT_MODEL_PATHS = {s: Path(__file__).parent / "weights" / f"drn_x{s}.keras" for s in (2, 4, 8)}
+#: The packaged ×4 model, ``load_model("default")``.
+DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS[4]
 
 #: Tile side in input pixels, chosen by measurement on the default model: time per pixel is
 #: flat from 96 to 192 and worse from 256 (caches), peak memory grows with the tile, and the
@@ -89,13 +94,40 @@ class OutOfMemoryError(MemoryError):
 # --------------------------------------------------------------------------------------------
 
 
-def load_model(name_or_path: PathLike = "default") -> DRN:
+def model_path(name_or_path: PathLike = "default", scale: int | None = None) -> Path:
+    """The file ``name_or_path`` names: for ``"default"`` the packaged model of ``scale``
+    (:data:`DEFAULT_MODEL_PATHS`; 4 when ``None``), otherwise the path itself (unchecked).
+
+    Raises:
+        ValueError: no model is packaged for ``scale``.
+        FileNotFoundError: the packaged model's file is missing from this installation.
+    """
+    if str(name_or_path) != "default":
+        return Path(name_or_path)
+    scale = 4 if scale is None else scale
+    if scale not in DEFAULT_MODEL_PATHS:
+        packaged = ", ".join(f"×{s}" for s in DEFAULT_MODEL_PATHS)
+        raise ValueError(
+            f"no packaged ×{scale} model (packaged: {packaged}); pass the path of a .keras model"
+        )
+    path = DEFAULT_MODEL_PATHS[scale]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the packaged ×{scale} model is not installed; "
+            "pass the path of a .keras model instead"
+        )
+    return path
+
+
+def load_model(name_or_path: PathLike = "default", scale: int | None = None) -> DRN:
     """Loads a DRN model (primal + dual networks) from a ``.keras`` file.
 
     Args:
-        name_or_path: ``"default"`` for the packaged model (:data:`DEFAULT_MODEL_PATH`), or the
-            path of a ``.keras`` file written by ``drn-tf convert``, ``drn-tf train`` or
-            :func:`drn_tf.models.save_model_atomic`.
+        name_or_path: ``"default"`` for the packaged model of ``scale``
+            (:data:`DEFAULT_MODEL_PATHS`), or the path of a ``.keras`` file written by
+            ``drn-tf convert``, ``drn-tf train`` or :func:`drn_tf.models.save_model_atomic`.
+        scale: the upscaling factor wanted: picks the packaged model (×4 when ``None``), and a
+            file's model must have it.
 
     Returns:
         The :class:`~drn_tf.models.DRN` (a ``DualRegressionModel`` for files written by training,
@@ -104,17 +136,10 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
     Raises:
         FileNotFoundError: the file (or the packaged model) does not exist.
         ValueError: a folder, not a ``.keras`` file, a truncated or corrupt archive, a file Keras
-            cannot load, or a Keras model that is not a DRN. The message starts with the path.
+            cannot load, a Keras model that is not a DRN, or a model of another ``scale``. The
+            message starts with the path.
     """
-    if str(name_or_path) == "default":
-        path = DEFAULT_MODEL_PATH
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: the packaged default model is not installed; "
-                "pass the path of a .keras model instead"
-            )
-    else:
-        path = Path(name_or_path)
+    path = model_path(name_or_path, scale)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file does not exist")
     if path.is_dir():
@@ -137,7 +162,32 @@ def load_model(name_or_path: PathLike = "default") -> DRN:
         ) from error
     if not isinstance(model, DRN):
         raise ValueError(f"{path}: not a DRN model (found a Keras {type(model).__name__})")
-    return model
+    if scale is not None and model.scale != scale:
+        raise ValueError(f"{path}: a ×{model.scale} model, but the scale asked for is ×{scale}")
+    return _in_global_policy(model)
+
+
+def _in_global_policy(model: DRN) -> DRN:
+    """``model`` computing in Keras' global dtype policy (float32 unless a training run set
+    another). A ``.keras`` file keeps each layer's policy: a model saved by a mixed_bfloat16 run
+    would compute in bfloat16 wherever it is loaded (and give exporters a graph they refuse),
+    and a float32 file would ignore ``--precision`` when trained further. Weights are float32
+    under every policy, so the copy is exact."""
+    wanted = {keras.mixed_precision.global_policy().name} - {"float32"}
+    networks = (model.primal, *model.duals)
+    if {layer.dtype_policy.name for net in networks for layer in net.layers} - {
+        "float32"
+    } == wanted:
+        return model
+    config = model.drn_config
+    fresh = build_drn_bundle(
+        config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
+    )
+    fresh.set_weights(model.get_weights())
+    rebuilt = DRN(fresh.primal, fresh.duals, drn_config=config, info=model.info, name=model.name)
+    if type(model) is DRN:
+        return rebuilt
+    return type(model).from_drn(rebuilt, model.dual_weight, model.unpaired_loop)
 
 
 def _check_archive(path: Path) -> None:
@@ -175,7 +225,7 @@ def _resolve_model(model: DRN | Bicubic | PathLike) -> DRN | Bicubic:
         )
     if str(model) == "bicubic":
         return Bicubic()
-    path = DEFAULT_MODEL_PATH if str(model) == "default" else Path(model)
+    path = model_path(model)
     key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
     if key not in _LOADED:
         _LOADED[key] = load_model(model)

@@ -95,10 +95,10 @@ class Source:
 def load_source(model: str | os.PathLike) -> Source:
     """Loads ``"default"`` (the packaged model) or a ``.keras`` path, with the checks and
     one-line errors of :func:`drn_tf.inference.load_model`."""
-    from drn_tf.inference import DEFAULT_MODEL_PATH, load_model
+    from drn_tf.inference import load_model, model_path
 
-    path = DEFAULT_MODEL_PATH if str(model) == "default" else Path(model)
-    loaded = load_model(model)
+    path = model_path(model)
+    loaded = load_model(path)
     return Source(loaded, path, sha256_of(path))
 
 
@@ -441,11 +441,25 @@ def finish(
     return report
 
 
+MODEL_HELP = "A .keras DRN model, or 'default' for the packaged model of --scale."
+SCALE_HELP = "With --model default: which packaged model, 2, 4 or 8 (default 4)."
+
+
+def packaged_or_path(model: str, scale: int | None) -> str:
+    """``--model`` and ``--scale`` as one model argument: the packaged file for ``default``."""
+    from drn_tf.config import UsageError
+    from drn_tf.inference import model_path
+
+    if scale is not None and model != "default":
+        raise UsageError("--scale picks a packaged model: it goes with --model default only")
+    return str(model_path(model, scale))
+
+
 def command(
     prog: str, flags_cls: type, export: Callable[..., Report], argv: list[str] | None
 ) -> int:
     """The thin command line of an exporter: ``flags_cls`` is a settings dataclass whose fields
-    are ``model``, ``output`` and the keyword arguments of ``export``; runs
+    are ``model``, ``scale``, ``output`` and the keyword arguments of ``export``; runs
     ``export(model, output, **the rest)`` and prints its summary. Returns the exit status
     (:func:`drn_tf.config.run_command`)."""
     from drn_tf.config import UsageError, run_command
@@ -454,6 +468,7 @@ def command(
         if not flags.output:
             raise UsageError("--output is required")
         options = dataclasses.asdict(flags)
-        print(export(options.pop("model"), options.pop("output"), **options).summary())
+        model = packaged_or_path(options.pop("model"), options.pop("scale"))
+        print(export(model, options.pop("output"), **options).summary())
 
     return run_command(prog, flags_cls, run, sys.argv[1:] if argv is None else argv)

@@ -198,7 +198,8 @@ def export_onnx(
 class Flags:
     """Export a DRN model to ONNX (tf2onnx), verified in onnxruntime against Keras."""
 
-    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged one.")
+    model: str = setting("default", base.MODEL_HELP)
+    scale: int | None = setting(None, base.SCALE_HELP)
     output: str | None = setting(None, "The .onnx file to write (required).")
     opset: int = setting(17, "ONNX opset (tf2onnx 1.17 writes 17 or 18).")
     overwrite: bool = setting(False, "Replace an existing artifact.")

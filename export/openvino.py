@@ -263,7 +263,8 @@ def export_openvino(
 class Flags:
     """Export a DRN model to an OpenVINO IR, verified in OpenVINO against Keras."""
 
-    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged one.")
+    model: str = setting("default", base.MODEL_HELP)
+    scale: int | None = setting(None, base.SCALE_HELP)
     output: str | None = setting(None, "The folder to write model.xml, model.bin (required).")
     precision: str = setting(
         "fp32",

@@ -172,7 +172,8 @@ class Flags:
     """Exports a DRN model as a SavedModel for TF Serving (OUTPUT/VERSION/, signatures
     serving_default, serving_uint8 and serving_bytes), verified against Keras and timed."""
 
-    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged ×4 model.")
+    model: str = setting("default", base.MODEL_HELP)
+    scale: int | None = setting(None, base.SCALE_HELP)
     output: str | None = setting(
         None, "TF Serving's model base folder (required); the model goes to OUTPUT/VERSION/."
     )
@@ -187,8 +188,9 @@ def _cli(flags: Flags, extra: list[str]) -> None:
         raise UsageError("--output is required (TF Serving's model base folder)")
     if flags.version < 1:
         raise UsageError(f"--version must be >= 1, got {flags.version}")
+    model = base.packaged_or_path(flags.model, flags.scale)
     report = export_saved_model(
-        flags.model, flags.output, version=flags.version, overwrite=flags.overwrite
+        model, flags.output, version=flags.version, overwrite=flags.overwrite
     )
     print(report.summary())
 

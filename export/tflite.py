@@ -264,7 +264,8 @@ def export_tflite(
 class Flags:
     """Export a DRN model to TFLite / LiteRT, verified in LiteRT against Keras."""
 
-    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged one.")
+    model: str = setting("default", base.MODEL_HELP)
+    scale: int | None = setting(None, base.SCALE_HELP)
     output: str | None = setting(None, "The .tflite file to write (required).")
     quantization: str = setting(
         "none",

@@ -727,7 +727,8 @@ class Flags:
     """Export a DRN model for TensorRT (TF-TRT SavedModel or a TensorRT engine), verified
     against Keras."""
 
-    model: str = setting("default", "A .keras DRN model, or 'default' for the packaged one.")
+    model: str = setting("default", base.MODEL_HELP)
+    scale: int | None = setting(None, base.SCALE_HELP)
     output: str | None = setting(
         None, "Where to write: an engine file, a TF-TRT SavedModel folder or, with --onnx-only, "
         "an .onnx file (required).",
@@ -754,7 +755,7 @@ def _cli(flags: Flags, _: list[str]) -> None:
     if flags.precision == "int8" and not flags.calibration_data:
         raise UsageError(NEEDS_CALIBRATION)
     report = export_trt(
-        flags.model,
+        base.packaged_or_path(flags.model, flags.scale),
         flags.output,
         overwrite=flags.overwrite,
         precision=flags.precision,

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import drn_tf
 from drn_tf import cli, inference
+from drn_tf.degrade import imresize
 from drn_tf.images import load_picture, read_image, write_image
 from drn_tf.models import DRN, save_model_atomic
 
@@ -25,9 +27,10 @@ def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
 # --- load_model --------------------------------------------------------------------------------
 
 
-def test_default_model_path():
-    expected = Path(inference.__file__).parent / "weights" / "drn_x4.keras"
-    assert expected == inference.DEFAULT_MODEL_PATH
+def test_default_model_paths():
+    weights = Path(inference.__file__).parent / "weights"
+    assert {s: weights / f"drn_x{s}.keras" for s in (2, 4, 8)} == inference.DEFAULT_MODEL_PATHS
+    assert weights / "drn_x4.keras" == inference.DEFAULT_MODEL_PATH
 
 
 def test_load_model_round_trip(tiny):
@@ -38,12 +41,62 @@ def test_load_model_round_trip(tiny):
     np.testing.assert_array_equal(inference.upscale(loaded, image), inference.upscale(model, image))
 
 
-def test_load_model_default(tiny, monkeypatch, tmp_path):
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATH", tmp_path / "weights" / "drn_x4.keras")
-    with pytest.raises(FileNotFoundError, match="drn_x4.keras"):
-        inference.load_model()
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATH", tiny[1])
-    assert isinstance(inference.load_model("default"), DRN)
+@pytest.fixture(scope="module")
+def tiny_x2(tmp_path_factory) -> Path:
+    model = drn_tf.build_drn_bundle("drn-s", 2, n_blocks=1, n_feats=4)
+    return save_model_atomic(model, tmp_path_factory.mktemp("x2") / "tiny_x2.keras")
+
+
+def test_load_model_default_picks_the_model_of_the_scale(tiny, tiny_x2, monkeypatch, tmp_path):
+    paths = {2: tiny_x2, 4: tiny[1], 8: tmp_path / "weights" / "drn_x8.keras"}
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", paths)
+    assert inference.load_model("default", scale=2).scale == 2
+    assert inference.load_model("default").scale == 4  # ×4 unless asked
+    with pytest.raises(FileNotFoundError, match=r"drn_x8.keras: the packaged ×8 model"):
+        inference.load_model("default", scale=8)
+    with pytest.raises(ValueError, match=r"no packaged ×16 model \(packaged: ×2, ×4, ×8\)"):
+        inference.load_model("default", scale=16)
+    # A file's model must have the scale asked for.
+    with pytest.raises(ValueError, match=r"tiny_x2.keras: a ×2 model, but the scale asked"):
+        inference.load_model(tiny_x2, scale=4)
+    assert inference.model_path(tiny_x2) == tiny_x2
+
+
+def _policies(model) -> set[str]:
+    return {layer.dtype_policy.name for net in (model.primal, *model.duals) for layer in net.layers}
+
+
+def test_load_model_computes_in_the_global_policy(tiny, tmp_path):
+    # A file saved by a mixed_bfloat16 run keeps its layers' policy; loaded for inference or
+    # export (global float32) it must compute in float32, and the other way round for training.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
+        mixed.set_weights(tiny[0].get_weights())
+        path = save_model_atomic(mixed, tmp_path / "mixed.keras")
+        assert "mixed_bfloat16" in _policies(inference.load_model(tiny[1]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = inference.load_model(path)
+    assert _policies(loaded) == {"float32"} and loaded.drn_config == tiny[0].drn_config
+    lr = _image(6, 5).astype("float32")[None]
+    np.testing.assert_array_equal(loaded.primal(lr)[-1], tiny[0].primal(lr)[-1])
+
+
+def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, monkeypatch, tmp_path):
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    image = _image(5, 6)
+    write_image(tmp_path / "a.png", image)
+    assert cli.main(["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]) == 0
+    assert read_image(tmp_path / "o" / "a_x4.png").shape == (20, 24, 3)
+    argv = ["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o"), "--scale", "2"]
+    assert cli.main([*argv, "--precision", "float32"]) == 0
+    x2 = inference.upscale(image, inference.load_model(tiny_x2), precision="float32")
+    np.testing.assert_array_equal(read_image(tmp_path / "o" / "a_x2.png"), x2)
+    # bicubic takes any integer factor, byte-exact with MATLAB's imresize
+    argv = ["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "b"), "--scale", "3"]
+    assert cli.main([*argv, "--model", "bicubic"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "b" / "a_x3.png"), imresize(image, 3))
 
 
 def test_load_model_reads_training_files(tiny, tmp_path):
