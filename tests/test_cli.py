@@ -380,8 +380,14 @@ def test_signal_ends_upscale_with_one_line(signum, tiny, tmp_path):
             inputs / f"{i:03d}.png"
         )
     out = tmp_path / "out"
+    # A job started in the background by a script (`make test &`) inherits SIGINT ignored,
+    # as Unix wants; give the child Python's own Ctrl-C handler so the test holds anywhere.
+    main = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'drn-tf'; runpy.run_module('drn_tf', run_name='__main__')"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "drn_tf", "upscale", str(inputs), "--output", str(out)]
+        [sys.executable, "-c", main, "upscale", str(inputs), "--output", str(out)]
         + ["--model", str(tiny[1])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
