@@ -26,7 +26,8 @@ Prints a table of Y-PSNR on nearest and bicubic Set5/Set14 and the closed-loop e
 nearest sets, writes it as JSON, and saves an un-adapted | adapted | upper bound | HR picture.
 
 Sized for a shared 2-core CPU: the defaults (500 steps of batch 10 at HR patch 64 per row, a
-fraction of an adaptation run) took 9.4 minutes there; ``--steps`` and ``--patch-size`` scale
+fraction of an adaptation run) took 9.4 minutes with the earlier ×4 model and 7.3 with
+the current one (bf16); ``--steps`` and ``--patch-size`` scale
 it. ``--dual-weight 1 --variants first cascade --picture ''`` strengthens the closed loop, to
 see which way it pulls. The results and why are in ``drn_tf/training.py``'s docstring.
 """
