@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import math
 import multiprocessing
 import os
@@ -39,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import paths as P
-from drn_tf.config import UsageError, quiet_tensorflow, run_command, setting
+from benchmarks import report as R
+from drn_tf.config import UsageError, quiet_tensorflow, setting
 
 PROG = "python -m benchmarks.latency"
 _REPO = Path(__file__).resolve().parents[1]
@@ -486,12 +486,9 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(report: dict, path: Path) -> None:
+def chart(report: dict):
     """Median latency per path, one panel per model, bars coloured by compute precision."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = R.pyplot()
 
     colours = {"fp32": "tab:blue", "bf16": "tab:orange", "int8": "tab:green", "gpu": "tab:gray"}
     models = report["models"]
@@ -512,8 +509,7 @@ def chart(report: dict, path: Path) -> None:
         axis.legend(handles, list(colours), loc="upper right", fontsize=7)
     figure.suptitle(report["cpu"]["model"], fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def run(config: LatencyConfig, positionals: list[str], verbose: bool = False) -> dict:
@@ -555,21 +551,14 @@ def run(config: LatencyConfig, positionals: list[str], verbose: bool = False) ->
         report["models"].append(record)
     report["loadavg_after"] = list(os.getloadavg())
 
-    output.mkdir(parents=True, exist_ok=True)
-    text = markdown(report)
-    (output / "latency.md").write_text(text)
-    (output / "latency.json").write_text(json.dumps(report, indent=2, default=P.base._jsonable))
-    chart(report, output / "latency.png")
-    print(text)
+    R.write(output, "latency", report, markdown(report), chart)
     print(f"wrote {output / 'latency.md'}, latency.json, latency.png")
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.latency [flags]``; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    verbose = "-v" in argv or "--verbose" in argv
-    return run_command(PROG, LatencyConfig, lambda c, p: run(c, p, verbose), argv)
+    return R.command(PROG, LatencyConfig, run, argv)
 
 
 if __name__ == "__main__":

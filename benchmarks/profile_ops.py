@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import re
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import report as R
 from drn_tf.config import UsageError, run_command, setting
 
 PROG = "python -m benchmarks.profile_ops"
@@ -38,7 +38,7 @@ class ProfileConfig:
     size: int = setting(128, "LR input side.")
     runs: int = setting(3, "Profiled runs (after 2 warm-up runs); times are per run.")
     top: int = setting(15, "Rows per table.")
-    output: str = setting("runs/benchmarks", "Folder for profile_ops.json.")
+    output: str = setting("runs/benchmarks", "Folder for profile_ops_MODEL_PRECISION.{md,json}.")
 
 
 def op_times(xspace_path: Path) -> list[tuple[str, str, float]]:
@@ -155,11 +155,8 @@ def run(config: ProfileConfig, positionals: list[str]) -> dict:
     if config.runs < 1 or config.size < 8 or config.size % 4:
         raise UsageError("--runs must be >= 1 and --size a multiple of 4, at least 8")
     report = _profile(config)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    name = f"profile_ops_{config.model.replace('/', '_')}_{config.precision}.json"
-    (output / name).write_text(json.dumps(report, indent=2))
-    print(markdown(report, config.top))
+    name = f"profile_ops_{config.model.replace('/', '_')}_{config.precision}"
+    R.write(config.output, name, report, markdown(report, config.top))
     return report
 
 

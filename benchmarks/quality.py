@@ -15,7 +15,6 @@ agreement of the raw output with Keras fp32's (PSNR, peak 255, mean over the ima
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import paths as P
-from drn_tf.config import run_command, setting
+from benchmarks import report as R
+from drn_tf.config import setting
 
 PROG = "python -m benchmarks.quality"
 _BENCHMARK = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
@@ -142,12 +142,7 @@ def run(config: QualityConfig, positionals: list[str], verbose: bool = False) ->
         "bicubic": bicubic,
         "paths": list(results.values()),
     }
-    output.mkdir(parents=True, exist_ok=True)
-    text = markdown(report)
-    (output / "quality.md").write_text(text)
-    (output / "quality.json").write_text(json.dumps(report, indent=2, default=P.base._jsonable))
-    chart(report, output / "quality.png")
-    print(text)
+    R.write(output, "quality", report, markdown(report), chart)
     return report
 
 
@@ -191,11 +186,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def chart(report: dict):
+    plt = R.pyplot()
 
     sets = report["sets"]
     reference = next(r for r in report["paths"] if r["path"] == REFERENCE)
@@ -212,15 +204,12 @@ def chart(report: dict, path: Path) -> None:
     axis.set_title(report["model"]["label"], fontsize=9)
     axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.quality [flags]``; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    verbose = "-v" in argv or "--verbose" in argv
-    return run_command(PROG, QualityConfig, lambda c, p: run(c, p, verbose), argv)
+    return R.command(PROG, QualityConfig, run, argv)
 
 
 if __name__ == "__main__":

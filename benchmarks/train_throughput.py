@@ -23,7 +23,6 @@ same seeded batches for N steps each and compares their loss curves. Writes
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -34,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import paths as P
-from drn_tf.config import UsageError, run_command, setting
+from benchmarks import report as R
+from drn_tf.config import UsageError, setting
 
 PROG = "python -m benchmarks.train_throughput"
 _DEFAULT_TRAIN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
@@ -292,11 +292,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def chart(report: dict):
+    plt = R.pyplot()
 
     panels = len(report["sizes"]) + bool(report.get("loss_curves"))
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.6), squeeze=False)
@@ -317,8 +314,7 @@ def chart(report: dict, path: Path) -> None:
         axis.legend()
         axis.set_title("loss, same weights and batches")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def run(config: ThroughputConfig, positionals: list[str], verbose: bool = False) -> dict:
@@ -358,21 +354,13 @@ def run(config: ThroughputConfig, positionals: list[str], verbose: bool = False)
     if config.loss_steps:
         report["loss_curves"] = loss_curves(config, verbose)
     report["loadavg_after"] = list(os.getloadavg())
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    text = markdown(report)
-    (output / "train_throughput.md").write_text(text)
-    (output / "train_throughput.json").write_text(json.dumps(report, indent=2))
-    chart(report, output / "train_throughput.png")
-    print(text)
+    R.write(config.output, "train_throughput", report, markdown(report), chart)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.train_throughput [flags]``; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    verbose = "-v" in argv or "--verbose" in argv
-    return run_command(PROG, ThroughputConfig, lambda c, p: run(c, p, verbose), argv)
+    return R.command(PROG, ThroughputConfig, run, argv)
 
 
 if __name__ == "__main__":

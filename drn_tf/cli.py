@@ -363,6 +363,34 @@ def convert(config: ConvertConfig, positionals: list[str]) -> None:
         )
 
 
+# --- package -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PackageConfig:
+    """Save a trained model for shipping: drn-tf package --model runs/x4/best.keras
+    --output drn_x4.keras writes its networks alone, in float32, without the optimizer state."""
+
+    model: str | None = setting(None, "The trained .keras model (required), e.g. RUN/best.keras.")
+    output: str | None = setting(None, "The .keras file to write (required).")
+    note: str | None = setting(None, "How it was trained, kept in the model's info.")
+
+
+def package(config: PackageConfig, positionals: list[str]) -> None:
+    _required(model=config.model, output=config.output)
+    output = Path(config.output)
+    if output.suffix != ".keras":
+        raise UsageError(f"--output must name a .keras file, got {output}")
+    _check_output_file(output, "--output")
+    from drn_tf.inference import load_model
+    from drn_tf.models import package_model
+
+    model = load_model(config.model)
+    package_model(model, output, config.note)
+    size = output.stat().st_size / 1e6
+    print(f"wrote {output}: ×{model.scale} {model.drn_config.variant}, float32, {size:.1f} MB")
+
+
 # --- demo ----------------------------------------------------------------------------------
 
 
@@ -442,6 +470,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "convert": Command(
         "Convert the authors' PyTorch checkpoints into a .keras model.", ConvertConfig, convert
+    ),
+    "package": Command(
+        "Save a trained model for shipping (float32, no optimizer state).", PackageConfig, package
     ),
     "demo": Command("Super-resolve the bundled photo: DRN against bicubic.", DemoConfig, demo),
 }

@@ -346,6 +346,9 @@ class _RunSettings:
         "a cluster'). --batch-size stays the global batch.",
         choices=("default", "mirrored", "multi_worker"),  # drn_tf.distribute.STRATEGIES
     )
+    cluster_timeout: int = setting(
+        300, "--strategy multi_worker: seconds to wait for every worker of TF_CONFIG to join."
+    )
     cache_dir: str | None = setting(None, "On-disk cache of the computed LR pyramids.")
     seed: int = setting(1, "Random seed (data order, crops, initialisation).")
     tensorboard: bool = setting(True, "Write TensorBoard scalars and SR sample images.")

@@ -39,8 +39,8 @@ from drn_tf.metrics import PSNR, SSIM
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
-# How long a multi-worker start waits for every worker of TF_CONFIG to join (TF's own default is
-# an hour for the chief, forever for the others).
+# How long a multi-worker start waits for every worker of TF_CONFIG to join, by default (TF's own
+# is an hour for the chief, forever for the others).
 CLUSTER_TIMEOUT_S = 300
 
 # What a collective raises when a worker of the cluster is gone or restarted.
@@ -91,12 +91,14 @@ def read_tf_config(text: str | None) -> tuple[int, int]:
     return len(jobs["chief"]) + len(jobs["worker"]), index + len(jobs["chief"]) * (kind == "worker")
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy | None:
+def make_strategy(
+    name: str, cluster_timeout_s: int = CLUSTER_TIMEOUT_S
+) -> tf.distribute.Strategy | None:
     """The strategy of ``--strategy name``; ``None`` for ``default`` (no strategy object).
 
     ``multi_worker`` reads ``TF_CONFIG`` first (a ``ValueError`` when it is missing or wrong)
     and must be created before TensorFlow runs anything else; it waits for every worker, for
-    at most :data:`CLUSTER_TIMEOUT_S` (then a one-line ``TimeoutError``)."""
+    at most ``cluster_timeout_s`` seconds (then a one-line ``TimeoutError``)."""
     if name not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     if name == "default":
@@ -108,27 +110,27 @@ def make_strategy(name: str) -> tf.distribute.Strategy | None:
         return strategy
     text = os.environ.get("TF_CONFIG")
     workers, _ = read_tf_config(text)
-    _bound_cluster_start(json.loads(text)["cluster"])
+    _bound_cluster_start(json.loads(text)["cluster"], cluster_timeout_s)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except tf.errors.DeadlineExceededError:
         raise TimeoutError(
-            f"not all {workers} workers of TF_CONFIG joined within {CLUSTER_TIMEOUT_S} s; start "
+            f"not all {workers} workers of TF_CONFIG joined within {cluster_timeout_s} s; start "
             "the same command on every machine of the cluster (and check their addresses)"
         ) from None
 
 
-def _bound_cluster_start(cluster: dict) -> None:
+def _bound_cluster_start(cluster: dict, timeout_s: int) -> None:
     """Sets up TF's coordination service as MultiWorkerMirroredStrategy would (it keeps a
     configuration set before it), except that registration is a barrier with a timeout of
-    :data:`CLUSTER_TIMEOUT_S`: then every worker, the service's leader included, gets a
+    ``timeout_s``: then every worker, the service's leader included, gets a
     ``DeadlineExceededError`` when a worker is missing, instead of waiting an hour or forever."""
     jobs = [(name, len(cluster[name])) for name in ("chief", "worker") if cluster.get(name)]
     eager = context.context()
     eager.configure_coordination_service(
         service_type="standalone",
         service_leader=f"/job:{jobs[0][0]}/replica:0/task:0",  # the strategy's own choice
-        cluster_register_timeout_in_ms=CLUSTER_TIMEOUT_S * 1000,
+        cluster_register_timeout_in_ms=timeout_s * 1000,
         coordinated_jobs=[CoordinatedJob(name=name, num_tasks=count) for name, count in jobs],
     )
     # Not an argument of configure_coordination_service, but a field of its config.

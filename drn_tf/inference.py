@@ -183,7 +183,11 @@ def _in_global_policy(model: DRN) -> DRN:
     fresh = build_drn_bundle(
         config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
     )
-    fresh.set_weights(model.get_weights())
+    # Network by network: a DualRegressionModel also holds training state (skipped_steps).
+    for network, source in zip(
+        (fresh.primal, *fresh.duals), (model.primal, *model.duals), strict=True
+    ):
+        network.set_weights(source.get_weights())
     rebuilt = DRN(fresh.primal, fresh.duals, drn_config=config, info=model.info, name=model.name)
     if type(model) is DRN:
         return rebuilt
@@ -228,7 +232,7 @@ def _resolve_model(model: DRN | Bicubic | PathLike) -> DRN | Bicubic:
     path = model_path(model)
     key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
     if key not in _LOADED:
-        _LOADED[key] = load_model(model)
+        _LOADED[key] = load_model(path)
     return _LOADED[key]
 
 

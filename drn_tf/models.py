@@ -223,3 +223,14 @@ def save_model_atomic(model: keras.Model, output: str | os.PathLike) -> Path:
     with atomic_path(output) as temp:
         model.save(temp)
     return output
+
+
+def package_model(model: DRN, output: str | os.PathLike, note: str | None = None) -> Path:
+    """Saves the networks of ``model`` (a :class:`DRN`, or the ``DualRegressionModel`` of a
+    training run's ``best.keras``) as a plain :class:`DRN` at ``output``: no optimizer state or
+    training settings, in the layers' current dtype policy (float32 when loaded by
+    ``drn_tf.load_model`` under the default policy), atomically. ``note`` (how it was trained)
+    is kept in ``model.info["training"]``. Returns ``output``."""
+    info = {**model.info, **({"training": note} if note else {})}
+    plain = DRN(model.primal, model.duals, drn_config=model.drn_config, info=info, name=model.name)
+    return save_model_atomic(plain, output)

@@ -350,7 +350,7 @@ class DualRegressionModel(DRN):
 # flag must match the run's run.json.
 # The strategy too: the global batch, hence the run, is the same on any number of devices.
 COSMETIC_FLAGS = frozenset(
-    {"output", "progress", "tensorboard", "cache_dir", "overwrite", "strategy"}
+    {"output", "progress", "tensorboard", "cache_dir", "overwrite", "strategy", "cluster_timeout"}
 )
 RUN_FILE = "run.json"
 # Everything a run writes into its folder; --overwrite deletes exactly these.
@@ -436,7 +436,7 @@ def validate_config(config: RunConfig) -> None:
             value = getattr(config, name)
             if value is not None and value < 1:
                 raise ValueError(f"{_flag(name)} must be at least 1, got {value}")
-    for name in ("steps", "steps_per_epoch", "batch_size", "patch_size"):
+    for name in ("steps", "steps_per_epoch", "batch_size", "patch_size", "cluster_timeout"):
         if getattr(config, name) < 1:
             raise ValueError(f"{_flag(name)} must be at least 1, got {getattr(config, name)}")
     if not adapting:
@@ -862,7 +862,11 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
     """
     validate_config(config)
     resume_step = check_run_folder(config)
-    strategy = strategy or distribute.make_strategy(config.strategy) or tf.distribute.get_strategy()
+    strategy = (
+        strategy
+        or distribute.make_strategy(config.strategy, config.cluster_timeout)
+        or tf.distribute.get_strategy()
+    )
     multi_worker, chief = distribute.is_multi_worker(strategy), distribute.is_chief(strategy)
     # Only the chief writes the run folder; other workers of a cluster write a temporary copy.
     run = Path(config.output) if chief else distribute.worker_folder()

@@ -50,6 +50,32 @@ INSTALL_HINT = "pip install '.[export]'"
 #: top-level output on 0..255.
 Runner = Callable[[np.ndarray], np.ndarray]
 
+#: How an artifact's float32 output becomes the pixels of ``drn_tf.inference.upscale``.
+PIXEL_STEP = "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels"
+
+
+def image_io(scale: int, input_name: str, output_name: str) -> dict[str, Any]:
+    """The ``io`` metadata entry shared by the image-tensor artifacts (ONNX, TensorRT,
+    OpenVINO, TFLite): float32 NHWC on 0..255 in, ×``scale`` float32 out, N/H/W dynamic."""
+
+    def tensor(name: str, shape: list, value_range: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "dtype": "float32",
+            "layout": "NHWC",
+            "shape": shape,
+            "range": value_range,
+        }
+
+    return {
+        "input": tensor(input_name, ["N", "H", "W", 3], "0..255"),
+        "output": tensor(
+            output_name, ["N", f"{scale}H", f"{scale}W", 3], "about 0..255, not clipped"
+        ),
+        "dynamic": ["N", "H", "W"],
+        "pixels": PIXEL_STEP,
+    }
+
 
 class ExportError(ValueError):
     """An export that cannot be done or did not verify: one line, exit status 1."""
@@ -373,7 +399,7 @@ class Report:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, default=_jsonable) + "\n"
+        return json.dumps(dataclasses.asdict(self), indent=2, default=jsonable) + "\n"
 
     def summary(self) -> str:
         """A few lines for the terminal: agreement per probe image and latency."""
@@ -394,7 +420,8 @@ class Report:
         return "\n".join(lines)
 
 
-def _jsonable(value):
+def jsonable(value: Any) -> Any:
+    """``json.dumps`` default: numpy scalars as numbers, paths as strings."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, Path):

@@ -129,24 +129,7 @@ def onnxruntime_runner(path: str | os.PathLike, threads: int = 0) -> base.Runner
 
 def io_contract(scale: int) -> dict:
     """The ``io`` entry of the metadata of an ONNX-based artifact of a ×``scale`` model."""
-    return {
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "float32",
-            "layout": "NHWC",
-            "shape": ["N", "H", "W", 3],
-            "range": "0..255",
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "dtype": "float32",
-            "layout": "NHWC",
-            "shape": ["N", f"{scale}H", f"{scale}W", 3],
-            "range": "about 0..255, not clipped",
-        },
-        "dynamic": ["N", "H", "W"],
-        "pixels": "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels",
-    }
+    return base.image_io(scale, INPUT_NAME, OUTPUT_NAME)
 
 
 def op_types(path: str | os.PathLike) -> set[tuple[str, str]]:

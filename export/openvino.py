@@ -181,22 +181,7 @@ def io_contract(scale: int, precision: str) -> dict:
     """The ``io`` entry of the metadata of a ×``scale`` IR of ``precision``."""
     return {
         "files": [XML, "model.bin"],
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "float32",
-            "layout": "NHWC",
-            "shape": ["N", "H", "W", 3],
-            "range": "0..255",
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "dtype": "float32",
-            "layout": "NHWC",
-            "shape": ["N", f"{scale}H", f"{scale}W", 3],
-            "range": "about 0..255, not clipped",
-        },
-        "dynamic": ["N", "H", "W"],
-        "pixels": "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels",
+        **base.image_io(scale, INPUT_NAME, OUTPUT_NAME),
         "inference_precision_hint": HINTS[precision],
         "hint_stored_at": "rt_info " + "/".join(HINT_KEY) + " (pass it to compile_model)",
         "weights": "int8 (per channel), float32 at both ends" if precision == "int8" else "float32",

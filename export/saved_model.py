@@ -29,12 +29,10 @@ from export import base
 
 PROG = "python -m export.saved_model"
 
-PIXEL_STEP = "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels"
-
 #: What each signature is, for the metadata (names, dtypes and shapes come from the artifact).
 SIGNATURES = {
     "serving_default": "float32 NHWC 0..255 -> float32 NHWC (x scale), not clipped; pixels: "
-    + PIXEL_STEP,
+    + base.PIXEL_STEP,
     "serving_uint8": "uint8 NHWC -> uint8 NHWC (x scale), the pixels of drn_tf.inference.upscale",
     "serving_bytes": 'encoded PNG/JPEG images, each its own size (REST: {"b64": ...}) -> '
     "PNG-encoded uint8 SR images (REST: base64, the output name ends in _bytes); decoded by "
@@ -93,7 +91,7 @@ def export_saved_model(
                 "layout": "NHWC",
                 "value_range": "0..255",
                 "dynamic_dims": ["batch", "height", "width"],
-                "pixel_step": PIXEL_STEP,
+                "pixel_step": base.PIXEL_STEP,
                 "model_base_path": str(output.resolve()),
                 "version": version,
                 "signatures": _signature_io(loaded),

@@ -181,25 +181,11 @@ def op_names(path: str | os.PathLike) -> set[str]:
 
 def io_contract(scale: int, quantization: str) -> dict:
     """The ``io`` entry of the metadata of a ×``scale`` ``.tflite`` artifact."""
+    io = base.image_io(scale, "images", "output_0")
+    io["input"]["shape_signature"] = [-1, -1, -1, 3]
     return {
         "signature": "serving_default",
-        "input": {
-            "name": "images",
-            "dtype": "float32",
-            "layout": "NHWC",
-            "shape": ["N", "H", "W", 3],
-            "shape_signature": [-1, -1, -1, 3],
-            "range": "0..255",
-        },
-        "output": {
-            "name": "output_0",
-            "dtype": "float32",
-            "layout": "NHWC",
-            "shape": ["N", f"{scale}H", f"{scale}W", 3],
-            "range": "about 0..255, not clipped",
-        },
-        "dynamic": ["N", "H", "W"],
-        "pixels": "clip to 0..255, round half to even, cast uint8 — drn_tf.serving.to_pixels",
+        **io,
         "quantization": quantization,
         "quantized": QUANTIZED[quantization],
     }

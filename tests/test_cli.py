@@ -279,7 +279,7 @@ def test_top_level_help_lists_each_command_on_one_line(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith("usage: drn-tf COMMAND")
-    for name in ("upscale", "evaluate", "train", "convert", "demo"):
+    for name in ("upscale", "evaluate", "train", "adapt", "degrade", "convert", "package", "demo"):
         assert sum(line.split()[:1] == [name] for line in lines) == 1, name
     assert cli.main([]) == 2  # no command: the same overview, as an error
     assert "upscale" in capsys.readouterr().err

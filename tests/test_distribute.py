@@ -345,7 +345,6 @@ WORKER_SCRIPT = """
 
 
     distribute.fit_multi_worker = watched
-    distribute.CLUSTER_TIMEOUT_S = int(os.environ.get("CLUSTER_TIMEOUT_S", 300))
     status = cli.main(argv)
     print(json.dumps({"val_psnr": val_psnr}), flush=True)
     sys.exit(status)
@@ -458,11 +457,10 @@ def test_only_the_chief_writes_the_run(multi_worker_run):
 def test_a_worker_whose_cluster_never_completes_stops_with_one_line(tmp_path):
     # Two clusters of two, each with one worker missing: the coordination service's leader
     # (worker 0) and a worker waiting for an absent leader (worker 1).
-    argv = argv_of({**tiny_config(tmp_path), "strategy": "multi_worker"})
+    argv = argv_of({**tiny_config(tmp_path), "strategy": "multi_worker", "cluster_timeout": 5})
     started = time.monotonic()
     workers = [
-        start_worker(argv, free_ports(2), index, tmp_path / str(index), CLUSTER_TIMEOUT_S="5")
-        for index in range(2)
+        start_worker(argv, free_ports(2), index, tmp_path / str(index)) for index in range(2)
     ]
     for status, _, err, _ in wait_for(workers, timeout=240):
         assert status == 1, err[-3000:]

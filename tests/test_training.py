@@ -38,7 +38,7 @@ from helpers import (
 from PIL import Image
 
 from drn_tf import cli
-from drn_tf.models import build_drn, build_duals
+from drn_tf.models import DRN, build_drn, build_duals, save_model_atomic
 from drn_tf.training import (
     DualRegressionModel,
     TrainConfig,
@@ -419,6 +419,32 @@ def test_non_finite_step_is_skipped(adam_model, where):
     check_skipped_then_recovers(adam_model, where)
 
 
+def test_package_keeps_the_networks_and_drops_the_training_state(tmp_path):
+    # The best.keras of a mixed_bfloat16 run: bf16 layers, Adam moments, training state.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = small_model(seed=6)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.train_on_batch(*pyramid_batch(seed=60))
+        trained = save_model_atomic(model, tmp_path / "best.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    shipped = tmp_path / "ship.keras"
+    argv = ["package", "--model", str(trained), "--output", str(shipped), "--note", "one step"]
+    assert cli.main(argv) == 0
+    packaged = keras.saving.load_model(shipped, compile=False)  # as saved, no policy rebuild
+    assert type(packaged) is DRN and packaged.info["training"] == "one step"
+    assert packaged.drn_config == model.drn_config
+    pairs = zip((packaged.primal, *packaged.duals), (model.primal, *model.duals), strict=True)
+    for network, source in pairs:
+        assert {layer.dtype_policy.name for layer in network.layers} == {"float32"}
+        for got, want in zip(network.get_weights(), source.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    # Adam's two moments per weight stay behind: the file is well under the training file's size.
+    assert shipped.stat().st_size < 0.6 * trained.stat().st_size
+    assert cli.main(["package", "--model", str(trained), "--output", str(tmp_path / "a.h5")]) == 2
+
+
 def test_non_finite_loss_is_skipped_with_a_loss_scale_optimizer():
     # A LossScaleOptimizer under the float32 policy takes the same train_step branch as
     # mixed_float16, without float16 overflows muddying which steps are skipped.
@@ -447,7 +473,8 @@ MIRRORED_SCRIPT = """
 
     import keras
 
-    from drn_tf.models import build_drn, build_duals
+    from drn_tf.inference import load_model
+from drn_tf.models import DRN, build_drn, build_duals, save_model_atomic
     from drn_tf.training import DualRegressionModel
 
     SMALL = {"n_blocks": 1, "n_feats": 4}
@@ -838,6 +865,7 @@ BAD_CONFIGS = [
     ({"steps": 0}, "--steps must be at least 1, got 0"),
     ({"steps_per_epoch": -1}, "--steps-per-epoch must be at least 1, got -1"),
     ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ({"cluster_timeout": 0}, "--cluster-timeout must be at least 1, got 0"),
     ({"patch_size": 50}, "--patch-size 50 is not a multiple of --scale 4"),
     ({"learning_rate": 0.0}, "--learning-rate must be positive, got 0.0"),
     ({"learning_rate": float("nan")}, "--learning-rate must be positive, got nan"),

@@ -1,0 +1,46 @@
+"""What the benchmarks share: the command line and the report files (Markdown, JSON, chart)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from drn_tf.config import run_command
+from export.base import jsonable
+
+
+def command(prog: str, config_type: type, run: Callable, argv: Sequence[str] | None) -> int:
+    """``prog [flags]``: parses ``argv`` (default: ``sys.argv[1:]``) into ``config_type`` and
+    calls ``run(config, positionals, verbose)``, verbose when ``-v``/``--verbose`` is given;
+    returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    return run_command(prog, config_type, lambda c, p: run(c, p, verbose), argv)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write(
+    output: str | Path, name: str, report: dict, text: str, chart: Callable | None = None
+) -> None:
+    """Writes ``output/name.md`` (``text``), ``output/name.json`` (``report``) and, given
+    ``chart(report)`` returning a matplotlib figure, ``output/name.png``; prints ``text``."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{name}.md").write_text(text)
+    (output / f"{name}.json").write_text(json.dumps(report, indent=2, default=jsonable) + "\n")
+    if chart is not None:
+        figure = chart(report)
+        figure.savefig(output / f"{name}.png", dpi=110)
+        pyplot().close(figure)
+    print(text)
