@@ -1,7 +1,7 @@
 """DRN-Adapt on this CPU: does adapting to LR-only nearest-degraded images help, and which loop?
 
     python -m benchmarks.adaptation
-    python -m benchmarks.adaptation --steps 500 --patch-size 64 --batch-size 10 \
+    python -m benchmarks.adaptation --steps 500 --patch-size 64 --batch-size 10 --seeds 1 2 3 \
         --work-dir /tmp/drn_adapt --picture docs/adaptation_example.png
 
 The data (``docs/drn-reference.md`` §1.5, scaled down to a CPU):
@@ -22,14 +22,16 @@ share ρ of each batch:
 * ``paired nearest``: the same photos *with* their HR (nearest LR input, bicubic ×2 and HR
   targets), the upper bound that adaptation cannot beat.
 
-Prints a table of Y-PSNR on nearest and bicubic Set5/Set14 and the closed-loop error on the
-nearest sets, writes it as JSON, and saves an un-adapted | adapted | upper bound | HR picture.
+Each fine-tuned row runs once per ``--seeds`` seed (the data streams: photo order, crops,
+flips). Prints a table of Y-PSNR on nearest and bicubic Set5/Set14 (mean over the seeds, with
+the smallest and largest) and the closed-loop error on the nearest sets, writes it as JSON
+(every run too), and saves an un-adapted | adapted | upper bound | HR picture (first seed).
 
 Sized for a shared 2-core CPU: the defaults (500 steps of batch 10 at HR patch 64 per row, a
-fraction of an adaptation run) took 9.4 minutes with the earlier ×4 model and 7.3 with
-the current one (bf16); ``--steps`` and ``--patch-size`` scale
-it. ``--dual-weight 1 --variants first cascade --picture ''`` strengthens the closed loop, to
-see which way it pulls. The results and why are in ``drn_tf/training.py``'s docstring.
+fraction of an adaptation run; three seeds) take about 20 minutes; ``--steps``,
+``--patch-size`` and ``--seeds`` scale it. ``--dual-weight 1 --variants first cascade
+--picture ''`` strengthens the closed loop, to see which way it pulls. The results and why are
+in ``drn_tf/training.py``'s docstring and the README.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class AdaptationConfig:
     learning_rate: float = setting(2e-4, "Initial Adam learning rate (cosine decay).")
     min_learning_rate: float = setting(1e-6, "Final learning rate.")
     dual_weight: float = setting(0.1, "λ, the weight of the dual terms.")
-    seed: int = setting(1, "Seed of the data streams.")
+    seeds: list[int] = setting(
+        [1, 2, 3], "Seeds of the data streams and the fine-tuning: one run of each row per seed."
+    )
     work_dir: str = setting("/tmp/drn_adapt", "Folder for the split, the LR sets and the models.")
     json: str | None = setting(None, "Results file (default: WORK_DIR/results.json).")
     picture: str | None = setting(
@@ -111,10 +115,9 @@ def _test_sets(test_dirs: Sequence[str], work: Path) -> list[Path]:
     return sets
 
 
-def _datasets(config: AdaptationConfig, paired_dir: Path, unpaired_dir: Path):
-    """``{variant: tf.data.Dataset}``, all with the same paired stream (seed) per batch."""
-    import tensorflow as tf
-
+def _load(config: AdaptationConfig, paired_dir: Path, unpaired_dir: Path) -> tuple:
+    """The paired pyramids, the LR-only nearest images and the nearest pyramids of the same
+    photos (for the upper bound)."""
     from drn_tf import data, degrade
     from drn_tf.image_sets import Pyramid, load_lr_images, load_pyramids, write_degraded_set
 
@@ -135,9 +138,25 @@ def _datasets(config: AdaptationConfig, paired_dir: Path, unpaired_dir: Path):
         f"paired {len(pyramids)} photos, LR-only {len(lr_images)} photos; batch {batch} = "
         f"{batch - count} paired + {count} LR-only, HR patch {patch}"
     )
+    return pyramids, lr_images, nearest_pyramids
+
+
+def _datasets(config: AdaptationConfig, loaded: tuple, seed: int) -> dict:
+    """``{variant: tf.data.Dataset}``, all with the same paired stream (``seed``) per batch."""
+    import keras
+    import tensorflow as tf
+
+    from drn_tf import data
+
+    # TensorFlow combines the streams' seeds with the global one: set it, so that a seed's
+    # streams do not depend on the runs before it.
+    keras.utils.set_random_seed(seed)
+    pyramids, lr_images, nearest_pyramids = loaded
+    scale, patch, batch = 4, config.patch_size, config.batch_size
+    count = data.unpaired_count(batch, config.unpaired_ratio)
 
     def paired_stream(size):
-        return data.make_train_dataset(pyramids, scale, patch, size, config.seed)
+        return data.make_train_dataset(pyramids, scale, patch, size, seed)
 
     def with_all_paired(paired_batch, nearest_batch):
         (lr, targets), (lr_n, targets_n) = paired_batch, nearest_batch
@@ -146,9 +165,9 @@ def _datasets(config: AdaptationConfig, paired_dir: Path, unpaired_dir: Path):
             tuple(tf.concat(pair, 0) for pair in zip(targets, targets_n, strict=True)),
         )
 
-    nearest = data.make_train_dataset(nearest_pyramids, scale, patch, count, config.seed + 1)
+    nearest = data.make_train_dataset(nearest_pyramids, scale, patch, count, seed + 1)
     mixed = data.make_mixed_dataset(
-        pyramids, lr_images, scale, patch, batch, config.unpaired_ratio, config.seed
+        pyramids, lr_images, scale, patch, batch, config.unpaired_ratio, seed
     )
     return {
         "paired-only": paired_stream(batch - count),
@@ -160,7 +179,7 @@ def _datasets(config: AdaptationConfig, paired_dir: Path, unpaired_dir: Path):
     }
 
 
-def _fine_tune(config: AdaptationConfig, variant: str, dataset, output: Path) -> dict:
+def _fine_tune(config: AdaptationConfig, seed: int, variant: str, dataset, output: Path) -> dict:
     """Fine-tunes a fresh copy of the model on ``dataset``; saves it to ``output``."""
     import keras
 
@@ -168,7 +187,7 @@ def _fine_tune(config: AdaptationConfig, variant: str, dataset, output: Path) ->
     from drn_tf.models import DRN, save_model_atomic
     from drn_tf.training import DualRegressionModel
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(seed)
     loop = "cascade" if variant == "cascade" else "first"
     model = DualRegressionModel.from_drn(load_model(config.model), config.dual_weight, loop)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -192,7 +211,7 @@ def _fine_tune(config: AdaptationConfig, variant: str, dataset, output: Path) ->
     )
     seconds = time.perf_counter() - start
     save_model_atomic(DRN(model.primal, model.duals, name=f"adapt_{variant}"), output)
-    print(f"{variant}: {config.steps} steps in {seconds:.0f} s, final logs "
+    print(f"{variant}, seed {seed}: {config.steps} steps in {seconds:.0f} s, final logs "
           + ", ".join(f"{k} {v[-1]:.3f}" for k, v in history.history.items()))  # fmt: skip
     return {"seconds": seconds, "loop_error_during_training": rows, "model": str(output)}
 
@@ -243,46 +262,78 @@ def _picture(config: AdaptationConfig, sets: list[Path], models: dict, path: Pat
     print(f"wrote {path} ({set_name}/{image_name}, nearest LR ×4, HR crop {size}px at ×{zoom})")
 
 
+def _mean_scores(runs: list[dict]) -> tuple[dict, dict]:
+    """The mean of each score over ``runs`` (one per seed), and ``[min, max]`` of each PSNR."""
+    columns = runs[0]["scores"]
+    mean = {
+        column: {k: sum(r["scores"][column][k] for r in runs) / len(runs) for k in values}
+        for column, values in columns.items()
+    }
+    spread = {
+        column: [min(r["scores"][column]["psnr"] for r in runs),
+                 max(r["scores"][column]["psnr"] for r in runs)]
+        for column in columns
+    }  # fmt: skip
+    return mean, spread
+
+
 def run(config: AdaptationConfig, positionals: list[str]) -> None:
     from drn_tf import data
     from drn_tf.inference import load_model
 
     if config.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {config.steps}")
+    if not config.seeds:
+        raise ValueError("--seeds needs at least one seed")
     data.unpaired_count(config.batch_size, config.unpaired_ratio)
     work = Path(config.work_dir)
     paired_dir, unpaired_dir = _link_split(Path(config.train_dir), work)
     sets = _test_sets(config.test_dir, work)
-    datasets = _datasets(config, paired_dir, unpaired_dir)
+    loaded = _load(config, paired_dir, unpaired_dir)
 
     start = time.perf_counter()
     base = load_model(config.model)
     rows = {"un-adapted": {"scores": _measure(base, sets)}}
+    models = {}  # the first seed's fine-tuned files, for the picture
+    for seed in config.seeds:
+        datasets = _datasets(config, loaded, seed)
+        for variant in config.variants:
+            output = work / f"{variant}_seed{seed}.keras"
+            models.setdefault(variant, output)
+            result = _fine_tune(config, seed, variant, datasets[variant], output)
+            result["scores"] = _measure(load_model(output), sets)
+            rows.setdefault(variant, {"runs": []})["runs"].append({"seed": seed, **result})
+            print(json.dumps({variant: {"seed": seed, **result["scores"]}}))
     for variant in config.variants:
-        rows[variant] = _fine_tune(config, variant, datasets[variant], work / f"{variant}.keras")
-        rows[variant]["scores"] = _measure(load_model(work / f"{variant}.keras"), sets)
-        print(json.dumps({variant: rows[variant]["scores"]}))
+        rows[variant]["scores"], rows[variant]["psnr_range"] = _mean_scores(rows[variant]["runs"])
     total = time.perf_counter() - start
 
     columns = list(rows["un-adapted"]["scores"])
-    header = f"{'model':16}" + "".join(f"{c:>16}" for c in columns) + f"{'loop (nearest)':>16}"
-    print("\n" + header)
+    seeds = ", ".join(map(str, config.seeds))
+    print(f"\nY-PSNR, mean over seeds {seeds} (min..max), and the mean closed-loop error")
+    print(f"{'model':16}" + "".join(f"{c:>22}" for c in columns) + f"{'loop (nearest)':>16}")
     for name, row in rows.items():
-        scores = row["scores"]
+        scores, spread = row["scores"], row.get("psnr_range")
+        cells = [f"{scores[c]['psnr']:.2f}" for c in columns]
+        if spread and len(config.seeds) > 1:
+            cells = [
+                f"{m} ({spread[c][0]:.2f}..{spread[c][1]:.2f})"
+                for m, c in zip(cells, columns, strict=True)
+            ]
         loops = [v["loop_error"] for v in scores.values() if "loop_error" in v]
-        print(f"{name:16}" + "".join(f"{scores[c]['psnr']:16.2f}" for c in columns)
+        print(f"{name:16}" + "".join(f"{cell:>22}" for cell in cells)
               + f"{sum(loops) / len(loops):16.3f}")  # fmt: skip
     print(f"total {total / 60:.1f} min")
     report = {"config": dataclasses.asdict(config), "rows": rows, "minutes": total / 60}
     json_path = Path(config.json or work / "results.json")
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {json_path}")
-    adapted = next((v for v in ("first", "cascade") if v in rows), None)
+    adapted = next((v for v in ("cascade", "first") if v in rows), None)
     if config.picture and adapted:
-        models = {"un-adapted": base, f"adapted ({adapted})": load_model(work / f"{adapted}.keras")}
-        if "paired-nearest" in rows:
-            models["paired nearest (upper bound)"] = load_model(work / "paired-nearest.keras")
-        _picture(config, sets, models, Path(config.picture))
+        shown = {"un-adapted": base, f"adapted ({adapted})": load_model(models[adapted])}
+        if "paired-nearest" in models:
+            shown["paired nearest (upper bound)"] = load_model(models["paired-nearest"])
+        _picture(config, sets, shown, Path(config.picture))
 
 
 def main(argv: Sequence[str]) -> int:

@@ -314,9 +314,9 @@ class _AdaptModel:
         0.3, "Share of LR-only samples in every batch, exact up to rounding (the paper's best)."
     )
     unpaired_loop: str = setting(
-        "first",
-        "Closed loop of the LR-only samples: 'first' |D0(SR_x2) - LR| (Eq. 2 as written), or "
-        "'cascade' adding |D0(D1(...(SR_top))) - LR|.",
+        "cascade",
+        "Closed loop of the LR-only samples: 'cascade' |D0(SR_x2) - LR| + |D0(D1(...(SR_top))) "
+        "- LR| (measured better, README 'DRN-Adapt'), or 'first' the first term alone.",
         choices=("first", "cascade"),
     )
 

@@ -59,7 +59,9 @@ def make_train_dataset(
     ``Dataset.from_generator``, so the pipeline runs in this Python process (fine for
     ``MirroredStrategy`` and multi-worker training; not for tf.data service or remote TPU hosts).
     Randomness uses stateless ops fed from ``tf.data.Dataset.random``, so map functions hold no
-    Python state and a fixed ``seed`` gives a reproducible stream. ``batch_size`` is the global
+    Python state and a fixed ``seed`` gives a reproducible stream under the same global seed
+    (TensorFlow combines the two: ``drn-tf train`` sets it from ``--seed`` with
+    ``keras.utils.set_random_seed`` before building its datasets). ``batch_size`` is the global
     batch: pass the dataset to ``model.fit`` (with ``steps_per_epoch``, it is infinite) or
     ``strategy.experimental_distribute_dataset``. Auto-sharding is set to DATA (each replica takes
     its share of every batch), right for one machine's replicas; ``drn-tf train --strategy

@@ -17,37 +17,38 @@ DRN-Adapt (``drn-tf adapt``, ``train(AdaptConfig(...))``, ``docs/drn-reference.m
 from a trained model and fine-tunes primal and duals on batches with an exact share ρ of LR-only
 samples (:func:`drn_tf.data.make_mixed_dataset`). Their closed loop is ``unpaired_loop``:
 
-* ``first`` (the default): ``|D_0(SR_1) − x|`` alone, Eq. 2 as the landed loss writes it;
-* ``cascade``: plus ``|D_0(D_1(…D_{p−1}(SR_p))) − x|``, the loop through the top output (the
-  only one that reaches the last up-phase).
+* ``cascade`` (the default): ``|D_0(SR_1) − x|`` plus ``|D_0(D_1(…D_{p−1}(SR_p))) − x|``, the
+  loop through the top output (the only one that reaches the last up-phase);
+* ``first``: ``|D_0(SR_1) − x|`` alone, Eq. 2 as the landed loss writes it.
 
-Why ``first``, so far: ``python -m benchmarks.adaptation`` (the earlier packaged ×4 model, 4
-RCABs per phase; 500 steps of batch 10 = 7 bicubic pairs + 3 LR-only ``LR_nearest`` photos, HR
-patch 64, Adam 2e-4 → 1e-6, λ 0.1; Y-PSNR on Set5 / Set14 ×4):
+Why ``cascade``: ``python -m benchmarks.adaptation`` (the packaged ×4 model; 500 steps of batch
+10 = 7 bicubic pairs + 3 LR-only ``LR_nearest`` photos, HR patch 64, Adam 2e-4 → 1e-6, λ 0.1;
+Y-PSNR on Set5 / Set14 ×4, mean of seeds 1, 2, 3 and their range in the README):
 
-================  ===============  ===============  ==========================
-model             nearest LR       bicubic LR       loop error, nearest sets
-================  ===============  ===============  ==========================
-un-adapted        24.92 / 22.51    30.46 / 27.52    5.43
-paired only       24.92 / 22.51    30.47 / 27.52    5.39
-adapt, first      24.92 / 22.50    30.47 / 27.53    5.30
-adapt, cascade    24.88 / 22.45    30.47 / 27.51    4.83
-paired nearest    26.86 / 24.36    29.89 / 27.12    5.92
-================  ===============  ===============  ==========================
+==============  ===============  ===============  ==========================
+model           nearest LR       bicubic LR       loop error, nearest sets
+==============  ===============  ===============  ==========================
+un-adapted      24.26 / 21.84    31.26 / 27.97    3.79
+paired only     24.29 / 21.87    31.25 / 27.96    3.83
+adapt, first    24.30 / 21.88    31.25 / 27.96    3.79
+adapt, cascade  24.42 / 21.99    31.23 / 27.96    3.33
+paired nearest  26.44 / 24.42    30.95 / 27.80    4.92
+==============  ===============  ===============  ==========================
 
-Neither loop raises PSNR on nearest LR over the paired-only control; ``first`` costs nothing,
-``cascade`` lowers the loop error most and loses 0.04-0.06 dB (with λ = 1: loop error 4.06,
--0.37 / -0.40 dB on nearest, -0.13 / -0.11 dB on bicubic; ``first`` unchanged). The cause: the
-duals are anchored by the paired samples to *bicubic* downsampling, so the closed loop asks
-``P(x)`` for an image whose bicubic downsample is the nearest LR, which the true HR is not
-(the paired-nearest upper bound has the best PSNR and the *largest* loop error). The closed
-loop lowers its own error, as the ``loop_error`` readout shows, but with a dual shared with
-bicubic pairs it does not identify a different degradation.
+``cascade`` raises nearest-LR PSNR in every seed (+0.15 to +0.17 dB on both sets), by more
+than the paired-only control moves it, and costs at most 0.04 dB on bicubic LR; ``first`` stays
+within 0.013 dB of the control. With 1,500 steps (``--seeds 1 --steps 1500``) ``cascade`` gains
++0.15 / +0.16 dB at −0.01 / −0.01 dB on bicubic (control +0.05 / +0.06, ``first`` +0.04 /
++0.04): no larger. Why ``first`` does not help: its loop ends at the ×2 output, so the last
+up-phase, which makes most of the ×4 detail, never sees the LR-only images.
 
-With the current packaged ×4 model (8 RCABs per phase; README "DRN-Adapt") the same run gives
-``cascade`` +0.14 / +0.14 dB on nearest LR (0.09-0.10 dB over the paired-only control) at
--0.03 / -0.01 dB on bicubic, and ``first`` within 0.01 dB of the control: one seed each, so
-``first`` stays the default until more seeds and steps confirm ``cascade``.
+Why the gain stays far below the upper bound (``paired nearest``): the paired samples anchor
+the duals to *bicubic* downsampling, so the closed loop asks ``P(x)`` for an image whose
+bicubic downsample is the nearest LR, which the true HR is not (the upper bound has the best
+PSNR and the *largest* loop error). A falling loop error shows the model becoming consistent
+with its duals, not closer to the truth. With the earlier, smaller packaged ×4 model (4 RCABs
+per phase) neither loop gained (``first`` ±0.01 dB, ``cascade`` −0.04 / −0.06 dB; with λ = 1
+``cascade`` lost 0.37 / 0.40 dB on nearest).
 """
 
 from __future__ import annotations
@@ -174,8 +175,9 @@ class DualRegressionModel(DRN):
     Batches with ``paired`` (DRN-Adapt, :func:`drn_tf.data.make_mixed_dataset`) also log
     ``loop_error``: the mean closed-loop error ``|D(P(x)) − x|`` (:func:`closed_loop`, 0..255)
     of their LR-only samples, a readout that needs no HR. ``unpaired_loop`` picks the loss of
-    the LR-only samples: ``"first"`` (the landed loss: ``|D_0(SR_1) − x|`` alone) or
-    ``"cascade"`` (plus ``|closed_loop − x|``; the same loop for ×2 models, so no extra term).
+    the LR-only samples: ``"cascade"`` (the default: ``|D_0(SR_1) − x|`` plus
+    ``|closed_loop − x|``; the same loop for ×2 models, so no extra term) or ``"first"``
+    (``|D_0(SR_1) − x|`` alone). Paired samples never get the cascaded term.
     """
 
     def __init__(
@@ -183,7 +185,7 @@ class DualRegressionModel(DRN):
         primal: keras.Model,
         duals: list[keras.Model],
         dual_weight: float = 0.1,
-        unpaired_loop: str = "first",
+        unpaired_loop: str = "cascade",
         **kwargs,
     ):
         super().__init__(primal, duals, **kwargs)
@@ -203,7 +205,7 @@ class DualRegressionModel(DRN):
 
     @classmethod
     def from_drn(
-        cls, model: DRN, dual_weight: float = 0.1, unpaired_loop: str = "first"
+        cls, model: DRN, dual_weight: float = 0.1, unpaired_loop: str = "cascade"
     ) -> DualRegressionModel:
         """Wraps the networks of a loaded or converted :class:`DRN` for training."""
         return cls(

@@ -133,18 +133,17 @@ def test_first_loop_leaves_the_top_phase_alone_and_cascade_reaches_it(start_weig
         assert any(moved) == touched, loop
 
 
-def test_lr_only_sample_in_a_mixed_batch_adds_its_share(start_weights):
+@pytest.mark.parametrize("loop", ["first", "cascade"])
+def test_lr_only_sample_in_a_mixed_batch_adds_its_share(start_weights, loop):
     """A batch of a paired sample a and an LR-only sample b steps by the mean of the steps of
     a alone and b alone (the loss is a per-sample sum over the batch size)."""
     lr_a, targets_a = batch(seed=4)
     lr_b, targets_b = batch(seed=5)
     lr = np.concatenate([lr_a, lr_b])
     targets = tuple(np.concatenate(pair) for pair in zip(targets_a, targets_b, strict=True))
-    mixed, logs, rounding = sgd_step(
-        start_weights, "first", lr, targets, np.array([1, 0], np.float32)
-    )
-    alone_a, _, _ = sgd_step(start_weights, "first", lr_a, targets_a, np.ones(1, np.float32))
-    alone_b, logs_b, _ = sgd_step(start_weights, "first", lr_b, targets_b, np.zeros(1, np.float32))
+    mixed, logs, rounding = sgd_step(start_weights, loop, lr, targets, np.array([1, 0], "float32"))
+    alone_a, _, _ = sgd_step(start_weights, loop, lr_a, targets_a, np.ones(1, np.float32))
+    alone_b, logs_b, _ = sgd_step(start_weights, loop, lr_b, targets_b, np.zeros(1, np.float32))
     tolerance = 1e-5 * np.abs(mixed) + 1e-6 * np.abs(mixed).max() + 4 * rounding
     assert np.all(np.abs(mixed - (alone_a + alone_b) / 2) <= tolerance)
     # The readout averages the LR-only samples only.
@@ -329,7 +328,7 @@ def test_adaptation_starts_from_the_given_weights(tiny, tmp_path):
 
     started = build_model(AdaptConfig(**config))
     np.testing.assert_array_equal(networks(started), networks(model))
-    assert started.unpaired_loop == "first"
+    assert started.unpaired_loop == "cascade"  # the default, by the README's experiment
 
     adapted = train(AdaptConfig(**config))
     change = networks(adapted) - networks(model)
@@ -415,7 +414,7 @@ def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
     argv = ["--model", str(tiny[1]), "--train-dir", str(train_dir), "--test-dir", str(test_set),
             "--steps", "2", "--batch-size", "4", "--patch-size", "32", "--unpaired-ratio", "0.5",
             "--work-dir", str(tmp_path / "work"), "--picture", str(picture),
-            "--variants", "first", "paired-nearest",
+            "--variants", "first", "paired-nearest", "--seeds", "1", "2",
             "--crop", "Set", "img0", "0", "0", "24"]  # fmt: skip
     assert adaptation.main(argv) == 0
     report = json.loads((tmp_path / "work" / "results.json").read_text())
@@ -424,6 +423,13 @@ def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
     for row in rows.values():
         assert set(row["scores"]) == {"Set nearest", "Set bicubic"}
         assert row["scores"]["Set nearest"]["loop_error"] > 0
+    # Fine-tuned rows: one run per seed, the mean and the range of their PSNRs.
+    for variant in ("first", "paired-nearest"):
+        runs = rows[variant]["runs"]
+        assert [run["seed"] for run in runs] == [1, 2]
+        psnrs = [run["scores"]["Set nearest"]["psnr"] for run in runs]
+        assert rows[variant]["scores"]["Set nearest"]["psnr"] == pytest.approx(np.mean(psnrs))
+        assert rows[variant]["psnr_range"]["Set nearest"] == [min(psnrs), max(psnrs)]
     # un-adapted | adapted | upper bound | HR: 24-pixel crops shown at ×2, 6 px apart.
     assert Image.open(picture).size == (4 * 48 + 3 * 6, 48 + 22)
     out = capsys.readouterr().out

@@ -336,7 +336,7 @@ def test_unknown_command_is_one_line_and_a_hint(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "drn-tf: unknown command 'upscael' (choose from upscale, evaluate, train, adapt, degrade, "
-        "convert, demo)",
+        "convert, package, demo)",
         "(see drn-tf --help)",
     ]
 

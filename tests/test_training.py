@@ -473,8 +473,7 @@ MIRRORED_SCRIPT = """
 
     import keras
 
-    from drn_tf.inference import load_model
-from drn_tf.models import DRN, build_drn, build_duals, save_model_atomic
+    from drn_tf.models import build_drn, build_duals
     from drn_tf.training import DualRegressionModel
 
     SMALL = {"n_blocks": 1, "n_feats": 4}
