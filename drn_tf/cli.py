@@ -58,6 +58,19 @@ def _check_output_file(path: Path, flag: str) -> None:
     _check_output_folder(path.parent, f"folder for {flag}")
 
 
+def _keras_output(value: str) -> Path:
+    """``--output`` as the ``.keras`` file to write: checked, and its folder cleared of the
+    temporary files of saves killed midway."""
+    output = Path(value)
+    if output.suffix != ".keras":
+        raise UsageError(f"--output must name a .keras file, got {output}")
+    _check_output_file(output, "--output")
+    from drn_tf.files import remove_stale_temp_files
+
+    remove_stale_temp_files(output.parent)
+    return output
+
+
 def _required(**flags: object) -> None:
     missing = ["--" + name.replace("_", "-") for name, value in flags.items() if not value]
     if missing:
@@ -336,15 +349,9 @@ def convert(config: ConvertConfig, positionals: list[str]) -> None:
     for flag, value in (("--n-blocks", config.n_blocks), ("--n-feats", config.n_feats)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    output = Path(config.output)
-    if output.suffix != ".keras":
-        raise UsageError(f"--output must name a .keras file, got {output}")
-    _check_output_file(output, "--output")
-
+    output = _keras_output(config.output)
     from drn_tf.convert import convert_checkpoint
-    from drn_tf.files import remove_stale_temp_files
 
-    remove_stale_temp_files(output.parent)
     convert_checkpoint(
         config.checkpoint,
         config.variant,
@@ -378,10 +385,7 @@ class PackageConfig:
 
 def package(config: PackageConfig, positionals: list[str]) -> None:
     _required(model=config.model, output=config.output)
-    output = Path(config.output)
-    if output.suffix != ".keras":
-        raise UsageError(f"--output must name a .keras file, got {output}")
-    _check_output_file(output, "--output")
+    output = _keras_output(config.output)
     from drn_tf.inference import load_model
     from drn_tf.models import package_model
 

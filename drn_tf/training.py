@@ -932,7 +932,7 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
                 start_step=resume_step or 0,
             )
         )
-    if val_ds is not None and (multi_worker or strategy.num_replicas_in_sync > 1):
+    if val_ds is not None and (multi_worker or replicas > 1):
         callbacks.insert(0, distribute.Validation(val_ds, model.scale))
         val_ds = None  # fit's validation fails on the replicas' empty shares of an image
     epochs = -(-config.steps // steps_per_epoch)

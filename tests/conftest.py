@@ -18,6 +18,13 @@ def tiny(tmp_path_factory) -> tuple[DRN, Path]:
     return model, path
 
 
+@pytest.fixture(scope="session")
+def tiny_x2(tmp_path_factory) -> Path:
+    """A tiny ×2 DRN saved as .keras (with :func:`tiny`, a second packaged scale in tests)."""
+    model = drn_tf.build_drn_bundle("drn-s", 2, n_blocks=1, n_feats=4)
+    return save_model_atomic(model, tmp_path_factory.mktemp("model_x2") / "tiny_x2.keras")
+
+
 @pytest.fixture
 def float32_policy():
     """Every test starts and ends under the float32 policy (``train`` sets it globally)."""

@@ -30,6 +30,9 @@ PRIMAL_PT = REFERENCE / "drn_s_x4.pt"
 DUAL_PT = REFERENCE / "drn_s_x4_dual.pt"
 IO_NPZ = REFERENCE / "drn_s_x4_io.npz"
 
+#: The sizes of the small models that behaviour tests build (1 RCAB per phase, 4 features).
+SMALL = {"n_blocks": 1, "n_feats": 4}
+
 needs_reference = pytest.mark.skipif(
     not (PRIMAL_PT.is_file() and DUAL_PT.is_file() and IO_NPZ.is_file()),
     reason=f"reference checkpoints not found under {REFERENCE}",

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_killed
+from helpers import SMALL, run_killed
 from PIL import Image
 
 from drn_tf import cli, data
@@ -26,8 +26,6 @@ from drn_tf.config import AdaptConfig, TrainConfig
 from drn_tf.image_sets import Pyramid
 from drn_tf.models import build_drn, build_duals
 from drn_tf.training import DualRegressionModel, build_model, train
-
-SMALL = {"n_blocks": 1, "n_feats": 4}
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 

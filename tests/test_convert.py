@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, needs_reference
+from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, SMALL, needs_reference
 
 from drn_tf import build_drn_bundle
 from drn_tf.convert import (
@@ -32,9 +32,6 @@ from drn_tf.convert import (
     load_authors_weights,
     read_checkpoint,
 )
-
-SMALL = {"n_blocks": 1, "n_feats": 4}
-
 
 # --------------------------------------------------------------------------------------------
 # writing PyTorch files without torch

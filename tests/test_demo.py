@@ -46,14 +46,10 @@ def test_comparison_picture_layout():
     assert (picture[-16:, 36 + 2 : 36 + 18] == 50).all()
 
 
-def test_demo_command_shows_each_packaged_scale(tiny, tmp_path, monkeypatch, capsys):
-    import drn_tf
+def test_demo_command_shows_each_packaged_scale(tiny, tiny_x2, tmp_path, monkeypatch, capsys):
     from drn_tf import cli, inference
-    from drn_tf.models import save_model_atomic
 
-    x2 = drn_tf.build_drn_bundle("drn-s", 2, n_blocks=1, n_feats=4)
-    paths = {2: save_model_atomic(x2, tmp_path / "x2.keras"), 4: tiny[1]}
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", paths)
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     assert cli.main(["demo", "--output", str(tmp_path / "out"), "--scales", "2", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:5]] == [

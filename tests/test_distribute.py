@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import (
+    SMALL,
     SUBPROCESS_ENV,
     last_json,
     read_log,
@@ -34,8 +35,6 @@ from drn_tf.image_sets import load_eval_pairs, load_lr_images, load_pyramids
 from drn_tf.metrics import psnr_y
 from drn_tf.models import build_drn, build_duals
 from drn_tf.training import DualRegressionModel, TrainConfig, train
-
-SMALL = {"n_blocks": 1, "n_feats": 4}
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 

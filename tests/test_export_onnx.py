@@ -9,8 +9,6 @@ import onnxruntime as ort
 import pytest
 from helpers import photo_batch
 
-import drn_tf
-from drn_tf.models import save_model_atomic
 from export import base
 from export import onnx as onnx_export
 
@@ -97,18 +95,15 @@ def test_cli(tiny, tmp_path, capsys):
     assert sorted(p.name for p in output.parent.iterdir()) == ["tiny.onnx", "tiny.onnx.json"]
 
 
-def test_cli_scale_picks_the_packaged_model(tiny, tmp_path, monkeypatch, capsys):
+def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, tmp_path, monkeypatch, capsys):
     from drn_tf import inference
 
-    x2 = save_model_atomic(
-        drn_tf.build_drn_bundle("drn-s", 2, n_blocks=1, n_feats=4), tmp_path / "x2.keras"
-    )
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: x2, 4: tiny[1]})
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     output = tmp_path / "x2.onnx"
     argv = ["--scale", "2", "--output", str(output), "--timing-runs", "0"]
     assert onnx_export.main(argv) == 0
     assert json.loads(base.metadata_path(output).read_text())["model"]["scale"] == 2
-    assert onnx_export.main(["--model", str(x2), *argv]) == 2  # --scale goes with default only
+    assert onnx_export.main(["--model", str(tiny_x2), *argv]) == 2  # --scale goes with default only
     assert "--model default only" in capsys.readouterr().err
 
 

@@ -41,12 +41,6 @@ def test_load_model_round_trip(tiny):
     np.testing.assert_array_equal(inference.upscale(loaded, image), inference.upscale(model, image))
 
 
-@pytest.fixture(scope="module")
-def tiny_x2(tmp_path_factory) -> Path:
-    model = drn_tf.build_drn_bundle("drn-s", 2, n_blocks=1, n_feats=4)
-    return save_model_atomic(model, tmp_path_factory.mktemp("x2") / "tiny_x2.keras")
-
-
 def test_load_model_default_picks_the_model_of_the_scale(tiny, tiny_x2, monkeypatch, tmp_path):
     paths = {2: tiny_x2, 4: tiny[1], 8: tmp_path / "weights" / "drn_x8.keras"}
     monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", paths)

@@ -7,12 +7,11 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+from helpers import SMALL
 
 import drn_tf
 from drn_tf import DRN, DRNConfig, build_drn, build_drn_bundle, build_duals
 from drn_tf.layers import RCAB
-
-SMALL = {"n_blocks": 1, "n_feats": 4}
 
 # Paper / authors' code (reference §2.2): primal parameters (MeanShift included) and duals.
 PAPER = {

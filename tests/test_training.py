@@ -28,6 +28,7 @@ from helpers import (
     IO_NPZ,
     PRIMAL_PT,
     REFERENCE,
+    SMALL,
     last_json,
     read_log,
     run_killed,
@@ -46,8 +47,6 @@ from drn_tf.training import (
     resolve_precision,
     train,
 )
-
-SMALL = {"n_blocks": 1, "n_feats": 4}
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
