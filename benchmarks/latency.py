@@ -250,6 +250,7 @@ def resolve_model(
             save_model_atomic(build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4), path)
         return "tiny DRN-S x4 (1 block, 4 features, random)", path, None
     if name == "drn-s":
+        from benchmarks import checkpoints
         from drn_tf.convert import convert_checkpoint, read_checkpoint
 
         checkpoint = Path(config.checkpoint)
@@ -257,7 +258,7 @@ def resolve_model(
             raise FileNotFoundError(f"--checkpoint {checkpoint}: file does not exist")
         path = work_dir / f"drn-s_{P.base.sha256_of(checkpoint)[:16]}.keras"
         if not path.exists():
-            sizes = P.checkpoint_sizes(read_checkpoint(checkpoint))
+            sizes = checkpoints.checkpoint_sizes(read_checkpoint(checkpoint))
             scale = sizes.pop("scale")
             convert_checkpoint(checkpoint, "drn-s", scale, path, **sizes)
         return f"DRN-S (converted from {checkpoint.name})", path, checkpoint

@@ -77,36 +77,6 @@ class Skipped(Exception):
 # --- models --------------------------------------------------------------------------------
 
 
-def checkpoint_sizes(state_dict: dict) -> dict[str, int]:
-    """``scale``, ``n_blocks``, ``n_feats`` of the DRN an authors' primal state dict (tensors or
-    arrays) was saved from, read off its keys and the head's shape."""
-    keys = {key.removeprefix("module.") for key in state_dict}
-    phases = sum(1 for key in keys if re.fullmatch(r"tail\.\d+\.weight", key)) - 1
-    blocks = {key.split(".")[2] for key in keys if key.startswith("up_blocks.0.")}
-    head = state_dict.get("head.weight", state_dict.get("module.head.weight"))
-    if phases < 1 or head is None:
-        raise ValueError("not a DRN primal state dict (no head.weight / tail.k.weight keys)")
-    return {"scale": 2**phases, "n_blocks": len(blocks) - 2, "n_feats": int(head.shape[0])}
-
-
-def keras_state_dict(model: Any) -> dict[str, np.ndarray]:
-    """The authors'-format primal state dict of a Keras ``DRN`` as float32 arrays: the
-    converter's mapping run backwards (``drn_tf.convert`` of it gives the same weights back)."""
-    from drn_tf.convert import _primal_mapping, _shuffle_permutation  # the one weight mapping
-
-    cfg = model.drn_config
-    state = {}
-    for key, variable, _ in _primal_mapping(model.primal, cfg):
-        value = np.asarray(variable.numpy(), np.float32)
-        if re.fullmatch(rf"up_blocks\.\d+\.{cfg.n_blocks}\.0\.(weight|bias)", key):
-            # the upsampler conv, whose output channels the converter permuted
-            value = value[..., np.argsort(_shuffle_permutation(value.shape[-1]))]
-        if value.ndim == 4:
-            value = np.transpose(value, (3, 2, 0, 1))  # Keras [kh, kw, in, out] → [out, in, kh, kw]
-        state[key] = np.ascontiguousarray(value)
-    return state
-
-
 def conv_macs(model: Any, height: int, width: int) -> int:
     """Multiply-accumulates of one forward pass of ``model``'s primal network on a
     ``(1, height, width, 3)`` input, counted exactly from the traced graph's convolutions:
@@ -169,7 +139,8 @@ def prepare(name: str, source: base.Source, folder: Path, torch_weights: Path | 
     cannot run here and :class:`export.base.MissingDependency` for a missing package.
 
     ``torch_weights``: the authors'-format ``.pt`` the model was converted from, if any (the
-    PyTorch paths then load that very file; otherwise :func:`keras_state_dict` is saved).
+    PyTorch paths then load that very file; otherwise
+    :func:`benchmarks.checkpoints.keras_state_dict` is saved).
     """
     info = PATHS[name]
     folder.mkdir(parents=True, exist_ok=True)
@@ -257,6 +228,8 @@ def _write_tensorrt(temp: Path, source: base.Source) -> None:
 
 def _write_state(temp: Path, source: base.Source) -> None:
     with open(temp, "wb") as file:  # np.savez would append .npz to a temp name
+        from benchmarks.checkpoints import keras_state_dict  # imports Keras
+
         np.savez(file, **keras_state_dict(source.model))
 
 

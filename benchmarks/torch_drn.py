@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.paths import checkpoint_sizes
+from benchmarks.checkpoints import checkpoint_sizes
 
 #: DIV2K RGB mean of the authors' MeanShift (std 1, rgb_range 255).
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -139,7 +139,7 @@ def load(path: str | os.PathLike) -> DRN:
     """A :class:`DRN` of the matching size, in eval mode, holding the primal weights at
     ``path``: the authors' checkpoint (a state dict, e.g. ``DRNS4x.pt``, read with
     ``weights_only=True`` so the file can hold tensors only, never code) or an ``.npz`` of the
-    same keys (:func:`benchmarks.paths.keras_state_dict` of a Keras model)."""
+    same keys (:func:`benchmarks.checkpoints.keras_state_dict` of a Keras model)."""
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path) as arrays:

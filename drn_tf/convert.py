@@ -221,7 +221,7 @@ def _conv_kernel(weight: np.ndarray) -> np.ndarray:
     return np.transpose(weight, (2, 3, 1, 0))
 
 
-def _shuffle_permutation(out_channels: int, scale: int = 2) -> np.ndarray:
+def shuffle_permutation(out_channels: int, scale: int = 2) -> np.ndarray:
     """Output-channel order that makes ``depth_to_space`` read what PixelShuffle read.
 
     Keras channel ``p·C + c`` (sub-pixel p) must hold PyTorch channel ``c·r² + p``.
@@ -230,7 +230,7 @@ def _shuffle_permutation(out_channels: int, scale: int = 2) -> np.ndarray:
     return np.array([c * scale**2 + p for p in range(scale**2) for c in range(channels)])
 
 
-def _primal_mapping(primal: keras.Model, cfg: DRNConfig):
+def primal_mapping(primal: keras.Model, cfg: DRNConfig):
     """Yields ``(torch_key, keras_variable, transform)`` for every weight of the primal net."""
 
     def conv_pair(key, layer, permute=None):
@@ -261,7 +261,7 @@ def _primal_mapping(primal: keras.Model, cfg: DRNConfig):
             yield from conv_pair(f"{key}.3.conv_du.2", block.attention.excite)
         upsample = get(f"up_{k}_upsample")
         yield from conv_pair(
-            f"up_blocks.{k}.{cfg.n_blocks}.0", upsample, _shuffle_permutation(upsample.filters)
+            f"up_blocks.{k}.{cfg.n_blocks}.0", upsample, shuffle_permutation(upsample.filters)
         )
         yield from conv_pair(f"up_blocks.{k}.{cfg.n_blocks + 1}", get(f"up_{k}_project"))
 
@@ -356,7 +356,7 @@ def _assign(model: DRN, state_dict: dict, path: Path, states=None, dual_path=Non
     """Checks every key and shape of the read checkpoints against ``model``, then assigns."""
     cfg = model.drn_config
     values = _check(
-        _primal_mapping(model.primal, cfg),
+        primal_mapping(model.primal, cfg),
         state_dict,
         path,
         f"primal network of {cfg.variant} ×{cfg.scale} (n_blocks {cfg.n_blocks}, "

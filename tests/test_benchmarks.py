@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import drn_tf
-from benchmarks import data_pipeline, latency, precision, quality, train_throughput
+from benchmarks import checkpoints, data_pipeline, latency, precision, quality, train_throughput
 from benchmarks import paths as bench_paths
 from drn_tf.config import parse_config
 
@@ -109,16 +109,16 @@ def test_checkpoint_sizes_of_the_authors_file():
     from drn_tf.convert import read_checkpoint
 
     state = read_checkpoint(REFERENCE / "drn_s_x4.pt")
-    assert bench_paths.checkpoint_sizes(state) == {"scale": 4, "n_blocks": 30, "n_feats": 16}
+    assert checkpoints.checkpoint_sizes(state) == {"scale": 4, "n_blocks": 30, "n_feats": 16}
     with pytest.raises(ValueError, match="not a DRN primal state dict"):
-        bench_paths.checkpoint_sizes({"weight": np.zeros(3)})
+        checkpoints.checkpoint_sizes({"weight": np.zeros(3)})
 
 
 def test_keras_state_dict_converts_back_to_the_same_weights(tiny):
     from drn_tf.convert import _assign
 
     model, _ = tiny
-    state = bench_paths.keras_state_dict(model)
+    state = checkpoints.keras_state_dict(model)
     keras.utils.set_random_seed(1)
     other = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
     _assign(other, state, Path("state"))  # the converter's own checks and mapping
@@ -161,7 +161,7 @@ def test_torch_module_on_keras_weights_matches_keras(tiny, tmp_path):
 
     model, _ = tiny
     path = tmp_path / "state.npz"
-    np.savez(path, **bench_paths.keras_state_dict(model))
+    np.savez(path, **checkpoints.keras_state_dict(model))
     images = np.random.default_rng(0).uniform(0, 255, (1, 12, 16, 3)).astype(np.float32)
     expected = bench_paths.base.keras_runner(model)(images)
     np.testing.assert_allclose(torch_drn.runner(torch_drn.load(path))(images), expected, atol=2e-3)
