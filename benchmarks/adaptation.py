@@ -18,7 +18,7 @@ share ρ of each batch:
 * ``paired only``: the paired samples alone (batch ``B − m``), the control: how much the
   continued bicubic training alone moves the numbers;
 * ``adapted (first)`` / ``adapted (cascade)``: DRN-Adapt, LR-only nearest samples with the
-  ``first`` or ``cascade`` closed loop (:class:`drn_tf.training.DualRegressionModel`);
+  ``first`` or ``cascade`` closed loop (:class:`drn_tf.dual_regression.DualRegressionModel`);
 * ``paired nearest``: the same photos *with* their HR (nearest LR input, bicubic ×2 and HR
   targets), the upper bound that adaptation cannot beat.
 
@@ -183,9 +183,9 @@ def _fine_tune(config: AdaptationConfig, seed: int, variant: str, dataset, outpu
     """Fine-tunes a fresh copy of the model on ``dataset``; saves it to ``output``."""
     import keras
 
+    from drn_tf.dual_regression import DualRegressionModel
     from drn_tf.inference import load_model
     from drn_tf.models import DRN, save_model_atomic
-    from drn_tf.training import DualRegressionModel
 
     keras.utils.set_random_seed(seed)
     loop = "cascade" if variant == "cascade" else "first"

@@ -267,12 +267,27 @@ def resolve_model(
     return Path(name).name, Path(name), None
 
 
+def as_run(path: str, flags: dict[str, bool]) -> tuple[str, str]:
+    """``(label, compute)`` of ``path`` as it runs on a CPU with ``flags`` (those of
+    :func:`benchmarks.paths.cpu_info`): a bf16 path on a CPU without bf16 instructions
+    (avx512_bf16, amx_bf16) is not labelled bf16. OpenVINO then drops the bf16 hint and
+    computes float32 (``export.openvino``); TensorFlow and PyTorch keep bf16 tensors and
+    convert them to float32 to compute, op by op ("bf16 emulated", no bf16 GEMM peak)."""
+    info = P.PATHS[path]
+    if info.compute != "bf16" or flags.get("avx512_bf16") or flags.get("amx_bf16"):
+        return info.label, info.compute
+    if info.runtime == "openvino":
+        return f"{info.label} hint (no native bf16: ran fp32)", "fp32"
+    return f"{info.label} (no native bf16: emulated)", "bf16 emulated"
+
+
 def measure_model(
     name: str, config: LatencyConfig, work_dir: Path, image: np.ndarray, gemm: dict, verbose: bool
 ) -> dict[str, Any]:
     """Builds the artifacts of one model, runs all its paths and the GEMMs side by side, and
     returns the model's record (its paths' numbers, and the GEMM times of this round)."""
     label, keras_path, checkpoint = resolve_model(name, config, work_dir)
+    flags = P.cpu_info()["flags"]
     source = P.base.load_source(keras_path)
     size = image.shape[1]
     macs = P.conv_macs(source.model, size, size)
@@ -282,8 +297,8 @@ def measure_model(
     results: dict[str, dict] = {}
     workers: dict[str, Worker] = {}
     for path in config.paths:
-        info = P.PATHS[path]
-        results[path] = {"path": path, "label": info.label, "compute": info.compute}
+        path_label, compute = as_run(path, flags)
+        results[path] = {"path": path, "label": path_label, "compute": compute}
         try:
             spec = P.prepare(path, source, folder, checkpoint)
         except P.Skipped as reason:
@@ -491,7 +506,8 @@ def chart(report: dict):
     """Median latency per path, one panel per model, bars coloured by compute precision."""
     plt = R.pyplot()
 
-    colours = {"fp32": "tab:blue", "bf16": "tab:orange", "int8": "tab:green", "gpu": "tab:gray"}
+    colours = {"fp32": "tab:blue", "bf16": "tab:orange", "int8": "tab:green", "gpu": "tab:gray",
+               "bf16 emulated": "tab:red"}  # fmt: skip
     models = report["models"]
     height = max(3.0, 0.32 * max(len(m["paths"]) for m in models) + 1.2)
     figure, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), height), squeeze=False)

@@ -205,7 +205,7 @@ def _write_tflite(temp: Path, source: base.Source, name: str) -> None:
     from export import tflite
 
     quantization = TFLITE[name]
-    calibration = tflite.calibration_inputs((), source.model.scale) if name == "tflite_int8" else ()
+    calibration = base.calibration_images((), source.model.scale) if name == "tflite_int8" else ()
     temp.write_bytes(tflite.to_tflite(source.model, quantization, calibration))
 
 

@@ -39,8 +39,8 @@ def time_policy(config: PrecisionConfig, policy: str) -> float:
     import numpy as np
     import tensorflow as tf
 
+    from drn_tf.dual_regression import DualRegressionModel
     from drn_tf.models import build_drn, build_duals
-    from drn_tf.training import DualRegressionModel
 
     keras.mixed_precision.set_global_policy(policy)
     sizes = {"n_blocks": config.n_blocks, "n_feats": config.n_feats}

@@ -98,8 +98,8 @@ def _model(spec: dict):
     starts from the same point."""
     import keras
 
+    from drn_tf.dual_regression import DualRegressionModel
     from drn_tf.models import build_drn, build_duals
-    from drn_tf.training import DualRegressionModel
 
     sizes = {"n_blocks": spec["n_blocks"], "n_feats": spec["n_feats"]}
 

@@ -12,6 +12,7 @@ Paths are checked before a model loads, so a typo costs no waiting.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 import typing
@@ -19,20 +20,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from drn_tf import __version__
-from drn_tf.config import AdaptConfig, TrainConfig, UsageError, run_command, setting
+from drn_tf.config import VARIANTS, AdaptConfig, TrainConfig, UsageError, run_command, setting
 from drn_tf.degrade import KINDS
+from export.runtime import RUNTIMES
 
 # --- checks shared by the commands ---------------------------------------------------------
 
 
-def _check_scale(scale: int, power_of_two: bool = True) -> None:
+def _check_scale(scale: int, power_of_two: bool = True, flag: str = "--scale") -> None:
     from drn_tf.scales import check_scale
 
     try:
         check_scale(scale, power_of_two)
     except ValueError:
         rule = "a power of two (2, 4, 8, …)" if power_of_two else "an integer of at least 2"
-        raise UsageError(f"--scale must be {rule}, got {scale}") from None
+        raise UsageError(f"{flag} must be {rule}, got {scale}") from None
 
 
 def _check_output_folder(folder: Path, what: str = "output folder") -> None:
@@ -58,17 +60,27 @@ def _check_output_file(path: Path, flag: str) -> None:
     _check_output_folder(path.parent, f"folder for {flag}")
 
 
-def _keras_output(value: str) -> Path:
-    """``--output`` as the ``.keras`` file to write: checked, and its folder cleared of the
-    temporary files of saves killed midway."""
+def _keras_output(value: str, overwrite: bool) -> Path:
+    """``--output`` as the ``.keras`` file to write: checked (an existing file only with
+    ``overwrite``), and its folder cleared of the temporary files of saves killed midway."""
     output = Path(value)
     if output.suffix != ".keras":
         raise UsageError(f"--output must name a .keras file, got {output}")
     _check_output_file(output, "--output")
+    if output.exists() and not overwrite:
+        raise ValueError(f"{output}: exists; --overwrite replaces it")
     from drn_tf.files import remove_stale_temp_files
 
     remove_stale_temp_files(output.parent)
     return output
+
+
+def _fail_if_skipped(count: int) -> None:
+    """The rule of every command over many files (upscale, evaluate, degrade): each file it
+    could not use is named on its own line, the others are done and written, and then the
+    command fails (exit 1) if there was any."""
+    if count:
+        raise ValueError(f"{count} file(s) skipped (listed above); the others are done")
 
 
 def _required(**flags: object) -> None:
@@ -84,18 +96,22 @@ def _required(**flags: object) -> None:
 # TensorFlow or PIL; `--help` loads neither. tests/test_upscale.py checks they agree.
 _UPSCALE_TILE, _UPSCALE_TILE_OVERLAP = 128, 16
 _UPSCALE_FORMATS = ("png", "jpg", "webp", "tiff")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Mirrors drn_tf.frames.VIDEO_EXTENSIONS and drn_tf.video's defaults (they load PyAV).
+_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+_VIDEO_CRF = 18
 
 
 @dataclasses.dataclass
 class UpscaleConfig:
-    """Upscale images and folders: drn-tf upscale a.jpg photos/ --output out/ writes
-    out/a_x4.png and, for each image under photos/, the same path under out/."""
+    """Upscale images, videos and folders: drn-tf upscale a.jpg clip.mp4 photos/ --output out/
+    writes out/a_x4.png, out/clip_x4.mp4 and, for each image or video under photos/, the same
+    path under out/."""
 
     output: str | None = setting(
         None,
-        "Output folder (required; input folders keep their layout), or an image file name for "
-        "a single input image.",
+        "Output folder (required; input folders keep their layout), or an image (video) file "
+        "name for a single input image (video).",
     )
     model: str = setting(
         "default",
@@ -123,10 +139,27 @@ class UpscaleConfig:
         "auto: bfloat16 where the CPU has AMX, else float32.",
         choices=("auto", "float32", "bfloat16"),
     )
+    runtime: str = setting(
+        "auto",
+        "Where the network runs. auto: the fastest on this CPU (OpenVINO bf16 with AMX, "
+        "OpenVINO int8 with AVX-512 or AVX2) if the export extra is installed, else "
+        "Keras; keras gives the reference pixels. The converted model is cached in "
+        "~/.cache/drn-tf ($DRN_TF_CACHE_DIR).",
+        choices=RUNTIMES,
+    )
     format: str | None = setting(
         None,
         "Output format (default: png, or the suffix of an --output file name).",
         choices=_UPSCALE_FORMATS,
+    )
+    video_codec: str | None = setting(
+        None,
+        "Encoder of video outputs, any FFmpeg has (default: libx264; VP9 for .webm, MPEG-4 for "
+        ".avi). Audio and subtitles are copied as they are.",
+    )
+    crf: int = setting(
+        _VIDEO_CRF,
+        "Video quality: constant rate factor, lower is better and larger (x264 0-51, VP9 0-63).",
     )
     overwrite: bool = setting(False, "Replace outputs that exist (by default they are kept).")
 
@@ -137,51 +170,115 @@ def upscale(config: UpscaleConfig, inputs: list[str]) -> None:
     _required(output=config.output)
     if config.tile < 0:
         raise UsageError(f"--tile must be 0 (one pass) or a number of pixels, got {config.tile}")
-    if config.tile and not 0 <= config.tile_overlap <= config.tile // 4:
+    if config.tile_overlap < 0:
+        raise UsageError(f"--tile-overlap must be 0 or more, got {config.tile_overlap}")
+    if config.tile and config.tile_overlap > config.tile // 4:
         raise UsageError(
-            f"--tile-overlap must be between 0 and a quarter of --tile ({config.tile // 4}), "
-            f"got {config.tile_overlap}"
+            f"--tile-overlap {config.tile_overlap} is more than a quarter of --tile "
+            f"{config.tile}: give a --tile of at least {4 * config.tile_overlap} or a smaller "
+            "--tile-overlap"
         )
     if config.scale is not None:  # a DRN is ×2^k; bicubic also does ×3
         _check_scale(config.scale, power_of_two=config.model != "bicubic")
+    if not 0 <= config.crf <= 63:
+        raise UsageError(f"--crf must be between 0 and 63 (x264: 0-51), got {config.crf}")
     missing = [p for p in inputs if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
     output = Path(config.output)
+    if output.suffix.lower() in (".bmp", ".gif") and not output.is_dir():
+        raise UsageError(
+            f"--output {output}: upscale writes .png, .jpg, .webp or .tif files, "
+            f"not {output.suffix}; give one of those names or a folder"
+        )
     one_file = len(inputs) == 1 and Path(inputs[0]).is_file()
-    names_file = output.suffix.lower() in _IMAGE_SUFFIXES and not output.is_dir()
+    one_video = one_file and Path(inputs[0]).suffix.lower() in _VIDEO_SUFFIXES
+    names_image = output.suffix.lower() in _IMAGE_SUFFIXES and not output.is_dir()
+    names_video = output.suffix.lower() in _VIDEO_SUFFIXES and not output.is_dir()
+    names_file = names_image or names_video
     if output.is_file() and not (one_file and names_file):
         raise ValueError(f"{output}: --output must be a folder, and this is a file")
-    if names_file and not one_file:
+    if (names_image and (not one_file or one_video)) or (names_video and not one_video):
+        what = "image" if names_image else "video"
         raise UsageError(
-            f"--output {output} names an image file, which takes one input image; "
-            "give a folder for several images or a folder"
+            f"--output {output} names an {what} file, which takes one input {what}; "
+            "give a folder for other inputs"
         )
     _check_output_folder(output.parent if names_file else output)
 
     from drn_tf.files import remove_stale_temp_files
-    from drn_tf.inference import Bicubic, load_model, upscale_files
+    from drn_tf.frames import find_videos
+    from drn_tf.images import find_images
+    from drn_tf.inference import Bicubic, UpscaleSummary, load_model, upscale_files
+    from drn_tf.video import check_video_codec, upscale_video_files
+
+    check_video_codec(config.video_codec)
+    choice = _runtime(config.runtime, config.precision)
+    # Video files, and folders holding videos, go to the video upscaler; the rest (folders
+    # with images, and any other file, which fails alone if it is no image) to the images'.
+    paths = [Path(p) for p in inputs]
+    videos = [p for p in paths if p.is_file() and p.suffix.lower() in _VIDEO_SUFFIXES]
+    videos += [p for p in paths if p.is_dir() and find_videos(p)]
+    images = [p for p in paths if p.is_file() and p not in videos]
+    images += [
+        p for p in paths if p.is_dir() and (find_images(p, unreadable=[]) or p not in videos)
+    ]  # unreadable sub-folders: named by upscale_files
 
     remove_stale_temp_files(output.parent if names_file else output, recursive=not names_file)
     if config.model == "bicubic":
         model = Bicubic(config.scale or 4)
     else:
         model = load_model(config.model, scale=config.scale)
-    summary = upscale_files(
-        inputs,
-        output,
-        model,
-        tile=config.tile or None,
-        tile_overlap=config.tile_overlap,
-        self_ensemble=config.self_ensemble,
-        precision=config.precision,
-        image_format=config.format,
-        overwrite=config.overwrite,
-    )
-    print(summary.line())
-    if summary.failed:
-        total = len(summary.written) + len(summary.kept) + len(summary.failed)
-        raise ValueError(f"{len(summary.failed)} of {total} image(s) failed (listed above)")
+    settings = {
+        "network": _network(model, choice),
+        "tile": config.tile or None,
+        "tile_overlap": config.tile_overlap,
+        "self_ensemble": config.self_ensemble,
+        "precision": config.precision,
+        "overwrite": config.overwrite,
+    }
+    summaries: list[UpscaleSummary] = []
+    if images:
+        summaries.append(
+            upscale_files(images, output, model, image_format=config.format, **settings)
+        )
+        print(summaries[-1].line())
+    if videos:
+        summaries.append(
+            upscale_video_files(
+                videos, output, model, video_codec=config.video_codec, crf=config.crf, **settings
+            )
+        )
+        print(summaries[-1].line())
+    failed = [f for s in summaries for f in s.failed]
+    if failed:
+        total = sum(len(s.written) + len(s.kept) + len(s.failed) for s in summaries)
+        unit = summaries[0].unit if len(summaries) == 1 else "file"
+        raise ValueError(f"{len(failed)} of {total} {unit}(s) failed (listed above)")
+
+
+def _runtime(runtime: str, precision: str):
+    """``--runtime`` and ``--precision`` as an :class:`export.runtime.Runtime`, its note (if
+    any) printed; a precision the runtime lacks is a usage error."""
+    from export import runtime as runtimes
+
+    try:
+        choice = runtimes.choose(runtime, precision)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if choice.note:
+        print(choice.note, file=sys.stderr)
+    return choice
+
+
+def _network(model, choice):
+    """``model``'s network in ``choice`` (:func:`export.runtime.network`); None for Keras."""
+    from drn_tf.inference import Bicubic
+    from export import runtime as runtimes
+
+    if isinstance(model, Bicubic):
+        return None
+    return runtimes.network(model, choice, progress=lambda line: print(line, file=sys.stderr))
 
 
 # --- evaluate ------------------------------------------------------------------------------
@@ -216,8 +313,11 @@ class EvaluateConfig:
     lr_only: bool = setting(
         False,
         "The folders hold LR images without HR (a set's LR_<kind>/X<s>, or any folder of "
-        "images): print the closed-loop error |D(P(x)) - x| per image and mean, a "
-        "no-reference readout of how consistent the model is on them.",
+        "images, or video files): print the closed-loop error |D(P(x)) - x| per image (video "
+        "frame) and mean, a no-reference readout of how consistent the model is on them.",
+    )
+    frames_per_video: int = setting(
+        16, "--lr-only: frames sampled from each video, spread evenly over the clip."
     )
 
 
@@ -227,10 +327,15 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
         raise UsageError("no folder to evaluate: give --data FOLDER... (or plain arguments)")
     if config.scale is not None:  # a DRN is ×2^k; bicubic also does ×3
         _check_scale(config.scale, power_of_two=config.model != "bicubic")
+    if config.frames_per_video < 1:
+        raise UsageError(f"--frames-per-video must be at least 1, got {config.frames_per_video}")
     for folder in folders:
         if not Path(folder).exists():
             raise FileNotFoundError(f"{folder}: evaluation folder does not exist")
-        if not Path(folder).is_dir():
+        video = Path(folder).suffix.lower() in _VIDEO_SUFFIXES
+        if video and not config.lr_only:
+            raise UsageError(f"{folder}: a video has no HR frames; --lr-only evaluates it")
+        if not Path(folder).is_dir() and not video:
             raise NotADirectoryError(f"{folder}: not a folder (--data takes folders of images)")
     if config.json:
         _check_output_file(Path(config.json), "--json")
@@ -249,8 +354,13 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
         scale = model.scale
     if config.lr_only:
         from drn_tf.evaluation import evaluate_closed_loop, format_loop_table
+        from drn_tf.inference import check_trained_duals
 
-        results = evaluate_closed_loop(model, folders, scale, config.lr_kind)
+        check_trained_duals(model, config.model, "--lr-only's closed-loop error")
+
+        results = evaluate_closed_loop(
+            model, folders, scale, config.lr_kind, frames_per_video=config.frames_per_video
+        )
         print(format_loop_table(results))
     else:
         results = run_evaluation(model, folders, scale, lr_kind=config.lr_kind)
@@ -262,12 +372,14 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
             {"model": config.model, "scale": scale, "lr_kind": config.lr_kind, "sets": results},
         )
         print(f"wrote {config.json}")
+    _fail_if_skipped(sum(len(r["skipped"]) for r in results.values()))
 
 
 # --- train ---------------------------------------------------------------------------------
 
 
 def train(config, positionals: list[str]) -> None:
+    config.check()  # a wrong flag value is told at once, not after TensorFlow loads
     from drn_tf.training import train as run_training
 
     run_training(config)  # a TrainConfig trains, an AdaptConfig adapts (same run machinery)
@@ -293,6 +405,7 @@ class DegradeConfig:
         None, "Also JPEG-compress each LR image at this quality (1-95): LR_<kind>_jpeg<Q>/."
     )
     output: str | None = setting(None, "Folder that receives LR_<kind>/X<s>/ (required).")
+    overwrite: bool = setting(False, "Replace LR files that exist (by default they are kept).")
 
 
 def degrade(config: DegradeConfig, positionals: list[str]) -> None:
@@ -309,12 +422,16 @@ def degrade(config: DegradeConfig, positionals: list[str]) -> None:
     from drn_tf.image_sets import write_degraded_set
 
     remove_stale_temp_files(Path(config.output), recursive=True)  # left by a killed earlier run
+    kept: list[Path] = []
     folder, written, skipped = write_degraded_set(
-        config.hr_dir, config.kind, config.scale, config.output, config.seed, config.jpeg_quality
-    )
+        config.hr_dir, config.kind, config.scale, config.output, config.seed,
+        config.jpeg_quality, overwrite=config.overwrite, kept=kept,
+    )  # fmt: skip
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"wrote {len(written)} image(s) to {folder}")
+    kept_note = f"; {len(kept)} kept (already there; --overwrite replaces them)" if kept else ""
+    print(f"wrote {len(written)} image(s) to {folder}{kept_note}")
+    _fail_if_skipped(len(skipped))
 
 
 # --- convert -------------------------------------------------------------------------------
@@ -337,19 +454,24 @@ class ConvertConfig:
     n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
     n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
     output: str | None = setting(None, "The .keras file to write (required).")
+    overwrite: bool = setting(False, "Replace --output if it exists.")
 
 
 def convert(config: ConvertConfig, positionals: list[str]) -> None:
     _required(checkpoint=config.checkpoint, output=config.output)
-    from drn_tf.models import VARIANTS
-
     if config.variant not in VARIANTS:
         raise UsageError(f"--variant must be one of {', '.join(VARIANTS)}, got {config.variant}")
     _check_scale(config.scale)
     for flag, value in (("--n-blocks", config.n_blocks), ("--n-feats", config.n_feats)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    output = _keras_output(config.output)
+    output = _keras_output(config.output, config.overwrite)
+    for flag, value in (
+        ("--checkpoint", config.checkpoint),
+        ("--dual-checkpoint", config.dual_checkpoint),
+    ):
+        if value is not None and not Path(value).exists():
+            raise FileNotFoundError(f"{value}: {flag} file does not exist")
     from drn_tf.convert import convert_checkpoint
 
     convert_checkpoint(
@@ -380,12 +502,13 @@ class PackageConfig:
 
     model: str | None = setting(None, "The trained .keras model (required), e.g. RUN/best.keras.")
     output: str | None = setting(None, "The .keras file to write (required).")
+    overwrite: bool = setting(False, "Replace --output if it exists.")
     note: str | None = setting(None, "How it was trained, kept in the model's info.")
 
 
 def package(config: PackageConfig, positionals: list[str]) -> None:
     _required(model=config.model, output=config.output)
-    output = _keras_output(config.output)
+    output = _keras_output(config.output, config.overwrite)
     from drn_tf.inference import load_model
     from drn_tf.models import package_model
 
@@ -413,7 +536,7 @@ class DemoConfig:
 
 def demo(config: DemoConfig, positionals: list[str]) -> None:
     for scale in config.scales:
-        _check_scale(scale)
+        _check_scale(scale, flag="--scales")
     _check_output_folder(Path(config.output))
     from drn_tf.demo import run_demo
 
@@ -428,6 +551,53 @@ def demo(config: DemoConfig, positionals: list[str]) -> None:
     for results in runs:
         for path in results["files"]:
             print(f"wrote {path}")
+
+
+# --- export --------------------------------------------------------------------------------
+
+#: ``drn-tf export FORMAT`` is ``python -m export.FORMAT``: the same flags, the same library
+#: function (the module is imported only to run it).
+EXPORT_FORMATS = {
+    "saved_model": "SavedModel for TF Serving (float32, uint8 and encoded-image signatures).",
+    "tflite": "TFLite / LiteRT: float32, float16, dynamic-range or int8.",
+    "onnx": "ONNX (tf2onnx), run in onnxruntime.",
+    "openvino": "OpenVINO IR: fp32, bf16 or int8.",
+    "trt": "TensorRT: a TF-TRT SavedModel or an engine, or a TensorRT-ready ONNX.",
+}
+EXPORT_SUMMARY = f"Export a model for serving: {', '.join(EXPORT_FORMATS)}."
+
+
+def _export_overview() -> str:
+    width = max(map(len, EXPORT_FORMATS))
+    return "\n".join(
+        [
+            "usage: drn-tf export FORMAT [flags]",
+            "",
+            "Writes a model in a serving format, verified against Keras and timed (the same as",
+            "python -m export.FORMAT).",
+            "",
+            "formats:",
+            *(f"  {name:<{width}}  {summary}" for name, summary in EXPORT_FORMATS.items()),
+            "",
+            "`drn-tf export FORMAT --help` lists a format's flags.",
+        ]
+    )
+
+
+def export(argv: list[str]) -> int:
+    """``drn-tf export FORMAT [flags]``; returns the exit status."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_export_overview(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, *args = argv
+    if name not in EXPORT_FORMATS:
+        print(
+            f"drn-tf export: unknown format {name!r} (choose from {', '.join(EXPORT_FORMATS)})\n"
+            "(see drn-tf export --help)",
+            file=sys.stderr,
+        )
+        return 2
+    return importlib.import_module(f"export.{name}").main(args, prog=f"drn-tf export {name}")
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -492,6 +662,7 @@ def _overview() -> str:
             "",
             "commands:",
             *(f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items()),
+            f"  {'export':<{width}}  {EXPORT_SUMMARY}",
             "",
             "`drn-tf COMMAND --help` lists a command's flags.",
         ]
@@ -511,10 +682,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"drn-tf {__version__}")
         return 0
     name, *args = argv
+    if name == "export":
+        return export(args)
     command = COMMANDS.get(name)
     if command is None:
         print(
-            f"drn-tf: unknown command {name!r} (choose from {', '.join(COMMANDS)})\n"
+            f"drn-tf: unknown command {name!r} (choose from {', '.join([*COMMANDS, 'export'])})\n"
             "(see drn-tf --help)",
             file=sys.stderr,
         )

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib.abc
 import importlib.util
 import inspect
 import logging
+import math
 import os
 import re
 import signal
@@ -23,7 +25,10 @@ import sys
 import tempfile
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Sequence
+
+from drn_tf.precision import TRAINING_PRECISIONS
 
 
 def setting(default, help: str, choices: Sequence | None = None, **kwargs):
@@ -37,6 +42,11 @@ def setting(default, help: str, choices: Sequence | None = None, **kwargs):
 
 class UsageError(Exception):
     """Wrong flags or arguments: one line and exit status 2."""
+
+
+class FlagError(UsageError, ValueError):
+    """A wrong flag value found by library code (exit status 2 on the command line); callers
+    of the library may catch it as the ``ValueError`` it also is."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -229,8 +239,45 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         sys.meta_path.insert(0, _QuietTensorFlowFinder())
 
 
+#: The stop signals received since the running command started (see :func:`check_interrupted`).
+_received: list[int] = []
+
+
 def _raise_interrupt(signum, frame):
+    _received.append(signum)
     raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raises ``KeyboardInterrupt`` if Ctrl-C or SIGTERM reached the running command, even when
+    the ``KeyboardInterrupt`` its handler raised was lost: raised inside a finalizer (Python
+    then prints "Exception ignored" and goes on) or caught by a library. Long work calls it
+    between stages and before moving a result into place."""
+    if _received:
+        raise KeyboardInterrupt
+
+
+def _drop_lost_interrupts(unraisable) -> None:
+    """``sys.unraisablehook`` while a command runs: a ``KeyboardInterrupt`` raised in a
+    finalizer is recorded in ``_received`` (and acted on), not printed as a traceback."""
+    if not (_received or isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        sys.__unraisablehook__(unraisable)
+
+
+def _quiet_after_interrupt(excepthook, kind, value, traceback) -> None:
+    """``sys.excepthook`` while a command runs: after Ctrl-C or SIGTERM, the tracebacks that C
+    extensions print (``PyErr_Print``) when the ``KeyboardInterrupt`` broke a call back into
+    Python (TensorFlow: "SystemError: <built-in function __import__> returned a result with
+    an exception set") are the interrupt's doing: not shown."""
+    if not _received:
+        excepthook(kind, value, traceback)
+
+
+def _show_warning(prog: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` while a command runs: one line, without the source line that
+    Python's own prints (numpy's RuntimeWarning, PIL's DecompressionBombWarning, …)."""
+    text = " ".join(str(message).split())
+    print(f"{prog}: warning: {text} ({category.__name__})", file=file or sys.stderr)
 
 
 def _print_usage_error(prog: str, error: UsageError) -> None:
@@ -264,27 +311,79 @@ def run_command(
         return int(done.code or 0)
     quiet_tensorflow(verbose)
     # SIGTERM (kill, a scheduler's stop) ends the command like Ctrl-C, so `finally` blocks run
-    # and no temporary file is left; handlers can only be set from the main thread.
+    # and no temporary file is left; handlers can only be set from the main thread. Both are
+    # recorded too, so that an interrupt lost in a finalizer still stops the command. SIGINT
+    # inherited as ignored (a background job) stays ignored.
+    stops = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        stops.append(signal.SIGINT)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    previous = {s: signal.signal(s, _raise_interrupt) for s in stops} if main_thread else {}
+    sys.unraisablehook, unraisablehook = _drop_lost_interrupts, sys.unraisablehook
+    excepthook = sys.excepthook
+    sys.excepthook = functools.partial(_quiet_after_interrupt, excepthook)
+    _received.clear()
     try:
-        function(config, extra)
+        with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+            warnings.showwarning = functools.partial(_show_warning, prog)
+            function(config, extra)
+        check_interrupted()
     except UsageError as error:
         _print_usage_error(prog, error)
         return 2
-    except (ValueError, OSError, ImportError) as error:
+    except BaseException as error:
+        # After an interrupt, whatever failed (a C extension turns a KeyboardInterrupt raised
+        # in its call back into Python into another error) failed because of it.
+        if _received or isinstance(error, KeyboardInterrupt):
+            print(f"\n{prog}: {interrupted}", file=sys.stderr)
+            return 130
+        if not isinstance(error, (ValueError, OSError, ImportError)):
+            raise
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\n{prog}: {interrupted}", file=sys.stderr)
-        return 130
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        _received.clear()
+        sys.unraisablehook, sys.excepthook = unraisablehook, excepthook
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
     return 0
 
 
 # --- settings of library functions that commands expose as flags --------------------------
+
+
+#: The model variants (drn_tf.models uses these; here so that flags are checked without it).
+VARIANTS = ("drn-s", "drn-l")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def unpaired_count(batch_size: int, unpaired_ratio: float) -> int:
+    """LR-only samples per batch: ``round(ρ · batch_size)`` (halves up), which must leave at least
+    one sample of each kind.
+
+    Raises:
+        FlagError: naming ``--unpaired-ratio`` / ``--batch-size`` when that is not possible.
+    """
+    if not 0 < unpaired_ratio < 1:
+        raise FlagError(
+            f"--unpaired-ratio must be more than 0 and less than 1, got {unpaired_ratio}"
+        )
+    count = math.floor(unpaired_ratio * batch_size + 0.5)
+    if not 1 <= count <= batch_size - 1:
+        raise FlagError(
+            f"--unpaired-ratio {unpaired_ratio} of --batch-size {batch_size} gives {count} "
+            "LR-only sample(s) per batch; each batch needs both kinds (raise the batch size)"
+        )
+    return count
+
+
+def check_patch_size(patch_size: int, scale: int, what: str) -> None:
+    """Raises :class:`FlagError` unless ``--patch-size`` is a multiple of the scale ``what``."""
+    if patch_size % scale:
+        raise FlagError(f"--patch-size {patch_size} is not a multiple of {what} {scale}")
 
 
 @dataclasses.dataclass
@@ -292,7 +391,7 @@ class _TrainModel:
     """What ``train`` trains, and on what."""
 
     train_dir: list[str] = setting([], "Folder(s) of HR training images (recursive).")
-    variant: str = setting("drn-s", "drn-s or drn-l.")
+    variant: str = setting("drn-s", "drn-s or drn-l.", choices=VARIANTS)
     scale: int = setting(4, "Upscaling factor, a power of two.")
     n_blocks: int | None = setting(None, "RCABs per up-phase (default: the variant's preset).")
     n_feats: int | None = setting(None, "Base feature width (default: the variant's preset).")
@@ -304,11 +403,21 @@ class _AdaptModel:
     """What ``adapt`` adapts, and on what."""
 
     model: str = setting("default", "The trained .keras model to adapt, or 'default'.")
+    scale: int | None = setting(
+        None,
+        "Upscaling factor: picks the packaged model of --model default (2, 4 or 8; default 4), "
+        "or must be the .keras model's.",
+    )
     paired_dir: list[str] = setting(
         [], "Folder(s) of HR images for the paired samples (bicubic LR; required)."
     )
     unpaired_dir: list[str] = setting(
-        [], "Folder(s) of LR-only images, any size and format: the data to adapt to (required)."
+        [],
+        "Folder(s) of LR-only images, any size and format, and/or video files (or folders "
+        "holding them): the data to adapt to (required).",
+    )
+    frames_per_video: int = setting(
+        16, "Frames sampled from each video of --unpaired-dir, spread evenly over the clip."
     )
     unpaired_ratio: float = setting(
         0.3, "Share of LR-only samples in every batch, exact up to rounding (the paper's best)."
@@ -338,7 +447,9 @@ class _RunSettings:
     epsilon: float = setting(1e-8, "Adam epsilon.")
     dual_weight: float = setting(0.1, "Weight of the dual (closed-loop) loss.")
     augment: bool = setting(True, "Random flips and transposes.")
-    precision: str = setting("auto", "float32, mixed_float16, mixed_bfloat16 or auto.")
+    precision: str = setting(
+        "auto", "float32, mixed_float16, mixed_bfloat16 or auto.", choices=TRAINING_PRECISIONS
+    )
     strategy: str = setting(
         "default",
         "Devices: 'default' one device, 'mirrored' every GPU of this machine, 'multi_worker' "
@@ -357,11 +468,54 @@ class _RunSettings:
         False, "Start afresh in an --output folder that holds another run (deletes that run)."
     )
 
+    def check(self) -> None:
+        """Raises :class:`FlagError` naming the first flag whose value is wrong or missing. Reads
+        no file (so a command says it before loading TensorFlow); the paths are checked by
+        :func:`drn_tf.training.validate_config`."""
+        for field in dataclasses.fields(self):
+            choices, value = field.metadata.get("choices"), getattr(self, field.name)
+            if choices and value not in choices:
+                raise FlagError(
+                    f"{_flag(field.name)} must be one of {', '.join(choices)}, got {value!r}"
+                )
+        if self.scale is not None and (self.scale < 2 or self.scale & (self.scale - 1)):
+            raise FlagError(f"--scale {self.scale} is not a power of two (2, 4, 8, …)")
+        for name in ("steps", "steps_per_epoch", "batch_size", "patch_size", "cluster_timeout"):
+            if getattr(self, name) < 1:
+                raise FlagError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        # `not x > 0` rather than `x <= 0`, so that NaN fails too.
+        if not self.learning_rate > 0:
+            raise FlagError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.min_learning_rate <= self.learning_rate:
+            raise FlagError(
+                f"--min-learning-rate must be between 0 and --learning-rate "
+                f"{self.learning_rate}, got {self.min_learning_rate}"
+            )
+        for name in ("beta_1", "beta_2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise FlagError(f"{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not self.epsilon > 0:
+            raise FlagError(f"--epsilon must be positive, got {self.epsilon}")
+        if not self.dual_weight >= 0:
+            raise FlagError(f"--dual-weight must be at least 0, got {self.dual_weight}")
+        if self.progress not in (0, 1, 2):
+            raise FlagError(f"--progress must be 0, 1 or 2, got {self.progress}")
+
 
 # Base classes listed last come first in the fields, hence in --help.
 @dataclasses.dataclass
 class TrainConfig(_RunSettings, _TrainModel):
     """A training run. Defaults are the authors' recipe (docs/drn-reference.md §3)."""
+
+    def check(self) -> None:
+        if not self.train_dir:
+            raise FlagError("no training folder given: --train-dir is required")
+        super().check()
+        for name in ("n_blocks", "n_feats"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FlagError(f"{_flag(name)} must be at least 1, got {value}")
+        check_patch_size(self.patch_size, self.scale, "--scale")
 
 
 @dataclasses.dataclass
@@ -371,3 +525,13 @@ class AdaptConfig(_RunSettings, _AdaptModel):
 
     output: str = setting("runs/adapt", "Run directory: model, checkpoints, logs, curves.")
     steps: int = setting(10_000, "Adaptation steps (batches) in all.")
+
+    def check(self) -> None:
+        """(``--patch-size`` against the model's scale is checked once the model is loaded.)"""
+        for name, what in (("paired_dir", "paired"), ("unpaired_dir", "LR-only")):
+            if not getattr(self, name):
+                raise FlagError(f"no {what} folder given: {_flag(name)} is required")
+        super().check()
+        if self.frames_per_video < 1:
+            raise FlagError(f"--frames-per-video must be at least 1, got {self.frames_per_video}")
+        unpaired_count(self.batch_size, self.unpaired_ratio)

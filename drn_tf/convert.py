@@ -186,6 +186,11 @@ def _read_legacy(path: Path) -> Any:
         except CheckpointError:
             raise
         except Exception as error:
+            file.seek(0)
+            if file.read(4) == b"PK\x03\x04":  # a zip archive's start without its end
+                raise CheckpointError(
+                    "truncated or corrupt checkpoint (a zip archive with no end: cut short?)"
+                ) from error
             raise CheckpointError(
                 "not a PyTorch checkpoint (neither a zip archive nor a legacy PyTorch file)"
             ) from error

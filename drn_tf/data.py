@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from drn_tf.config import unpaired_count
 from drn_tf.image_sets import PathLike, Pyramid, load_eval_pairs, pyramid_factors
 from drn_tf.scales import check_scale
 
@@ -131,24 +132,6 @@ def _random_patches(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
-
-
-def unpaired_count(batch_size: int, unpaired_ratio: float) -> int:
-    """LR-only samples per batch: ``round(ρ · batch_size)`` (halves up), which must leave at least
-    one sample of each kind.
-
-    Raises:
-        ValueError: naming ``--unpaired-ratio`` / ``--batch-size`` when that is not possible.
-    """
-    if not 0 < unpaired_ratio < 1:
-        raise ValueError(f"--unpaired-ratio must be between 0 and 1, got {unpaired_ratio}")
-    count = int(np.floor(unpaired_ratio * batch_size + 0.5))
-    if not 1 <= count <= batch_size - 1:
-        raise ValueError(
-            f"--unpaired-ratio {unpaired_ratio} of --batch-size {batch_size} gives {count} "
-            "LR-only sample(s) per batch; each batch needs both kinds (raise the batch size)"
-        )
-    return count
 
 
 def make_mixed_dataset(

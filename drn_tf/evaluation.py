@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from drn_tf.degrade import imresize
+from drn_tf.dual_regression import closed_loop
 from drn_tf.files import atomic_path
 from drn_tf.image_sets import ImageSet, load_eval_pairs, load_lr_images
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
 from drn_tf.models import DRN
+from drn_tf.progress import Bar
 
 __all__ = [
     "closed_loop_error",
@@ -96,7 +97,7 @@ def evaluate(
         skipped: list[tuple[Path, str]] = []
         pairs = load_eval_pairs(folder, scale, smallest_measurable(scale), skipped, lr_kind)
         images: dict[str, dict[str, float]] = {}
-        for image_name, lr, hr in tqdm(pairs, desc=set_name, unit="image", disable=not progress):
+        for image_name, lr, hr in Bar(pairs, desc=set_name, unit="image", disable=not progress):
             sr = imresize(lr, scale) if isinstance(model, str) else upscale(model, lr)
             if sr.shape != hr.shape:  # a model that does not upscale by `scale`
                 raise ValueError(f"{folder}/{image_name}: SR {sr.shape} vs HR {hr.shape}")
@@ -129,7 +130,7 @@ def _set_names(folders: PathLike | Iterable[PathLike]) -> list[tuple[PathLike, s
 def closed_loop_error(model: DRN, lr: np.ndarray) -> float:
     """The closed-loop error ``mean |D(P(x)) − x|`` of one LR image: the float top output
     of ``model`` taken back to the LR size by all its dual networks
-    (:func:`drn_tf.training.closed_loop`), against ``lr``.
+    (:func:`drn_tf.dual_regression.closed_loop`), against ``lr``.
 
     Args:
         model: a :class:`~drn_tf.models.DRN` with trained dual networks.
@@ -138,9 +139,6 @@ def closed_loop_error(model: DRN, lr: np.ndarray) -> float:
     Returns:
         The mean absolute difference over pixels and channels, on 0..255 (0 = a perfect loop).
     """
-    # Imported here: evaluation must not pull in the training pipeline (tf.data) at import.
-    from drn_tf.training import closed_loop
-
     x = np.asarray(lr, dtype=np.float32)[None]
     loop = closed_loop(model.duals, model.primal(x, training=False)[-1])
     return float(np.mean(np.abs(np.asarray(loop, dtype=np.float32) - x)))
@@ -152,16 +150,20 @@ def evaluate_closed_loop(
     scale: int,
     lr_kind: str = "bicubic",
     progress: bool = True,
+    frames_per_video: int = 16,
 ) -> dict[str, dict[str, Any]]:
     """The no-reference readout of LR images without HR: :func:`closed_loop_error` per image.
 
     Args:
         model: a :class:`~drn_tf.models.DRN` of factor ``scale``.
-        folders: each a benchmark set (its ``LR_<lr_kind>/X{scale}`` images are read) or a
-            plain folder whose images (recursively, any format and size) are all LR inputs.
+        folders: each a benchmark set (its ``LR_<lr_kind>/X{scale}`` images are read), a
+            plain folder whose images (recursively, any format and size) are all LR inputs,
+            or a video file; videos, given or in a plain folder, give ``frames_per_video``
+            frames spread over the clip (named ``frame_000012``, their index).
         scale: the model's factor (it picks a set's ``X{scale}`` folder).
         lr_kind: the LR folder of benchmark sets.
         progress: show a tqdm progress bar per set (on stderr).
+        frames_per_video: frames sampled from each video.
 
     Returns:
         ``{set_name: {"loop_error": mean, "images": {name: {"loop_error": …}},
@@ -179,14 +181,14 @@ def evaluate_closed_loop(
     for folder, set_name in _set_names(folders):
         image_set = ImageSet.at(folder, lr_kind)
         root = Path(folder) if image_set.lr_root is None else image_set.lr_root / f"X{scale}"
-        images, skipped = load_lr_images(root, min_size=1)
+        images, skipped = load_lr_images(root, min_size=1, frames_per_video=frames_per_video)
         # A set's LR files are <stem>x<s>.png: named as their HR image.
         suffix = "" if image_set.lr_root is None else f"x{scale}"
         errors = {
             path.relative_to(root).with_suffix("").as_posix().removesuffix(suffix): {
                 "loop_error": closed_loop_error(model, lr)
             }
-            for path, lr in tqdm(images, desc=set_name, unit="image", disable=not progress)
+            for path, lr in Bar(images, desc=set_name, unit="image", disable=not progress)
         }
         results[set_name] = {
             "loop_error": float(np.mean([v["loop_error"] for v in errors.values()])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{path.suffix}")
+    # The stem is cut short: a legal 255-byte name must not make an illegal temporary one.
+    temp = path.with_name(f".{path.stem[:32]}.{os.getpid()}.{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
         yield temp
         os.replace(temp, path)
@@ -32,23 +34,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}(\.[^.]+)?$")
 
 
-def remove_stale_temp_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+def remove_stale_temp_files(
+    folder: str | os.PathLike, recursive: bool = False, folders: bool = False
+) -> list[Path]:
     """Removes temporary files that :func:`atomic_path` left behind in ``folder`` when its
     process was killed (SIGKILL, power loss), judged by the writer's process id no longer
-    running. Returns the removed paths. A missing folder is fine."""
+    running; with ``folders``, also temporary folders named alike (as ``export.base.staged``
+    writes folder artifacts). Returns the removed paths. A missing folder is fine."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     for path in folder.rglob(".*") if recursive else folder.glob(".*"):
         match = _TEMP_NAME.match(path.name)
-        if match and path.is_file() and not _process_alive(int(match.group(1))):
+        if not match or process_alive(int(match.group(1))):
+            continue
+        if path.is_file():
             path.unlink(missing_ok=True)
-            removed.append(path)
+        elif folders and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue
+        removed.append(path)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (this one counts as running)."""
     if pid == os.getpid():
         return True
     try:

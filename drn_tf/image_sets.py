@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from drn_tf import degrade
 from drn_tf.files import atomic_path
+from drn_tf.frames import VIDEO_EXTENSIONS, VideoReadError, find_videos, is_video, sample_frames
 from drn_tf.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -39,6 +39,7 @@ from drn_tf.images import (
     read_image,
     write_image,
 )
+from drn_tf.progress import Bar
 from drn_tf.scales import check_scale
 
 __all__ = [
@@ -270,7 +271,7 @@ def _build_pyramid(
     try:
         hr_full = read_image(hr_path)
     except ImageReadError as error:
-        return str(error)
+        return str(error).removeprefix(f"{hr_path}: ")  # the reason goes beside the path
     hr = degrade.modcrop(hr_full, scale)
     if hr.shape[0] < min_size or hr.shape[1] < min_size:
         return (
@@ -367,7 +368,7 @@ def load_pyramids(
             pool.submit(_build_pyramid, path, scale, min_size, cache_path, image_set): position
             for position, (_, path, image_set) in enumerate(jobs)
         }
-        bar = tqdm(
+        bar = Bar(
             concurrent.futures.as_completed(futures),
             total=len(futures),
             desc=f"x{scale} pyramids",
@@ -452,8 +453,13 @@ def load_eval_pairs(
     if lr_kind != "bicubic" and (
         image_set.lr_root is None or not (image_set.lr_root / f"X{scale}").is_dir()
     ):
+        missing = (
+            f"LR_{lr_kind}/X{scale}/ folder"
+            if (Path(folder) / "HR").is_dir()
+            else f"HR/ and LR_{lr_kind}/X{scale}/ folders"
+        )
         raise ValueError(
-            f"{folder}: no HR/ and LR_{lr_kind}/X{scale}/ folders (a {lr_kind} test set is a "
+            f"{folder}: no {missing} (a {lr_kind} test set is a "
             f"benchmark-layout folder; drn-tf degrade writes its LR_{lr_kind}/X{scale})"
         )
     files = find_images(image_set.hr_dir)
@@ -535,18 +541,22 @@ def load_lr_images(
     min_size: int,
     progress: bool = False,
     shard: tuple[int, int] | None = None,
+    frames_per_video: int = 16,
 ) -> tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]:
     """Reads LR-only images (no HR: DRN-Adapt's unpaired data) of any size and format.
 
-    Every image under each folder (recursively, :func:`find_images`) is one LR image. As for
-    :func:`load_pyramids`, unreadable images and those smaller than ``min_size`` in height or
-    width are skipped and reported, not fatal.
+    Every image under each folder (recursively, :func:`find_images`) is one LR image; so is
+    each of ``frames_per_video`` frames spread over every video file, given itself or found
+    in a folder (:func:`drn_tf.frames.sample_frames`; a frame's path is
+    ``clip.mp4/frame_000012``). As for :func:`load_pyramids`, unreadable files and images
+    smaller than ``min_size`` in height or width are skipped and reported, not fatal.
 
     Args:
-        folders: one folder or a list of folders.
+        folders: one folder or video file, or a list of them.
         min_size: smallest usable side, normally the LR patch size (HR patch / scale).
         progress: show a tqdm progress bar.
         shard: ``(count, index)``: read only this share of the files, as :func:`load_pyramids`.
+        frames_per_video: frames sampled from each video.
 
     Returns:
         ``(images, skipped)``: ``(path, uint8 (h, w, 3))`` of every usable image, in folder then
@@ -562,9 +572,11 @@ def load_lr_images(
     folders = [Path(f) for f in folders]
     listed = []
     for index, folder in enumerate(folders):
-        files = find_images(folder)
+        files = [folder] if folder.is_file() and is_video(folder) else []
+        files = files or find_images(folder) + find_videos(folder)
         if not files:
-            raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+            suffixes = ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+            raise ValueError(f"no image or video files ({suffixes}) in {folder}")
         listed += [(index, path) for path in files]
     listed = shard_files(listed, shard, "LR-only image", folders)
     images: list[tuple[Path, np.ndarray]] = []
@@ -573,19 +585,25 @@ def load_lr_images(
         files = [path for owner, path in listed if owner == index]
         if not files:  # none of its files is in this shard
             continue
-        reasons = []
-        for path in tqdm(files, desc=f"LR images {folder.name}", unit="img", disable=not progress):
+        reasons, found = [], len(images)
+        for path in Bar(files, desc=f"LR images {folder.name}", unit="img", disable=not progress):
             try:
-                image = read_image(path)
-            except ImageReadError as error:
+                if is_video(path):
+                    read = sample_frames(path, frames_per_video)
+                else:
+                    read = [(path, read_image(path))]
+            except (ImageReadError, VideoReadError) as error:
                 reasons.append((path, str(error).removeprefix(f"{path}: ")))
                 continue
-            if min(image.shape[:2]) < min_size:
-                height, width = image.shape[:2]
-                reasons.append((path, f"too small: {width}x{height} (WxH) < min_size {min_size}"))
-                continue
-            images.append((path, image))
-        if len(reasons) == len(files):
+            for name, image in read:
+                if min(image.shape[:2]) < min_size:
+                    height, width = image.shape[:2]
+                    reasons.append(
+                        (name, f"too small: {width}x{height} (WxH) < min_size {min_size}")
+                    )
+                    continue
+                images.append((name, image))
+        if len(images) == found:
             shown = "; ".join(f"{p.name}: {r}" for p, r in reasons[:3])
             raise ValueError(
                 f"no usable LR image in {folder}: all {len(files)} skipped (min_size "
@@ -603,6 +621,8 @@ def write_degraded_set(
     seed: int = 0,
     jpeg_quality: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    kept: list[Path] | None = None,
 ) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
     """Writes the ``kind`` LR image (:func:`drn_tf.degrade.degrade`) of every HR image in
     ``hr_folder`` to ``output/LR_<kind>[_jpeg<q>]/X{scale}/<stem>x{scale}.png``, the benchmark
@@ -620,6 +640,8 @@ def write_degraded_set(
         seed: noise seed.
         jpeg_quality: also JPEG-compress each LR image at this quality (1..95).
         progress: show a tqdm progress bar.
+        overwrite: replace LR files that exist; by default they are kept (and appended to
+            ``kept`` when it is given).
 
     Returns:
         ``(lr_folder, written, skipped)``: the ``.../X{scale}`` folder, the files written in
@@ -648,11 +670,16 @@ def write_degraded_set(
     written: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     sources: dict[Path, Path] = {}
-    for path in tqdm(files, desc=f"LR_{kind} x{scale}", unit="img", disable=not progress):
+    kept_here: list[Path] = []
+    for path in Bar(files, desc=f"LR_{kind} x{scale}", unit="img", disable=not progress):
         relative = path.relative_to(image_set.hr_dir)
         target = lr_folder / relative.parent / f"{path.stem}x{scale}.png"
         if target in sources:
             skipped.append((path, f"same name as {sources[target].name}: both would be {target}"))
+            continue
+        sources[target] = path
+        if target.exists() and not overwrite:
+            kept_here.append(target)
             continue
         try:
             hr = read_image(path)
@@ -665,9 +692,10 @@ def write_degraded_set(
         # crc32, not hash(): Python salts str hashes per process.
         rng = np.random.default_rng([seed, zlib.crc32(relative.as_posix().encode())])
         write_image(target, degrade.degrade(hr, kind, scale, rng, jpeg_quality))
-        sources[target] = path
         written.append(target)
-    if not written:
+    if kept is not None:
+        kept.extend(kept_here)
+    if not written and not kept_here:
         shown = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
         raise ValueError(f"no usable HR image in {image_set.hr_dir}: {shown}")
     return lr_folder, written, skipped

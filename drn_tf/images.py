@@ -7,6 +7,7 @@ reads at 8 bits.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
 import struct
@@ -35,9 +36,9 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 _T = TypeVar("_T")
 
-#: File suffixes (lower case) that :func:`find_images` treats as images. GIF is left out on
-#: purpose: a 256-colour palette is a poor SR target. :func:`read_image` still reads GIFs.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+#: File suffixes (lower case) that :func:`find_images` treats as images: every format that
+#: :func:`read_image` reads, so a file given alone and the same file in a folder are alike.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 _EXIF_ORIENTATION = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +102,7 @@ def _read(path: PathLike, decode: Callable[[BinaryIO], _T]) -> _T:
     :class:`ImageReadError` that starts with the path."""
     path = Path(path)
     if not path.exists():
-        raise ImageReadError(f"{path}: file does not exist")
+        raise ImageReadError(f"{path}: {_missing_reason(path)}")
     if not path.is_file():
         raise ImageReadError(f"{path}: not a regular file")
     try:
@@ -126,6 +127,18 @@ def _read(path: PathLike, decode: Callable[[BinaryIO], _T]) -> _T:
             raise ImageReadError(
                 f"{path}: truncated or corrupt image data ({type(error).__name__}: {error})"
             ) from error
+
+
+def _missing_reason(path: Path) -> str:
+    """Why ``path``, which does not exist as far as ``Path.exists`` can tell, cannot be read."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return f"file does not exist (broken symbolic link to {os.readlink(path)})"
+    return "file does not exist"
 
 
 def _decode(handle: BinaryIO) -> np.ndarray:
@@ -230,7 +243,9 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
         pil_image.save(handle, format=image_format, **options)
 
 
-def find_images(root: PathLike, recursive: bool = True) -> list[Path]:
+def find_images(
+    root: PathLike, recursive: bool = True, unreadable: list[tuple[Path, str]] | None = None
+) -> list[Path]:
     """List the image files under ``root`` by suffix (see :data:`IMAGE_EXTENSIONS`).
 
     Suffixes match case-insensitively (``.PNG``, ``.JPG``). Hidden files and folders (name starting
@@ -240,6 +255,8 @@ def find_images(root: PathLike, recursive: bool = True) -> list[Path]:
     Args:
         root: folder to search.
         recursive: also search sub-folders.
+        unreadable: if given, ``(folder, reason)`` of every sub-folder that cannot be read
+            is appended to it, and the search goes on; otherwise such a folder is an error.
 
     Returns:
         Sorted list of paths (``root`` joined with the relative path; not resolved).
@@ -247,6 +264,8 @@ def find_images(root: PathLike, recursive: bool = True) -> list[Path]:
     Raises:
         FileNotFoundError: ``root`` does not exist.
         NotADirectoryError: ``root`` is not a folder.
+        OSError: ``root`` (or, without ``unreadable``, a sub-folder) cannot be read; the
+            message starts with the folder.
     """
     root = Path(root)
     if not root.exists():
@@ -255,7 +274,15 @@ def find_images(root: PathLike, recursive: bool = True) -> list[Path]:
         raise NotADirectoryError(f"not a folder: {root}")
     found = []
     seen_dirs: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def cannot_read(error: OSError) -> None:
+        folder = Path(error.filename)
+        reason = f"cannot read the folder ({error.strerror or error})"
+        if unreadable is None or folder == root:
+            raise OSError(f"{folder}: {reason}") from error
+        unreadable.append((folder, reason))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_read, followlinks=True):
         # Guard against symlink cycles.
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
@@ -282,10 +309,13 @@ class Picture:
     ``pixels`` is ``(H, W, C)``, uint8 or uint16 (the file's bit depth), with C = 1 (gray),
     2 (gray + alpha), 3 (RGB) or 4 (RGBA), EXIF orientation applied. ``icc_profile`` is the
     embedded profile (bytes) or None; it describes ``pixels``' colours and is written back.
+    ``frames`` counts the file's frames or pages (animated GIF/WebP, multi-page TIFF);
+    ``pixels`` is the first.
     """
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
+    frames: int = 1
 
 
 #: Output formats of :func:`save_picture` and the file suffix each gets.
@@ -326,6 +356,7 @@ def _decode_picture(handle: BinaryIO) -> Picture:
     with Image.open(handle) as img:
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
         icc = img.info.get("icc_profile") or None
+        frames = getattr(img, "n_frames", 1)
         if img.format == "PNG" and _png_bit_depth(handle) == 16:
             img.load()  # checks the whole file before TensorFlow decodes it
             pixels = _png16_values(handle)
@@ -337,7 +368,7 @@ def _decode_picture(handle: BinaryIO) -> Picture:
     op = _ORIENTATION_OPS.get(int(orientation)) if isinstance(orientation, int) else None
     if op is not None:
         pixels = op(pixels)
-    return Picture(np.ascontiguousarray(pixels), icc)
+    return Picture(np.ascontiguousarray(pixels), icc, frames)
 
 
 def _pil_pixels(img: Image.Image, icc: bytes | None) -> tuple[np.ndarray, bytes | None]:

@@ -20,6 +20,7 @@ images get the same rule at 16-bit scale: ``round_half_even(clip(x, 0, 255) · 6
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import sys
@@ -31,9 +32,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
-from drn_tf import serving
+from drn_tf import dual_regression, serving  # noqa: F401
 from drn_tf.degrade import imresize
 from drn_tf.images import (
     FORMAT_SUFFIXES,
@@ -46,6 +46,9 @@ from drn_tf.images import (
 )
 from drn_tf.models import DRN, build_drn, build_drn_bundle
 from drn_tf.precision import resolve_precision
+
+# dual_regression registers DualRegressionModel, the class of files `drn-tf train` writes.
+from drn_tf.progress import Bar
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -74,6 +77,9 @@ DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS[4]
 DEFAULT_TILE = 128
 #: Overlap of neighbouring tiles in input pixels; the blend ramp is half of it, centred.
 DEFAULT_TILE_OVERLAP = 16
+#: Tiles of one row per network call. 1 by measurement: 2 and 4 were no faster on 2 cores
+#: (benchmarks/upscale_runtimes.py --tile-batch 1 2 4) and take more memory.
+TILE_BATCH = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,10 +156,6 @@ def load_model(name_or_path: PathLike = "default", scale: int | None = None) -> 
         raise ValueError(f"{path}: not a .keras model file (suffix {path.suffix or 'none'!r})")
     _check_archive(path)
 
-    # Files written by `drn-tf train` hold a DualRegressionModel: register it first (imported
-    # here, not at the top, because drn_tf.training imports this module).
-    import drn_tf.training  # noqa: F401
-
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises ValueError, TypeError, KeyError, OSError, …
@@ -164,7 +166,20 @@ def load_model(name_or_path: PathLike = "default", scale: int | None = None) -> 
         raise ValueError(f"{path}: not a DRN model (found a Keras {type(model).__name__})")
     if scale is not None and model.scale != scale:
         raise ValueError(f"{path}: a ×{model.scale} model, but the scale asked for is ×{scale}")
+    if not all(np.isfinite(w).all() for w in model.get_weights() if w.dtype.kind == "f"):
+        # A diverged training run's weights: its outputs would be black images or NaN scores.
+        raise ValueError(f"{path}: the model's weights are not all finite (NaN or inf)")
     return _in_global_policy(model)
+
+
+def check_trained_duals(model: DRN, path: PathLike, use: str) -> None:
+    """Raises ValueError when ``model`` (loaded from ``path``) records random dual networks
+    (converted without the authors' dual checkpoint), which ``use`` needs trained."""
+    if str(model.info.get("duals", "")).startswith("random"):  # as drn_tf.convert records it
+        raise ValueError(
+            f"{path}: its dual networks are random (converted without --dual-checkpoint), "
+            f"so {use} would mean nothing; convert with the authors' dual checkpoint"
+        )
 
 
 def _in_global_policy(model: DRN) -> DRN:
@@ -412,14 +427,19 @@ def _tiled(
     weights_x = _blend_weights(columns, tile_w, scale, overlap)
     output = None
     done, pending = 0, None  # output rows finished; blended rows not yet finished
-    with tqdm(
+    with Bar(
         total=len(rows) * len(columns), desc="tiles", unit="tile", leave=False,
         disable=not progress,
     ) as bar:  # fmt: skip
         for r, y in enumerate(rows):
             strip = None
-            for c, x in enumerate(columns):
-                sr = run(image[None, y : y + tile_h, x : x + tile_w])[0]
+            batches = [columns[i : i + TILE_BATCH] for i in range(0, len(columns), TILE_BATCH)]
+            outputs = (
+                sr
+                for xs in batches
+                for sr in run(np.stack([image[y : y + tile_h, x : x + tile_w] for x in xs]))
+            )
+            for c, (x, sr) in enumerate(zip(columns, outputs, strict=True)):
                 if strip is None:
                     strip = np.zeros(((y + tile_h) * scale - done, width * scale, sr.shape[-1]))
                     strip = strip.astype(np.float32, copy=False)
@@ -516,6 +536,7 @@ def upscale(
     self_ensemble: bool = False,
     precision: str = "auto",
     progress: bool = False,
+    network: Runner | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Super-resolves an image (or a list of images) with a DRN model.
 
@@ -532,6 +553,9 @@ def upscale(
         self_ensemble: average the outputs of the 8 rotations/flips (8× the time).
         precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (see :mod:`drn_tf.precision`).
         progress: a tqdm progress bar over the tiles of a tiled image (stderr).
+        network: the DRN's network in another runtime (:func:`export.runtime.network`):
+            float32 ``(N, h, w, 3)`` on 0..255 → float32 ``(N, s·h, s·w, 3)``; it replaces
+            the Keras call (``precision`` is then unused) and nothing else.
 
     Returns:
         ``(s·H, s·W[, C])`` of the input's type and channels (a list for a batch), ``s`` the
@@ -556,7 +580,10 @@ def upscale(
     images = [_as_image(image)] if single else [_as_image(i) for i in image]
     _check_tiles(tile, tile_overlap)
     model = _resolve_model(model)
-    run = _runner(model, resolve_precision(precision))
+    if network is None or isinstance(model, Bicubic):
+        run = _runner(model, resolve_precision(precision))
+    else:
+        run = lambda tiles: network(_float255(tiles))  # noqa: E731
     run = _self_ensemble(run) if self_ensemble else run
     budget = (tile or DEFAULT_TILE) ** 2  # pixels per batch: one tile's worth of memory
     results: list[np.ndarray | None] = [None] * len(images)
@@ -606,14 +633,18 @@ class UpscaleSummary:
     kept: list[Path] = dataclasses.field(default_factory=list)
     failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
     earlier_outputs: list[Path] = dataclasses.field(default_factory=list)
+    unit: str = "image"  # what the files are (drn_tf.video's summaries say "video")
 
     def line(self) -> str:
         """One line for the user: ``wrote 3 image(s) to out; 1 kept …; 1 failed``."""
-        parts = [f"wrote {len(self.written)} image(s) to {self.output}"]
+        parts = [f"wrote {len(self.written)} {self.unit}(s) to {self.output}"]
         if self.kept:
             parts.append(f"{len(self.kept)} kept (already there; --overwrite replaces them)")
         if self.earlier_outputs:
-            parts.append(f"{len(self.earlier_outputs)} earlier output(s) in the inputs skipped")
+            parts.append(
+                f"{len(self.earlier_outputs)} earlier output(s) in the inputs skipped "
+                f"(first: {self.earlier_outputs[0]})"
+            )
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
         return "; ".join(parts)
@@ -624,12 +655,21 @@ def output_name(source: Path, scale: int, image_format: str) -> str:
     return f"{source.stem}_x{scale}{FORMAT_SUFFIXES[image_format]}"
 
 
-def _is_earlier_output(path: Path, scale: int) -> bool:
-    return path.stem.endswith(f"_x{scale}") and path.suffix.lower() in {
-        *FORMAT_SUFFIXES.values(),
-        ".tiff",
-        ".jpeg",
-    }
+def is_earlier_output(path: Path, output: Path, suffixes: Iterable[str]) -> bool:
+    """Whether ``path``, found in an input folder, is taken for an earlier output of this tool:
+    named like one (``<stem>_x<n>`` with a suffix of ``suffixes``, any scale ``n``) and either
+    inside the ``output`` folder or beside a file ``<stem>.*``, its source. Elsewhere such a
+    name (``scan_x4.jpg``) is just a user's photo."""
+    stem, _, scale = path.stem.rpartition("_x")
+    if not (stem and scale.isdigit() and path.suffix.lower() in suffixes):
+        return False
+    folder, out = Path(os.path.realpath(path.parent)), Path(os.path.realpath(output))
+    if folder == out or out in folder.parents:
+        return True
+    return any(p.stem == stem and p != path for p in path.parent.glob(glob.escape(stem) + ".*"))
+
+
+_OUTPUT_SUFFIXES = {*FORMAT_SUFFIXES.values(), ".tiff", ".jpeg"}
 
 
 def _plan(
@@ -642,8 +682,13 @@ def _plan(
     jobs = []
     for item in inputs:
         if item.is_dir():
-            for found in find_images(item):
-                if _is_earlier_output(found, scale):
+            unreadable: list[tuple[Path, str]] = []
+            found_images = find_images(item, unreadable=unreadable)
+            for folder, reason in unreadable:
+                summary.failed.append((folder, reason))
+                Bar.write(f"failed {folder}: {reason}", file=sys.stderr)
+            for found in found_images:
+                if is_earlier_output(found, output, _OUTPUT_SUFFIXES):
                     summary.earlier_outputs.append(found)
                 else:
                     relative = found.relative_to(item).parent
@@ -667,14 +712,16 @@ def upscale_files(
     image_format: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    network: Runner | None = None,
 ) -> UpscaleSummary:
     """Upscales image files and folders, each file on its own: a failure is reported and the
     others still get done.
 
     ``photo.jpg`` becomes ``output/photo_x4.png``; a folder is searched recursively
     (:func:`drn_tf.images.find_images`) and keeps its layout: ``folder/a/b.jpg`` becomes
-    ``output/a/b_x4.png``. Files in input folders named like outputs (``*_x4.png``, …) are
-    taken for earlier outputs and skipped, so ``output`` may lie inside or above the inputs.
+    ``output/a/b_x4.png``. Files in input folders named like outputs (``*_x4.png``, …) inside
+    ``output`` or beside their source are taken for earlier outputs and skipped
+    (:func:`is_earlier_output`), so ``output`` may lie inside or above the inputs.
     With one input file, an ``output`` with an image suffix is the file to write.
 
     Files keep what they are (:func:`drn_tf.images.load_picture`, :func:`save_picture`):
@@ -685,7 +732,7 @@ def upscale_files(
     Args:
         inputs: image files and/or folders.
         output: destination folder (created if needed), or an image file for a single input.
-        model, tile, tile_overlap, self_ensemble, precision: as :func:`upscale`.
+        model, tile, tile_overlap, self_ensemble, precision, network: as :func:`upscale`.
         image_format: ``png``, ``jpg``, ``webp`` or ``tiff``; default png, or the suffix of an
             output file.
         overwrite: replace existing outputs.
@@ -706,12 +753,15 @@ def upscale_files(
     _check_tiles(tile, tile_overlap)
     resolve_precision(precision)  # a bad name fails before any work
     names_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
+    by_suffix = {s: f for f, s in FORMAT_SUFFIXES.items()} | {".tiff": "tiff", ".jpeg": "jpg"}
+    if output.suffix.lower() in (".bmp", ".gif") and not output.is_dir():
+        raise ValueError(
+            f"{output}: outputs are .png, .jpg, .webp or .tif files, not {output.suffix}"
+        )
     if names_file and (len(inputs) != 1 or inputs[0].is_dir()):
         raise ValueError(f"{output}: an image file name as output takes one input image")
     if image_format is None:
-        suffix = output.suffix.lower()
-        by_suffix = {s: f for f, s in FORMAT_SUFFIXES.items()} | {".tiff": "tiff", ".jpeg": "jpg"}
-        image_format = by_suffix.get(suffix, "png") if names_file else "png"
+        image_format = by_suffix[output.suffix.lower()] if names_file else "png"
     elif image_format not in FORMAT_SUFFIXES:
         raise ValueError(
             f"format must be one of {', '.join(FORMAT_SUFFIXES)}, got {image_format!r}"
@@ -727,15 +777,16 @@ def upscale_files(
     jobs = _plan(inputs, output, model.scale, image_format, summary)
     if not jobs:
         raise ValueError("no image files found in the inputs")
-    sources = {source.resolve() for source, _ in jobs}
+    # realpath, not Path.resolve: a symlink loop must fail its own file, not the whole run.
+    sources = {Path(os.path.realpath(source)) for source, _ in jobs}
     claimed: dict[Path, Path] = {}
 
     def fail(source: Path, reason: str) -> None:
         summary.failed.append((source, reason))
-        tqdm.write(f"failed {source}: {reason}", file=sys.stderr)
+        Bar.write(f"failed {source}: {reason}", file=sys.stderr)
 
-    for source, destination in tqdm(jobs, desc="upscale", unit="image", disable=not progress):
-        target = destination.resolve()
+    for source, destination in Bar(jobs, desc="upscale", unit="image", disable=not progress):
+        target = Path(os.path.realpath(destination))
         if target in sources:
             fail(source, f"its output {destination} would replace an input file")
             continue
@@ -751,13 +802,16 @@ def upscale_files(
             pixels = upscale(
                 picture.pixels, model, tile=tile, tile_overlap=tile_overlap,
                 self_ensemble=self_ensemble, precision=precision, progress=progress,
+                network=network,
             )  # fmt: skip
             notes = save_picture(destination, Picture(pixels, picture.icc_profile), image_format)
+            if picture.frames > 1:  # animations and multi-page files: the first frame only
+                notes.append(f"only the first of its {picture.frames} frames was upscaled")
         except (ImageReadError, OutOfMemoryError, OSError, ValueError) as error:
             reason = str(error)
             fail(source, reason.removeprefix(f"{source}: "))
             continue
         summary.written.append(destination)
         for note in notes:
-            tqdm.write(f"note {destination}: {note}", file=sys.stderr)
+            Bar.write(f"note {destination}: {note}", file=sys.stderr)
     return summary

@@ -18,11 +18,10 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from drn_tf.config import VARIANTS
 from drn_tf.files import atomic_path
 from drn_tf.layers import RCAB, DownBlock, MeanShift, PixelShuffle, TorchBicubicUpsample, conv
 from drn_tf.scales import check_scale
-
-VARIANTS = ("drn-s", "drn-l")
 
 # (variant, scale) -> (n_blocks, n_feats), from the authors' `utility.init_model`.
 PRESETS = {
@@ -171,6 +170,19 @@ class DRN(keras.Model):
 
     def call(self, lr, training=False):
         return self.primal(lr, training=training)
+
+    def export(
+        self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs
+    ):
+        """Keras' ``Model.export``; without ``input_signature``, the primal network's input
+        (float32 ``(N, H, W, 3)``, any batch, height and width). Keras infers a signature only
+        from an earlier call, and a DRN is built from its networks, never called."""
+        if input_signature is None:
+            spec = self.primal.inputs[0]
+            input_signature = [keras.InputSpec(shape=spec.shape, dtype=spec.dtype)]
+        return super().export(
+            filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
+        )
 
     def get_config(self):
         return {

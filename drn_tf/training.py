@@ -1,83 +1,42 @@
-"""Training DRN with the dual-regression loss through ``model.fit`` (the paper's Algorithm 1).
+"""Training and adapting DRN: the ``train`` flow behind ``drn-tf train`` and ``drn-tf adapt``.
 
-The loss (authors' code, ``docs/drn-reference.md`` §1.3), all L1 means on the 0..255 range::
-
-    L = Σ_k |SR_k − T_k|  +  dual_weight · Σ_k |D_k(SR_{k+1}) − T_k|
-
-where ``SR_k`` is primal output ``k`` (×2^k of the LR size) and ``T_k`` its target: ``T_0`` is the
-LR input itself, ``T_1 … T_{p-1}`` the MATLAB-bicubic downsamples of the HR, ``T_p`` the HR.
-
-A per-sample ``paired`` weight (1 = paired, 0 = LR only) multiplies every term whose target
-comes from an HR image: all primal terms and the dual terms above level 0. The closed-loop term
-``|D_0(SR_1) − LR|`` needs only the LR image and always counts, so an LR-only sample contributes
-exactly Eq. 2's ``λ·L_D(D(P(x)), x)`` (DRN-Adapt). Sums over samples are divided by the global
-batch size, as in Eq. 2's ``1/(m+n)``.
+Builds or loads the model (:class:`drn_tf.dual_regression.DualRegressionModel`, the loss and
+the paper's Algorithm 1), reads the data (:mod:`drn_tf.data`), checks and keeps the run folder
+(``run.json``, resume, ``--overwrite``), runs ``fit`` (or :mod:`drn_tf.distribute`'s loop
+across machines) with the callbacks that log, save and stop it, and writes the curves.
 
 DRN-Adapt (``drn-tf adapt``, ``train(AdaptConfig(...))``, ``docs/drn-reference.md`` §1.5) starts
 from a trained model and fine-tunes primal and duals on batches with an exact share ρ of LR-only
-samples (:func:`drn_tf.data.make_mixed_dataset`). Their closed loop is ``unpaired_loop``:
-
-* ``cascade`` (the default): ``|D_0(SR_1) − x|`` plus ``|D_0(D_1(…D_{p−1}(SR_p))) − x|``, the
-  loop through the top output (the only one that reaches the last up-phase);
-* ``first``: ``|D_0(SR_1) − x|`` alone, Eq. 2 as the landed loss writes it.
-
-Why ``cascade``: ``python -m benchmarks.adaptation`` (the packaged ×4 model; 500 steps of batch
-10 = 7 bicubic pairs + 3 LR-only ``LR_nearest`` photos, HR patch 64, Adam 2e-4 → 1e-6, λ 0.1;
-Y-PSNR on Set5 / Set14 ×4, mean of seeds 1, 2, 3 and their range in the README):
-
-==============  ===============  ===============  ==========================
-model           nearest LR       bicubic LR       loop error, nearest sets
-==============  ===============  ===============  ==========================
-un-adapted      24.26 / 21.84    31.26 / 27.97    3.79
-paired only     24.29 / 21.87    31.25 / 27.96    3.83
-adapt, first    24.30 / 21.88    31.25 / 27.96    3.79
-adapt, cascade  24.42 / 21.99    31.23 / 27.96    3.33
-paired nearest  26.44 / 24.42    30.95 / 27.80    4.92
-==============  ===============  ===============  ==========================
-
-``cascade`` raises nearest-LR PSNR in every seed (+0.15 to +0.17 dB on both sets), by more
-than the paired-only control moves it, and costs at most 0.04 dB on bicubic LR; ``first`` stays
-within 0.013 dB of the control. With 1,500 steps (``--seeds 1 --steps 1500``) ``cascade`` gains
-+0.15 / +0.16 dB at −0.01 / −0.01 dB on bicubic (control +0.05 / +0.06, ``first`` +0.04 /
-+0.04): no larger. Why ``first`` does not help: its loop ends at the ×2 output, so the last
-up-phase, which makes most of the ×4 detail, never sees the LR-only images.
-
-Why the gain stays far below the upper bound (``paired nearest``): the paired samples anchor
-the duals to *bicubic* downsampling, so the closed loop asks ``P(x)`` for an image whose
-bicubic downsample is the nearest LR, which the true HR is not (the upper bound has the best
-PSNR and the *largest* loop error). A falling loop error shows the model becoming consistent
-with its duals, not closer to the truth. With the earlier, smaller packaged ×4 model (4 RCABs
-per phase) neither loop gained (``first`` ±0.01 dB, ``cascade`` −0.04 / −0.06 dB; with λ = 1
-``cascade`` lost 0.37 / 0.40 dB on nearest).
+samples (:func:`drn_tf.data.make_mixed_dataset`); what it gains: ``docs/adaptation.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import functools
 import json
-import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from drn_tf import data, distribute
 from drn_tf import precision as precision_rule
-from drn_tf.config import AdaptConfig, TrainConfig
+from drn_tf.config import AdaptConfig, TrainConfig, check_patch_size
 from drn_tf.degrade import imresize
+from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.files import atomic_path, remove_stale_temp_files
+from drn_tf.frames import is_video
 from drn_tf.image_sets import load_eval_pairs, load_lr_images, load_pyramids
-from drn_tf.inference import load_model
-from drn_tf.metrics import PSNR, SSIM
-from drn_tf.models import DRN, VARIANTS, DRNConfig, build_drn_bundle, save_model_atomic
-
-PRECISIONS = precision_rule.TRAINING_PRECISIONS
-UNPAIRED_LOOPS = ("first", "cascade")
+from drn_tf.inference import check_trained_duals, load_model
+from drn_tf.models import VARIANTS, DRNConfig, build_drn_bundle, save_model_atomic
+from drn_tf.progress import LOG_INTERVAL, PlainLines, is_terminal
 
 
 def resolve_precision(precision: str) -> str:
@@ -85,264 +44,6 @@ def resolve_precision(precision: str) -> str:
     for training (``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, else
     float32)."""
     return precision_rule.resolve_precision(precision, training=True)
-
-
-def _per_sample_l1(prediction, target):
-    """Mean absolute error per sample, float32 ``(N,)``."""
-    diff = ops.abs(ops.cast(prediction, "float32") - ops.cast(target, "float32"))
-    return ops.mean(diff, axis=(1, 2, 3))
-
-
-def closed_loop(duals: list[keras.Model], top, training: bool = False):
-    """``D_0(D_1(… D_{p-1}(top)))``: the top SR output taken back to the LR size by every dual
-    network in turn, ``(N, h, w, 3)`` for ``top`` of ``(N, 2^p·h, 2^p·w, 3)`` (float, 0..255).
-    Its distance to the input is the closed-loop error ``|D(P(x)) − x|``."""
-    for dual in reversed(duals):
-        top = dual(top, training=training)
-    return top
-
-
-def pyramid_loss(
-    outputs,
-    dual_outputs,
-    lr,
-    targets,
-    dual_weight: float = 0.1,
-    paired=None,
-    global_batch_size=None,
-    loop=None,
-):
-    """The DRN loss of one batch.
-
-    Args:
-        outputs: primal outputs ``[SR_0 … SR_p]``, ``SR_k`` of shape ``(N, 2^k·h, 2^k·w, 3)``.
-        dual_outputs: ``[D_0(SR_1) … D_{p-1}(SR_p)]``.
-        lr: the LR input ``(N, h, w, 3)`` (target of ``SR_0`` and ``D_0``).
-        targets: ``(T_1 … T_p)``: downsampled HR levels, lowest first, then the HR.
-        dual_weight: λ, the weight of the dual terms.
-        paired: optional float ``(N,)``, 1 for paired samples, 0 for LR-only ones.
-        global_batch_size: divisor of the per-sample sums (default: this batch's size); under a
-            distribution strategy pass the global batch size so replicas sum to the mean.
-        loop: optional :func:`closed_loop` output ``(N, h, w, 3)``; its term ``|loop − lr|``
-            joins the dual loss for LR-only samples only (weight ``1 − paired``): the
-            ``cascade`` option of DRN-Adapt.
-
-    Returns:
-        ``(loss, primal_loss, dual_loss)`` float32 scalars, where
-        ``loss = primal_loss + dual_weight · dual_loss``.
-    """
-    levels = [lr, *targets]
-    if len(outputs) != len(levels) or len(dual_outputs) != len(levels) - 1:
-        raise ValueError(
-            f"{len(outputs)} outputs, {len(dual_outputs)} dual outputs and "
-            f"{len(levels)} levels do not form one pyramid"
-        )
-    batch = ops.shape(lr)[0]
-    weight = ops.ones((batch,), "float32") if paired is None else ops.cast(paired, "float32")
-    divisor = ops.cast(batch if global_batch_size is None else global_batch_size, "float32")
-
-    def total(per_sample):
-        return ops.sum(per_sample) / divisor
-
-    primal = sum(
-        total(weight * _per_sample_l1(sr, t)) for sr, t in zip(outputs, levels, strict=True)
-    )
-    dual = total(_per_sample_l1(dual_outputs[0], lr))
-    dual += sum(
-        total(weight * _per_sample_l1(d, t))
-        for d, t in zip(dual_outputs[1:], levels[1:-1], strict=True)
-    )
-    if loop is not None:
-        dual += total((1.0 - weight) * _per_sample_l1(loop, lr))
-    return primal + dual_weight * dual, primal, dual
-
-
-@keras.saving.register_keras_serializable(package="drn_tf")
-class DualRegressionModel(DRN):
-    """A :class:`DRN` that trains its primal and dual networks together with ``fit``.
-
-    Batches are ``(lr, targets)`` or ``(lr, targets, paired)``: ``lr`` float32
-    ``(N, h, w, 3)`` on 0..255, ``targets`` the tuple ``(T_1 … T_p)`` of
-    :func:`pyramid_loss`, ``paired`` the per-sample weight of the HR-derived terms.
-    Validation batches may also be ``(lr, hr)`` full images: PSNR/SSIM (Y channel, ``scale``
-    pixels shaved, output rounded to 8 bits) of the top output.
-
-    One optimizer covers primal and dual weights: Adam is per-parameter, so this equals the
-    authors' separate optimizers with identical settings. A step whose loss or gradients are
-    not finite is skipped (the weights and optimizer state stay as they were) and counted in
-    the ``skipped_steps`` log.
-
-    Batches with ``paired`` (DRN-Adapt, :func:`drn_tf.data.make_mixed_dataset`) also log
-    ``loop_error``: the mean closed-loop error ``|D(P(x)) − x|`` (:func:`closed_loop`, 0..255)
-    of their LR-only samples, a readout that needs no HR. ``unpaired_loop`` picks the loss of
-    the LR-only samples: ``"cascade"`` (the default: ``|D_0(SR_1) − x|`` plus
-    ``|closed_loop − x|``; the same loop for ×2 models, so no extra term) or ``"first"``
-    (``|D_0(SR_1) − x|`` alone). Paired samples never get the cascaded term.
-    """
-
-    def __init__(
-        self,
-        primal: keras.Model,
-        duals: list[keras.Model],
-        dual_weight: float = 0.1,
-        unpaired_loop: str = "cascade",
-        **kwargs,
-    ):
-        super().__init__(primal, duals, **kwargs)
-        if unpaired_loop not in UNPAIRED_LOOPS:
-            raise ValueError(
-                f"unpaired_loop must be one of {', '.join(UNPAIRED_LOOPS)}, got {unpaired_loop!r}"
-            )
-        self.dual_weight = float(dual_weight)
-        self.unpaired_loop = unpaired_loop
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.primal_tracker = keras.metrics.Mean(name="primal_loss")
-        self.dual_tracker = keras.metrics.Mean(name="dual_loss")
-        self.loop_tracker = keras.metrics.Mean(name="loop_error")
-        self.psnr = PSNR(shave=self.scale, name="psnr")
-        self.ssim = SSIM(shave=self.scale, name="ssim")
-        self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False, name="skipped_steps")
-
-    @classmethod
-    def from_drn(
-        cls, model: DRN, dual_weight: float = 0.1, unpaired_loop: str = "cascade"
-    ) -> DualRegressionModel:
-        """Wraps the networks of a loaded or converted :class:`DRN` for training."""
-        return cls(
-            model.primal,
-            model.duals,
-            dual_weight=dual_weight,
-            unpaired_loop=unpaired_loop,
-            drn_config=model.drn_config,
-            info=model.info,
-            name=model.name,
-        )
-
-    @property
-    def metrics(self):
-        trackers = [self.loss_tracker, self.primal_tracker, self.dual_tracker, self.loop_tracker]
-        return [*trackers, self.psnr, self.ssim]
-
-    def _pyramid_losses(self, data, training: bool):
-        """``(outputs, targets, losses or None, loop_errors or None)``; ``loop_errors`` is the
-        per-sample closed-loop error, ``(N,)``, of batches that carry ``paired``."""
-        lr, targets, paired = keras.utils.unpack_x_y_sample_weight(data)
-        targets = tuple(targets) if isinstance(targets, (tuple, list)) else (targets,)
-        outputs = self.primal(lr, training=training)
-        if len(targets) != len(outputs) - 1:
-            return outputs, targets, None, None
-        dual_outputs = [
-            dual(outputs[k + 1], training=training) for k, dual in enumerate(self.duals)
-        ]
-        loop = loop_errors = None
-        if paired is not None:
-            loop = closed_loop(self.duals, outputs[-1], training)
-            loop_errors = _per_sample_l1(loop, lr)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        losses = pyramid_loss(
-            outputs,
-            dual_outputs,
-            lr,
-            targets,
-            self.dual_weight,
-            paired,
-            global_batch_size=ops.shape(lr)[0] * replicas,
-            # With one dual the cascade is D_0(SR_1) again: no second term.
-            loop=loop if self.unpaired_loop == "cascade" and len(self.duals) > 1 else None,
-        )
-        return outputs, targets, losses, loop_errors
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            _, _, losses, loop_errors = self._pyramid_losses(data, training=True)
-            if losses is None:
-                raise ValueError("training batches need every pyramid level: (lr, (T_1 … T_p))")
-            loss = losses[0]
-            # The loss is already a share of the global batch mean, so replica gradients sum to
-            # the single-device gradient. scale_loss is a no-op unless mixed_float16.
-            scaled = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        finite = ops.logical_and(
-            ops.all(ops.isfinite(loss)),
-            ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None])),
-        )
-        self._apply_if_finite(grads, variables, finite)
-        logs = self._update_trackers(losses, ok=finite)
-        if loop_errors is not None:
-            unpaired = 1.0 - ops.cast(keras.utils.unpack_x_y_sample_weight(data)[2], "float32")
-            self.loop_tracker.update_state(
-                ops.where(finite, loop_errors, 0.0),
-                sample_weight=unpaired * ops.cast(finite, "float32"),
-            )
-            logs["loop_error"] = self.loop_tracker.result()
-        return logs
-
-    def _apply_if_finite(self, grads, variables, finite) -> None:
-        """Applies ``grads`` only when every replica's loss and gradients are finite."""
-        replica = tf.distribute.get_replica_context()
-        distributed = tf.distribute.has_strategy() and replica is not None
-        if distributed:  # one decision for all replicas, or their weights would diverge
-            bad = replica.all_reduce(
-                tf.distribute.ReduceOp.SUM, ops.cast(ops.logical_not(finite), "float32")
-            )
-            finite = ops.equal(bad, 0.0)
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # It skips steps with non-finite gradients itself (and lowers the loss scale), but
-            # does not look at the loss: an infinite target gives finite gradients. Poisoning
-            # the gradients makes it skip those steps too.
-            poison = ops.where(finite, 1.0, float("nan"))
-            self.optimizer.apply(
-                [None if g is None else g * ops.cast(poison, g.dtype) for g in grads], variables
-            )
-        elif not distributed or tf.__internal__.distribute.strategy_supports_no_merge_call():
-            ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
-        else:
-            # apply() synchronises replicas (merge_call), which a per-replica cond cannot hold;
-            # decide in the cross-replica context instead, as LossScaleOptimizer does.
-            def apply_if_finite(distribution, finite, grads):
-                finite = distribution.experimental_local_results(finite)[0]
-                ops.cond(
-                    finite,
-                    lambda: distribution.extended.call_for_each_replica(
-                        self.optimizer.apply, args=(grads, variables)
-                    ),
-                    lambda: None,
-                )
-
-            replica.merge_call(apply_if_finite, args=(finite, grads))
-        self.skipped_steps.assign_add(ops.cast(ops.logical_not(finite), "int64"))
-
-    def _update_trackers(self, losses, ok=True):
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        # Trackers show the global batch mean, not this replica's share of it.
-        for tracker, value in zip(
-            (self.loss_tracker, self.primal_tracker, self.dual_tracker), losses, strict=True
-        ):
-            value = value * replicas
-            tracker.update_state(ops.where(ok, value, 0.0), sample_weight=ops.cast(ok, "float32"))
-        logs = {
-            m.name: m.result() for m in (self.loss_tracker, self.primal_tracker, self.dual_tracker)
-        }
-        logs["skipped_steps"] = self.skipped_steps.value
-        return logs
-
-    def test_step(self, data):
-        outputs, targets, losses, _ = self._pyramid_losses(data, training=False)
-        self.psnr.update_state(targets[-1], outputs[-1])
-        self.ssim.update_state(targets[-1], outputs[-1])
-        logs = {"psnr": self.psnr.result(), "ssim": self.ssim.result()}
-        if losses is not None:
-            logs.update(self._update_trackers(losses))
-            del logs["skipped_steps"]
-        return logs
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "dual_weight": self.dual_weight,
-            "unpaired_loop": self.unpaired_loop,
-        }
 
 
 # --- a training run: data, model, callbacks, outputs ------------------------------------------
@@ -388,90 +89,41 @@ def _check_writable_folder(path: str, flag: str) -> None:
 RunConfig = TrainConfig | AdaptConfig
 
 
-# The folder flags of each kind of run, and what the required ones hold.
-_REQUIRED_FOLDERS = {
-    "train": {"train_dir": "training"},
-    "adapt": {"paired_dir": "paired", "unpaired_dir": "LR-only"},
+# The folder flags of each kind of run.
+_FOLDER_FLAGS = {
+    "train": ("train_dir", "val_dir"),
+    "adapt": ("paired_dir", "unpaired_dir", "val_dir"),
 }
 
 
 def _folder_flags(config: RunConfig) -> tuple[str, ...]:
-    return (*_REQUIRED_FOLDERS[_command(config)], "val_dir")
+    return _FOLDER_FLAGS[_command(config)]
 
 
 def validate_config(config: RunConfig) -> None:
-    """Checks every setting of ``config`` and the paths it names, reading no image and writing
-    nothing (an :class:`AdaptConfig`'s ``--patch-size`` is checked against the model's scale
-    once the model is loaded).
+    """Checks every setting of ``config`` (its ``check()``) and the paths it names, reading no
+    image and writing nothing (an :class:`AdaptConfig`'s ``--patch-size`` is checked against
+    the model's scale once the model is loaded).
 
     Raises:
-        ValueError: the first problem found, in one line naming the flag.
+        ValueError: the first problem found, in one line naming the flag (:class:`FlagError`
+            for a wrong flag value).
     """
-    adapting = isinstance(config, AdaptConfig)
-    for name, what in _REQUIRED_FOLDERS[_command(config)].items():
-        if not getattr(config, name):
-            raise ValueError(f"no {what} folder given: {_flag(name)} is required")
+    config.check()
     for name in _folder_flags(config):
         for folder in getattr(config, name):
+            if name == "unpaired_dir" and is_video(folder) and Path(folder).is_file():
+                continue  # footage: its frames are LR-only samples
             if not Path(folder).is_dir():
                 problem = "not a folder" if Path(folder).exists() else "folder does not exist"
                 raise ValueError(f"{_flag(name)} {folder}: {problem}")
+    adapting = isinstance(config, AdaptConfig)
     start = config.model if adapting else config.init
     if start not in (None, "default") and not Path(start).is_file():
         raise ValueError(f"{'--model' if adapting else '--init'} {start}: file does not exist")
-    if adapting:
-        if config.unpaired_loop not in UNPAIRED_LOOPS:
-            raise ValueError(
-                f"--unpaired-loop must be one of {', '.join(UNPAIRED_LOOPS)}, "
-                f"got {config.unpaired_loop!r}"
-            )
-        if config.batch_size >= 1:
-            data.unpaired_count(config.batch_size, config.unpaired_ratio)
-    else:
-        if config.variant not in VARIANTS:
-            raise ValueError(
-                f"--variant must be one of {', '.join(VARIANTS)}, got {config.variant!r}"
-            )
-        if config.scale < 2 or config.scale & (config.scale - 1):
-            raise ValueError(f"--scale {config.scale} is not a power of two (2, 4, 8, …)")
-        for name in ("n_blocks", "n_feats"):
-            value = getattr(config, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{_flag(name)} must be at least 1, got {value}")
-    for name in ("steps", "steps_per_epoch", "batch_size", "patch_size", "cluster_timeout"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{_flag(name)} must be at least 1, got {getattr(config, name)}")
-    if not adapting:
-        _check_patch_size(config.patch_size, config.scale, "--scale")
-    # `not x > 0` rather than `x <= 0`, so that NaN fails too.
-    if not config.learning_rate > 0:
-        raise ValueError(f"--learning-rate must be positive, got {config.learning_rate}")
-    if not 0 <= config.min_learning_rate <= config.learning_rate:
-        raise ValueError(
-            f"--min-learning-rate must be between 0 and --learning-rate {config.learning_rate}, "
-            f"got {config.min_learning_rate}"
-        )
-    for name in ("beta_1", "beta_2"):
-        if not 0 <= getattr(config, name) < 1:
-            raise ValueError(f"{_flag(name)} must be in [0, 1), got {getattr(config, name)}")
-    if not config.epsilon > 0:
-        raise ValueError(f"--epsilon must be positive, got {config.epsilon}")
-    if not config.dual_weight >= 0:
-        raise ValueError(f"--dual-weight must be at least 0, got {config.dual_weight}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}"
-        )
-    if config.progress not in (0, 1, 2):
-        raise ValueError(f"--progress must be 0, 1 or 2, got {config.progress}")
     _check_writable_folder(config.output, "--output")
     if config.cache_dir is not None:
         _check_writable_folder(config.cache_dir, "--cache-dir")
-
-
-def _check_patch_size(patch_size: int, scale: int, what: str) -> None:
-    if patch_size % scale:
-        raise ValueError(f"--patch-size {patch_size} is not a multiple of {what} {scale}")
 
 
 def _command(config: RunConfig) -> str:
@@ -580,6 +232,41 @@ def _read_rows(log_csv: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, except that an epoch :class:`StopAtStep` cuts short ends at the
+    steps it ran (Keras' own ends every epoch at the full count: ``20/20`` for 10 steps), and
+    that where stdout is no terminal (a log) it writes plain lines, one every
+    :data:`~drn_tf.progress.LOG_INTERVAL` seconds and one per epoch end (Keras' own redraws
+    its bar with ANSI escape codes and ``\\r`` there too: it takes any POSIX system for a
+    terminal)."""
+
+    @staticmethod
+    def _output():
+        if is_terminal(sys.stdout):
+            return contextlib.nullcontext()
+        return contextlib.redirect_stdout(PlainLines(sys.stdout))
+
+    def _maybe_init_progbar(self):
+        super()._maybe_init_progbar()
+        if not is_terminal(sys.stdout):
+            # No bar: without its colours, done and to-do look alike. The count says it all.
+            self.progbar.interval, self.progbar.width = LOG_INTERVAL, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        with self._output():
+            super().on_epoch_begin(epoch, logs)
+
+    def _update_progbar(self, batch, logs=None):
+        with self._output():
+            super()._update_progbar(batch, logs)
+
+    def _finalize_progbar(self, logs):
+        if self.progbar is not None and 0 < self.seen < (self.target or 0):
+            self.target = self.progbar.target = self.seen
+        with self._output():
+            super()._finalize_progbar(logs)
+
+
 class StopAtStep(keras.callbacks.Callback):
     """Stops ``fit`` after exactly ``steps`` batches in all, mid-epoch if need be (the last
     epoch is then shorter; validation and the epoch-end callbacks still run)."""
@@ -594,6 +281,56 @@ class StopAtStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.epoch * self.steps_per_epoch + batch + 1 >= self.steps:
             self.model.stop_training = True
+
+
+class TrainingDiverged(ValueError):
+    """A run stopped because its model no longer computes finite numbers."""
+
+
+class StopWhenDiverged(keras.callbacks.Callback):
+    """Stops ``fit`` with :class:`TrainingDiverged` once the model has diverged: its weights
+    are not finite, its output on a test image is not (checked at each epoch end), or
+    ``patience`` steps in a row were skipped (a skipped step changes nothing, so the next
+    fails alike). It raises before the epoch-end saves (placed first among the callbacks), so
+    ``latest.keras``, ``best.keras`` and ``backup/`` keep the last finite epoch."""
+
+    def __init__(self, steps_per_epoch: int, patience: int = 10):
+        super().__init__()
+        self.steps_per_epoch, self.patience = steps_per_epoch, patience
+        self.epoch = self.streak = self.skipped = 0
+
+    def on_train_begin(self, logs=None):
+        self.skipped = int(self.model.skipped_steps.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        skipped = int(self.model.skipped_steps.numpy())
+        self.streak = self.streak + 1 if skipped > self.skipped else 0
+        self.skipped = skipped
+        step = self.epoch * self.steps_per_epoch + batch + 1
+        if self.streak and not self._weights_finite():
+            self._stop(step, "its weights are no longer finite (NaN or inf)")
+        if self.streak >= self.patience:
+            self._stop(step, f"the last {self.streak} steps had a non-finite loss or gradient")
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = (epoch + 1) * self.steps_per_epoch
+        if not self._weights_finite():
+            self._stop(step, "its weights are no longer finite (NaN or inf)")
+        probe = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype("float32")
+        if not all(np.isfinite(np.asarray(out)).all() for out in self.model.primal(probe)):
+            self._stop(step, "its output on a test image is not finite")
+
+    def _weights_finite(self) -> bool:
+        return all(np.isfinite(w).all() for w in self.model.get_weights() if w.dtype.kind == "f")
+
+    def _stop(self, step: int, why: str):
+        raise TrainingDiverged(
+            f"training diverged by step {step}: {why}; stopped without saving it (latest.keras "
+            "and backup/ hold the last finite epoch, if any); lower --learning-rate"
+        )
 
 
 class RunLog(keras.callbacks.Callback):
@@ -738,14 +475,9 @@ def build_model(config: RunConfig) -> DualRegressionModel:
     for an :class:`AdaptConfig`, the ``config.model`` to adapt (primal and dual weights as
     saved)."""
     if isinstance(config, AdaptConfig):
-        loaded = load_model(config.model)  # checks the file and that it holds a DRN
-        _check_patch_size(config.patch_size, loaded.scale, f"{config.model}'s scale")
-        if loaded.info.get("duals") == "random":
-            logging.warning(
-                "%s has randomly initialised dual networks: its closed loop means nothing "
-                "until they are trained (convert with the authors' --dual-checkpoint)",
-                config.model,
-            )
+        loaded = load_model(config.model, config.scale)  # checks the file, DRN and scale
+        check_patch_size(config.patch_size, loaded.scale, f"{config.model}'s scale")
+        check_trained_duals(loaded, config.model, "adapting it")
         return DualRegressionModel.from_drn(loaded, config.dual_weight, config.unpaired_loop)
     if config.init:
         loaded = load_model(config.init)  # checks the file and that it holds a DRN
@@ -753,6 +485,17 @@ def build_model(config: RunConfig) -> DualRegressionModel:
             raise ValueError(
                 f"{config.init}: a ×{loaded.scale} model, but --scale is {config.scale}"
             )
+        saved = loaded.drn_config  # run.json must say what is trained
+        for flag, given, real in (
+            ("--variant", config.variant, saved.variant),
+            ("--n-blocks", config.n_blocks, saved.n_blocks),
+            ("--n-feats", config.n_feats, saved.n_feats),
+        ):
+            if given is not None and given != real:
+                raise ValueError(
+                    f"{config.init}: a {saved.variant} model (--n-blocks {saved.n_blocks}, "
+                    f"--n-feats {saved.n_feats}), but {flag} is {given}; match it or leave it out"
+                )
         return DualRegressionModel.from_drn(loaded, config.dual_weight)
     fresh = build_drn_bundle(
         config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
@@ -795,6 +538,7 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
             config.patch_size // scale,
             progress=config.progress > 0,
             shard=shard,
+            frames_per_video=config.frames_per_video,
         )
         skipped += lr_skipped
     batch_size, seed = config.batch_size, config.seed
@@ -803,7 +547,7 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
         # Workers hold different files; distinct seeds keep their crops and flips unrelated.
         seed = int(np.random.SeedSequence(shard[::-1] + (config.seed,)).generate_state(1)[0])
     for path, reason in skipped:
-        logging.warning("skipped %s: %s", path, reason)
+        print(f"skipped {path}: {str(reason).removeprefix(f'{path}: ')}", file=sys.stderr)
     what = f"{len(pyramids)} images"
     if adapting:
         count = data.unpaired_count(batch_size, config.unpaired_ratio)
@@ -842,6 +586,22 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
     return train_ds, val_ds, val_pairs
 
 
+def _keeps_global_policy(function):
+    """``function``, restoring Keras' global dtype policy when it returns or raises: a run
+    computes in its own precision and leaves its caller's as it found it."""
+
+    @functools.wraps(function)
+    def keeping_global_policy(*args, **kwargs):
+        previous = keras.config.dtype_policy()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    return keeping_global_policy
+
+
+@_keeps_global_policy
 def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> DualRegressionModel:
     """Runs ``config`` end to end and returns the trained model: exactly ``config.steps``
     optimizer steps (fewer only where a non-finite step was skipped).
@@ -910,18 +670,20 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
         print(note + (" (already complete)" if resume_step == config.steps else ""))
     steps_per_epoch = _effective_steps_per_epoch(config)
     callbacks = [
+        StopWhenDiverged(steps_per_epoch),  # first: before anything saves a diverged model
         keras.callbacks.BackupAndRestore(
             str(run / "backup"), save_freq="epoch", delete_checkpoint=False
         ),
         RunLog(run / "log.csv", steps_per_epoch, config.steps, resumed=note is not None),
         StopAtStep(config.steps, steps_per_epoch),
-        keras.callbacks.TerminateOnNaN(),
         SaveModel(
             run / "latest.keras",
             run / "best.keras" if config.val_dir else None,
             log_csv=run / "log.csv",
         ),
     ]
+    if config.progress:
+        callbacks.append(ProgressBar())
     if config.tensorboard:
         callbacks.append(
             TensorBoardLog(
@@ -959,8 +721,9 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
     save_model_atomic(model, run / "model.keras")
     skipped_steps = int(model.skipped_steps.numpy())
     if skipped_steps:
-        logging.warning(
-            "%d step(s) had a non-finite loss or gradient and were skipped", skipped_steps
+        print(
+            f"note: {skipped_steps} step(s) had a non-finite loss or gradient and were skipped",
+            file=sys.stderr,
         )
     plot_curves(run / "log.csv", run / "curves.png")
     return model

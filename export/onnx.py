@@ -9,6 +9,8 @@ The artifact computes :func:`drn_tf.serving.super_resolve` (converted with tf2on
 
 Only standard-domain ONNX operators appear (the bicubic layer is convolutions, the pixel
 shuffle ``DepthToSpace``). It is verified in onnxruntime against the Keras model and timed.
+The model's ``metadata_props`` hold the fields of the ``F.onnx.json`` side-car (keys as there,
+each value a JSON string; onnxruntime shows them as ``custom_metadata_map``).
 
 :func:`to_onnx` is the conversion alone, shared with the TensorRT and OpenVINO exporters.
 """
@@ -16,6 +18,7 @@ shuffle ``DepthToSpace``). It is verified in onnxruntime against the Keras model
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import os
 import sys
 from pathlib import Path
@@ -109,7 +112,40 @@ def _to_float16(proto):
     base.require("onnxruntime", purpose="fp16 ONNX")
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(proto, keep_io_types=True)
+    proto = convert_float_to_float16(proto, keep_io_types=True)
+    sort_topologically(proto.graph)  # the converter appends its input Casts last
+    return proto
+
+
+def sort_topologically(graph) -> None:
+    """Reorders ``graph.node`` so that each node follows those whose outputs it reads, as
+    ONNX requires (``onnx.checker``: "nodes must be topologically sorted"), keeping the
+    given order wherever it is already valid. Raises :class:`base.ExportError` on a cycle."""
+    nodes = list(graph.node)
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output}
+    readers: list[list[int]] = [[] for _ in nodes]
+    waiting = [0] * len(nodes)
+    for i, node in enumerate(nodes):
+        for name in set(node.input) & producer.keys():
+            readers[producer[name]].append(i)
+            waiting[i] += 1
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for reader in readers[i]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) != len(nodes):
+        raise base.ExportError("the ONNX graph has a cycle: it cannot be sorted")
+    copies = [type(nodes[i])() for i in order]
+    for copy, i in zip(copies, order, strict=True):
+        copy.CopyFrom(nodes[i])
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def onnxruntime_runner(path: str | os.PathLike, threads: int = 0) -> base.Runner:
@@ -140,6 +176,27 @@ def op_types(path: str | os.PathLike) -> set[tuple[str, str]]:
     return {(node.domain, node.op_type) for node in graph.node}
 
 
+def embed(path: str | os.PathLike, report: base.Report) -> None:
+    """Sets ``report``'s fields as the ``metadata_props`` of the ONNX file at ``path``
+    (:func:`base.embedded_fields`), replacing it by a rename."""
+    onnx = base.require("onnx", purpose="ONNX export")
+    path = Path(path)
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, base.embedded_fields(report))
+    temp = path.with_name(f"{path.name}.metadata")
+    onnx.save(proto, str(temp))
+    os.replace(temp, path)
+
+
+def embedded_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The side-car fields in the ``metadata_props`` of the ONNX file at ``path``, parsed."""
+    import json
+
+    onnx = base.require("onnx", purpose="reading ONNX")
+    proto = onnx.load(str(path), load_external_data=False)
+    return {prop.key: json.loads(prop.value) for prop in proto.metadata_props}
+
+
 def load(model: Any) -> base.Source:
     """``model`` as a :class:`base.Source`: one already loaded, or a path / ``"default"``."""
     return model if isinstance(model, base.Source) else base.load_source(model)
@@ -162,6 +219,7 @@ def export_onnx(
         base.require(module, purpose="ONNX export")
     source = load(model)
     with base.staged(output, overwrite) as temp:
+        base.progress(f"converting to ONNX (opset {opset})")
         to_onnx(source.model, temp, opset=opset)
         return base.finish(
             format="onnx",
@@ -174,6 +232,7 @@ def export_onnx(
             packages=PACKAGES,
             timing_runs=timing_runs,
             notes=["runtime: onnxruntime CPUExecutionProvider"],
+            embed=lambda report: embed(temp, report),
         )
 
 
@@ -189,9 +248,9 @@ class Flags:
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m export.onnx``: returns the exit status."""
-    return base.command("python -m export.onnx", Flags, export_onnx, argv)
+def main(argv: list[str] | None = None, prog: str = "python -m export.onnx") -> int:
+    """``python -m export.onnx`` (also ``drn-tf export onnx``): returns the exit status."""
+    return base.command(prog, Flags, export_onnx, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,11 @@ precision hint stored in the IR's ``rt_info`` (``runtime_options/INFERENCE_PRECI
 OpenVINO 2026.4's CPU plugin does not apply that stored hint by itself, and it computes in bf16
 on CPUs with AMX or AVX-512 BF16 unless told ``f32``: pass the stored hint to
 ``compile_model``, as :func:`compile_artifact` does. ``int8`` is NNCF post-training quantization
-of the IR (see :func:`quantize`).
+of the IR (see :func:`quantize`), with NNCF's overflow fix so that it computes the same on every
+x86 CPU, and calibrated on the bundled calibration set by default.
+
+The IR records its layout (``NHWC`` on ``images`` and ``sr``) and, in its ``rt_info`` under
+``drn_tf``, the fields of the ``export.json`` side-car (each a JSON string; :data:`META_KEY`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import dataclasses
 import io
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
@@ -45,6 +51,9 @@ XML = "model.xml"
 INPUT_NAME = "images"
 OUTPUT_NAME = "sr"
 DEVICE = "CPU"
+LAYOUT = "NHWC"
+#: Where the side-car's fields live in the IR's ``rt_info``: ``rt_info/drn_tf/<field>``.
+META_KEY = "drn_tf"
 PACKAGES = ("openvino", "nncf")
 #: Convolutions left in float by int8 quantization, counted from each end of the graph: the
 #: bicubic upsampling, sub_mean and head (they see raw 0..255 pixels), and the top tail and
@@ -53,6 +62,20 @@ PACKAGES = ("openvino", "nncf")
 KEEP_FIRST, KEEP_LAST = 3, 2
 
 _OPENVINO = ("openvino", "openvino")
+
+#: int8 is verified a second time with oneDNN held to this ISA (``ONEDNN_MAX_CPU_ISA``): the
+#: int8 kernels of CPUs without VNNI, where u8 × s8 pair sums saturate in int16.
+NO_VNNI_ISA = "AVX2"
+
+#: The child of :func:`run_with_isa`: runs the IR in argv[1] on the arrays of argv[2].
+_ISA_CHILD = """
+import sys
+import numpy as np
+from export import openvino
+run = openvino.openvino_runner(sys.argv[1])
+with np.load(sys.argv[2]) as inputs:
+    np.savez(sys.argv[3], *[run(inputs[name]) for name in inputs.files])
+"""
 
 
 def to_openvino(model: Any) -> Any:
@@ -69,7 +92,10 @@ def to_openvino(model: Any) -> Any:
     def serve(images):
         return {OUTPUT_NAME: serving.super_resolve(model, images)}
 
-    return ov.convert_model(serve)
+    ov_model = ov.convert_model(serve)
+    for port in (*ov_model.inputs, *ov_model.outputs):
+        port.get_node().set_layout(ov.Layout(LAYOUT))
+    return ov_model
 
 
 def float_convolutions(ov_model: Any) -> list[str]:
@@ -89,11 +115,16 @@ def quantize(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:
     Chosen by measurement on the packaged model (DRN-S ×4, Set5 ×4 task PSNR vs Keras):
     NNCF's defaults lose 2.8 dB; leaving the :func:`float_convolutions` in float and taking
     activation ranges from the calibration min/max (instead of averaging each crop's, which
-    clips the brighter or darker pixels of photos unlike the calibration ones) lose 0.14 dB
-    calibrated on the bundled sample alone, 0.04 dB on 32 BSD200 crops.
+    clips the brighter or darker pixels of photos unlike the calibration ones) lose 0.04 dB
+    on a CPU with VNNI calibrated on the bundled set. Without VNNI (AVX2, or AVX-512 without
+    VNNI) oneDNN multiplies u8 × s8 pairs into saturating int16 sums, and that IR lost 0.16 dB
+    (0.37 dB calibrated on the sample photo alone). ``overflow_fix=ENABLE`` stores the weights
+    in 7 bits so the pairs never saturate: 0.057 dB on every CPU, the same outputs with and
+    without VNNI (measured on an AVX-512 VNNI EPYC, natively and with
+    ``ONEDNN_MAX_CPU_ISA=AVX2``).
     """
     nncf = base.require("nncf", purpose="OpenVINO int8 quantization")
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     with _quiet_nncf(nncf):
@@ -103,7 +134,8 @@ def quantize(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:
             subset_size=len(calibration),
             ignored_scope=nncf.IgnoredScope(names=float_convolutions(ov_model)),
             advanced_parameters=AdvancedQuantizationParameters(
-                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
+                overflow_fix=OverflowFix.ENABLE,
+                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
             ),
         )
 
@@ -155,6 +187,49 @@ def _as_runner(compiled: Any) -> base.Runner:
     return lambda images: compiled(np.asarray(images, np.float32))[0]
 
 
+def run_with_isa(folder: str | os.PathLike, isa: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The IR in ``folder`` (as :func:`openvino_runner` compiles it) on each of ``inputs``, run
+    in a child process whose oneDNN is held to ``isa`` (``ONEDNN_MAX_CPU_ISA``, which oneDNN
+    reads once per process: ``AVX2`` picks the kernels of CPUs without VNNI)."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": path}
+    with tempfile.TemporaryDirectory(prefix="drn_tf_isa_") as work:
+        given, taken = Path(work) / "inputs.npz", Path(work) / "outputs.npz"
+        np.savez(given, *inputs)
+        command = [sys.executable, "-c", _ISA_CHILD, str(folder), str(given), str(taken)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode:
+            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            raise base.ExportError(f"running the IR with oneDNN held to {isa} failed: {last}")
+        with np.load(taken) as outputs:
+            return [outputs[f"arr_{i}"] for i in range(len(inputs))]
+
+
+def verify_without_vnni(folder: str | os.PathLike, source: base.Source) -> dict[str, Any]:
+    """Verifies the int8 IR in ``folder`` as CPUs without VNNI run it (:func:`run_with_isa`
+    with :data:`NO_VNNI_ISA`) on the probe images, at the int8 floor, so that an IR made on a
+    VNNI or AMX machine is known to hold on AVX2-only ones. Returns the ``verified_on`` entry;
+    raises :class:`base.ExportError` below the floor."""
+    scale = source.model.scale
+    probes = base.probe_images(scale)
+    outputs = run_with_isa(folder, NO_VNNI_ISA, [images for _, images in probes])
+    by_input = {images.tobytes(): out for (_, images), out in zip(probes, outputs, strict=True)}
+    reference = base.keras_runner(source.model)
+    floor = base.FLOORS_DB["int8"]
+    try:
+        records = base.verify(lambda images: by_input[images.tobytes()], reference, scale, floor)
+    except base.ExportError as error:
+        raise base.ExportError(f"with oneDNN held to {NO_VNNI_ISA}: {error}") from error
+    return {
+        "onednn_max_cpu_isa": {
+            "isa": NO_VNNI_ISA,
+            "as_on": "CPUs without VNNI (AVX2 only, or AVX-512 without VNNI)",
+            "verification": records,
+        }
+    }
+
+
 def op_types(folder: str | os.PathLike) -> set[tuple[str, str]]:
     """``(type name, opset)`` of every operation of the IR in ``folder``; a framework or
     extension operation would show a non-``opsetN`` version."""
@@ -184,7 +259,11 @@ def io_contract(scale: int, precision: str) -> dict:
         **base.image_io(scale, INPUT_NAME, OUTPUT_NAME),
         "inference_precision_hint": HINTS[precision],
         "hint_stored_at": "rt_info " + "/".join(HINT_KEY) + " (pass it to compile_model)",
-        "weights": "int8 (per channel), float32 at both ends" if precision == "int8" else "float32",
+        "weights": "int8 (per channel, 7-bit range: overflow fix), float32 at both ends"
+        if precision == "int8"
+        else "float32",
+        "layout_stored": f"{LAYOUT} on both (Parameter/Result layout)",
+        "metadata_stored_at": f"rt_info {META_KEY}/<field>, each a JSON string",
     }
 
 
@@ -214,15 +293,18 @@ def export_openvino(
     source = model if isinstance(model, base.Source) else base.load_source(model)
     scale = source.model.scale
     notes = []
+    base.progress("converting to OpenVINO IR")
     ov_model = to_openvino(source.model)
     if precision == "int8":
         calibration = base.calibration_images(calibration_data, scale)
-        folders = ", ".join(map(str, calibration_data)) or "the bundled sample photo"
+        folders = ", ".join(map(str, calibration_data)) or "the bundled calibration set"
         size = "x".join(map(str, calibration[0].shape[1:3]))
+        base.progress(f"quantizing int8 ({len(calibration)} crops)")
         ov_model = quantize(ov_model, calibration)
         notes.append(
             f"int8: NNCF post-training quantization calibrated on {len(calibration)} LR crops "
-            f"of {size} from {folders}; min-max activation ranges; the first {KEEP_FIRST} and "
+            f"of {size} from {folders}; overflow fix (7-bit weights: no int16 saturation "
+            f"on CPUs without VNNI); min-max activation ranges; the first {KEEP_FIRST} and "
             f"last {KEEP_LAST} convolutions (upsample, sub_mean, head; tail, add_mean) in float"
         )
     with base.staged(output, overwrite) as temp:
@@ -230,6 +312,16 @@ def export_openvino(
         save(ov_model, temp, HINTS[precision])
         compiled = compile_artifact(temp)
         notes.insert(0, cpu_note(compiled))
+        also_verified = {}
+        if precision == "int8" and "avx2" in base.host_cpu()["features"]:
+            base.progress(f"verifying int8 with oneDNN held to {NO_VNNI_ISA} (no VNNI)")
+            also_verified = verify_without_vnni(temp, source)
+            records = also_verified["onednn_max_cpu_isa"]["verification"]
+            notes.append(
+                f"int8 verified again with oneDNN held to {NO_VNNI_ISA} (the kernels of CPUs "
+                f"without VNNI): {min(r['psnr_db'] for r in records):.1f} dB or more against "
+                f"Keras on all {len(records)} images"
+            )
         return base.finish(
             format="openvino",
             source=source,
@@ -241,7 +333,33 @@ def export_openvino(
             packages=PACKAGES if precision == "int8" else PACKAGES[:1],
             timing_runs=timing_runs,
             notes=notes,
+            embed=lambda report: embed(ov_model, temp, report),
+            verified_on=also_verified,
         )
+
+
+def embed(ov_model: Any, folder: Path, report: base.Report) -> None:
+    """Stores ``report``'s fields in ``ov_model``'s ``rt_info`` (:data:`META_KEY`) and saves
+    it again to ``folder``: the graph and weights as they were verified. The files are
+    replaced by renames: a compiled model that maps the old ``model.bin`` keeps reading it."""
+    ov = base.require(*_OPENVINO, purpose="OpenVINO export")
+    for key, value in base.embedded_fields(report).items():
+        ov_model.set_rt_info(value, [META_KEY, key])
+    folder = Path(folder)
+    resaved = folder / ".metadata"
+    ov.save_model(ov_model, resaved / XML, compress_to_fp16=False)
+    for name in (XML, "model.bin"):
+        os.replace(resaved / name, folder / name)
+    resaved.rmdir()
+
+
+def embedded_metadata(folder: str | os.PathLike) -> dict[str, Any]:
+    """The side-car fields stored in the IR in ``folder`` (:func:`embed`), parsed."""
+    import json
+
+    ov = base.require(*_OPENVINO, purpose="reading OpenVINO IR")
+    info = ov.Core().read_model(Path(folder) / XML).get_rt_info()
+    return {key: json.loads(value.astype(str)) for key, value in info[META_KEY].items()}
 
 
 @dataclasses.dataclass
@@ -258,15 +376,16 @@ class Flags:
         choices=tuple(HINTS),
     )
     calibration_data: list[str] = setting(
-        [], "Folders of photos to calibrate int8 on (default: the bundled sample photo)."
+        [], "Folders of photos to calibrate int8 on (default: the bundled calibration set)."
     )
     overwrite: bool = setting(False, "Replace an existing artifact.")
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m export.openvino``: returns the exit status."""
-    return base.command("python -m export.openvino", Flags, export_openvino, argv)
+def main(argv: list[str] | None = None, prog: str = "python -m export.openvino") -> int:
+    """``python -m export.openvino`` (also ``drn-tf export openvino``): returns the exit
+    status."""
+    return base.command(prog, Flags, export_openvino, argv)
 
 
 if __name__ == "__main__":

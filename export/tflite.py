@@ -1,21 +1,33 @@
 """TFLite / LiteRT export: ``python -m export.tflite --model M --output F.tflite
---quantization none|float16|dynamic|int8 [--calibration-data DIR ...] [--threads N]``.
+--quantization none|float16|dynamic|int8 [--io float32|uint8] [--calibration-data DIR ...]
+[--threads N]``.
 
 The artifact computes :func:`drn_tf.serving.super_resolve`, frozen and converted with TFLite
 built-in operators only (no Flex, no custom ops):
 
 - input ``images`` (signature ``serving_default``): float32 NHWC ``(N, H, W, 3)`` on 0..255,
   shape signature ``[-1, -1, -1, 3]`` (resize it with ``resize_tensor_input``);
-- output ``output_0``: float32 NHWC ``(N, s·H, s·W, 3)``, about 0..255 and not clipped; to get
+- output ``sr``: float32 NHWC ``(N, s·H, s·W, 3)``, about 0..255 and not clipped; to get
   the pixels of ``drn_tf.upscale``, clip to 0..255, round half to even and cast to uint8
   (:func:`drn_tf.serving.to_pixels`).
+
+The fields of the ``F.tflite.json`` side-car are embedded too, as the strict-JSON bytes of the
+model's metadata entry :data:`METADATA_NAME` (the flatbuffer's own ``metadata`` list; read them
+with :func:`embedded_metadata`).
 
 Quantization (:data:`QUANTIZATIONS`): ``none`` float32; ``float16`` weights stored as float16
 (dequantized at load, computed in float32 on CPUs); ``dynamic`` weights int8, activations
 float32 (quantized on the fly inside each op); ``int8`` weights and activations int8 ("full
-integer", calibrated on real photos: ``--calibration-data`` folders, else the bundled sample
-and its negative), float32 input and output (``QUANTIZE``/``DEQUANTIZE`` at the two ends).
-Verified and timed in LiteRT (``ai_edge_litert``) with XNNPACK, as deployed.
+integer", calibrated on real photos: ``--calibration-data`` folders, else the bundled
+calibration set, :func:`base.calibration_images`), float32 input and output
+(``QUANTIZE``/``DEQUANTIZE`` at the two ends). Verified and timed in LiteRT (``ai_edge_litert``)
+with XNNPACK, as deployed. XNNPACK's int8 kernels widen to int16 before multiplying on every x86
+CPU (or use VNNI), so, unlike OpenVINO's, they need no overflow fix.
+
+``--io uint8`` (with ``int8`` only) gives integer-only accelerators (Edge TPU, NPUs) a model
+with no float tensor at all: input ``images`` uint8, the pixels themselves (quantization scale
+1, zero point 0), and output ``sr`` uint8, the pixels of :func:`drn_tf.serving.to_pixels`
+(clipped and rounded inside the model), so it is verified against Keras's pixels.
 """
 
 from __future__ import annotations
@@ -49,17 +61,28 @@ QUANTIZED = {
     "int8": "weights int8 (per channel) and activations int8 (calibrated); float32 input and "
     "output, quantized and dequantized inside the model",
 }
+#: ``--io``: the input and output type; ``uint8`` needs ``--quantization int8``.
+IO_TYPES = ("float32", "uint8")
 PACKAGES = ("ai-edge-litert",)
+INPUT_NAME = "images"
+OUTPUT_NAME = "sr"
+#: The name of the flatbuffer metadata entry holding the side-car's JSON.
+METADATA_NAME = "drn_tf_export"
 _LITERT = ("ai_edge_litert.interpreter", "ai-edge-litert")
 
 
 def to_tflite(
-    model: Any, quantization: str = "none", calibration: Sequence[np.ndarray] = ()
+    model: Any,
+    quantization: str = "none",
+    calibration: Sequence[np.ndarray] = (),
+    io: str = "float32",
 ) -> bytes:
     """The serving graph of ``model`` (a DRN or its primal network) as a ``.tflite`` flatbuffer.
 
     ``quantization`` is one of :data:`QUANTIZATIONS`; ``calibration`` (float32 ``(1, h, w, 3)``
-    on 0..255, see :func:`base.calibration_images`) is needed for ``int8`` only.
+    on 0..255, see :func:`base.calibration_images`) is needed for ``int8`` only. ``io`` (one of
+    :data:`IO_TYPES`) ``uint8``: uint8 pixels in and out (``int8`` only; ignored otherwise,
+    :func:`export_tflite` refuses it).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -81,7 +104,7 @@ def to_tflite(
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization != "int8":
-        return converter.convert()
+        return _name_output(converter.convert())
     if not calibration:
         raise base.ExportError("int8 quantization needs calibration images")
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -91,50 +114,60 @@ def to_tflite(
     converter._experimental_calibrate_only = True
     # The quantizer prints its settings from C++; hidden like TensorFlow's own logs.
     with without_tensorflow_log_lines() if tensorflow_logs_hidden() else nullcontext():
-        return _quantize(converter.convert())
+        return _name_output(_quantize(converter.convert(), io))
 
 
-def _quantize(calibrated: bytes) -> bytes:
-    """A calibrated model → full int8 (float32 I/O), with each tensor calibrated to [0, 0]
-    given the range 0..1 first.
+def _name_output(flatbuffer: bytes) -> bytes:
+    """Names the signature's output :data:`OUTPUT_NAME` (the converter names a frozen
+    function's only output ``output_0``; freezing loses a dict's keys)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    for signature in model.signatureDefs:
+        (output,) = signature.outputs
+        output.name = OUTPUT_NAME
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _quantize(calibrated: bytes, io: str = "float32") -> bytes:
+    """A calibrated model → full int8 with ``io`` input and output (:data:`IO_TYPES`), with
+    each tensor calibrated to [0, 0] given the range 0..1 first.
 
     Why: a ReLU that never fires on the calibration photos (the packaged model has one, a
     channel-attention squeeze) would get a ~1e-8 scale, putting the next convolution's
     requantization scale (~1e4) beyond what XNNPACK accepts (< 256): LiteRT then refuses the
     whole model ("failed to create XNNPACK runtime"). Zeros are exact in any range.
+
+    With uint8 I/O the input and output ranges are 0..255 whatever calibration saw: scale 1 and
+    zero point 0 make the uint8 values the pixels (the output saturates, as the pixels clip).
     """
+    import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    if io == "uint8":
+        for subgraph in model.subgraphs:
+            for index in (*subgraph.inputs, *subgraph.outputs):
+                subgraph.tensors[index].quantization.min = np.zeros(1, np.float32)
+                subgraph.tensors[index].quantization.max = np.full(1, 255.0, np.float32)
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             q = tensor.quantization
             calibrated = q is not None and q.min is not None and len(q.min) > 0
             if calibrated and max(np.max(np.abs(q.min)), np.max(np.abs(q.max))) < 1e-6:
                 q.max = np.ones_like(np.asarray(q.max, np.float32))
-    return mlir_quantize(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
-
-
-def calibration_inputs(folders: Sequence[str | os.PathLike], scale: int) -> list[np.ndarray]:
-    """int8 calibration inputs: :func:`base.calibration_images` of ``folders``; with none,
-    the bundled sample's crops with every other one replaced by its negative (255 - x).
-
-    Why the negatives: one photo does not span the range of others. The sample's LR peaks at
-    209, so int8 calibrated on it alone clipped brighter images (23 dB against Keras on
-    Set5's baby; Set5 ×4 PSNR 2.1 dB lower). With the negatives the drop is about 0.13 dB,
-    as with 32 to 128 crops of BSD200 photos.
-    """
-    crops = base.calibration_images(folders, scale)
-    if folders:
-        return crops
-    return [255.0 - crop if i % 2 else crop for i, crop in enumerate(crops)]
+    dtype = tf.uint8 if io == "uint8" else tf.float32
+    flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return mlir_quantize(flatbuffer, input_data_type=dtype, output_data_type=dtype)
 
 
 def litert_runner(path: str | os.PathLike, threads: int | None = None) -> base.Runner:
     """A LiteRT interpreter (XNNPACK on, ``threads`` threads, default all CPUs) of the
     ``.tflite`` file at ``path`` as a :data:`base.Runner`: float32 NHWC on 0..255 in, float32
-    ``output_0`` out. The input is resized (and tensors reallocated) whenever its shape changes.
+    ``sr`` out. The input is resized (and tensors reallocated) whenever its shape changes. A
+    uint8-I/O model gets the input rounded to uint8 pixels and returns its uint8 pixels as
+    float32.
     """
     litert = base.require(*_LITERT, purpose="running TFLite")
     # LiteRT prints a notice when it applies XNNPACK; hidden like TensorFlow's own logs.
@@ -144,6 +177,7 @@ def litert_runner(path: str | os.PathLike, threads: int | None = None) -> base.R
             model_path=str(path), num_threads=threads or os.cpu_count()
         )
     input_index = interpreter.get_input_details()[0]["index"]
+    integer = interpreter.get_input_details()[0]["dtype"] == np.uint8
     output_index = interpreter.get_output_details()[0]["index"]
     allocated: list[tuple[int, ...]] = [()]
 
@@ -161,9 +195,11 @@ def litert_runner(path: str | os.PathLike, threads: int | None = None) -> base.R
                     f"LiteRT cannot run the model at {images.shape}: {message}"
                 ) from error
             allocated[0] = images.shape
+        if integer:
+            images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
         interpreter.set_tensor(input_index, images)
         interpreter.invoke()
-        return interpreter.get_tensor(output_index)
+        return interpreter.get_tensor(output_index).astype(np.float32)
 
     return run
 
@@ -179,16 +215,62 @@ def op_names(path: str | os.PathLike) -> set[str]:
     return {op["op_name"] for op in interpreter._get_ops_details()}
 
 
-def io_contract(scale: int, quantization: str) -> dict:
+def io_contract(scale: int, quantization: str, io_type: str = "float32") -> dict:
     """The ``io`` entry of the metadata of a ×``scale`` ``.tflite`` artifact."""
-    io = base.image_io(scale, "images", "output_0")
+    io = base.image_io(scale, INPUT_NAME, OUTPUT_NAME)
     io["input"]["shape_signature"] = [-1, -1, -1, 3]
+    quantized = QUANTIZED[quantization]
+    if io_type == "uint8":
+        pixels = "the pixels (quantization scale 1, zero point 0)"
+        io["input"].update(dtype="uint8", range=f"0..255, {pixels}")
+        io["output"].update(dtype="uint8", range=f"0..255, {pixels}")
+        io["pixels"] = "the output is the pixels: clipped and rounded inside the model"
+        quantized = quantized.replace(
+            "float32 input and output, quantized and dequantized inside the model",
+            "uint8 input and output, requantized to and from int8 inside the model",
+        )
     return {
         "signature": "serving_default",
         **io,
         "quantization": quantization,
-        "quantized": QUANTIZED[quantization],
+        "quantized": quantized,
+        "metadata_stored_at": f"flatbuffer metadata entry {METADATA_NAME!r} (JSON bytes)",
     }
+
+
+def embed(path: str | os.PathLike, report: base.Report) -> None:
+    """Appends ``report`` as strict-JSON bytes to the metadata list of the ``.tflite`` file at
+    ``path`` (entry :data:`METADATA_NAME`). The file is replaced by a rename: an interpreter
+    that has it mapped keeps reading the bytes it verified."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    path = Path(path)
+    model = flatbuffer_utils.convert_bytearray_to_object(path.read_bytes())
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(report.to_json().encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    temp = path.with_name(f"{path.name}.metadata")
+    temp.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    os.replace(temp, path)
+
+
+def embedded_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The side-car fields embedded in the ``.tflite`` file at ``path`` (:func:`embed`)."""
+    import json
+
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name == METADATA_NAME:
+            return json.loads(bytes(model.buffers[entry.buffer].data))
+    raise base.ExportError(f"{path}: no {METADATA_NAME!r} metadata entry")
 
 
 def export_tflite(
@@ -197,6 +279,7 @@ def export_tflite(
     *,
     overwrite: bool = False,
     quantization: str = "none",
+    io: str = "float32",
     calibration_data: Sequence[str | os.PathLike] = (),
     threads: int | None = None,
     timing_runs: int = 10,
@@ -205,14 +288,20 @@ def export_tflite(
     ``output``, verified in LiteRT against Keras (the floor of the quantization's precision)
     and timed; returns the report (also written beside it as ``F.tflite.json``).
 
-    ``calibration_data``: folders of photos for ``int8`` (default: the bundled sample and its
-    negative, :func:`calibration_inputs`).
+    ``io``: ``uint8`` (with ``int8``) for uint8 pixels in and out, verified against Keras's
+    pixels (:func:`drn_tf.serving.to_pixels`).
+    ``calibration_data``: folders of photos for ``int8`` (default: the bundled calibration set,
+    :func:`base.calibration_images`).
     ``threads``: LiteRT threads for verification and timing (default: all CPUs).
     """
     if quantization not in QUANTIZATIONS:
         raise base.ExportError(
             f"--quantization {quantization!r}: use one of {', '.join(QUANTIZATIONS)}"
         )
+    if io not in IO_TYPES:
+        raise base.ExportError(f"--io {io!r}: use one of {', '.join(IO_TYPES)}")
+    if io != "float32" and quantization != "int8":
+        raise base.ExportError(f"--io {io} needs --quantization int8 (full integer)")
     if calibration_data and quantization != "int8":
         raise base.ExportError("--calibration-data is only used with --quantization int8")
     if threads is not None and threads < 1:
@@ -224,14 +313,16 @@ def export_tflite(
     notes = [f"runtime: ai_edge_litert Interpreter, XNNPACK, {threads or os.cpu_count()} threads"]
     calibration = []
     if quantization == "int8":
-        calibration = calibration_inputs(calibration_data, scale)
-        folders = (
-            ", ".join(map(str, calibration_data)) or "the bundled sample photo and its negative"
-        )
+        calibration = base.calibration_images(calibration_data, scale)
+        folders = ", ".join(map(str, calibration_data)) or "the bundled calibration set"
         size = "x".join(map(str, calibration[0].shape[1:3]))
         notes.append(f"int8 calibration: {len(calibration)} LR crops of {size} from {folders}")
+    if io == "uint8":
+        notes.append("uint8 input and output, the pixels: verified against Keras's pixels")
     with base.staged(output, overwrite) as temp:
-        Path(temp).write_bytes(to_tflite(source.model, quantization, calibration))
+        int8 = f", quantizing int8 ({len(calibration)} crops)" if calibration else ""
+        base.progress(f"converting to TFLite{int8}")
+        Path(temp).write_bytes(to_tflite(source.model, quantization, calibration, io))
         return base.finish(
             format="tflite",
             source=source,
@@ -239,10 +330,12 @@ def export_tflite(
             output=output,
             runner=litert_runner(temp, threads),
             precision=QUANTIZATIONS[quantization],
-            io=io_contract(scale, quantization),
+            io=io_contract(scale, quantization, io),
+            pixels=io == "uint8",
             packages=PACKAGES,
             timing_runs=timing_runs,
             notes=notes,
+            embed=lambda report: embed(temp, report),
         )
 
 
@@ -259,18 +352,23 @@ class Flags:
         "weights and activations, calibrated).",
         choices=tuple(QUANTIZATIONS),
     )
+    io: str = setting(
+        "float32",
+        "Input and output type: float32, or uint8 pixels (with --quantization int8).",
+        choices=IO_TYPES,
+    )
     calibration_data: list[str] = setting(
         [],
-        "Folders of photos to calibrate int8 on (default: the bundled sample and its negative).",
+        "Folders of photos to calibrate int8 on (default: the bundled calibration set).",
     )
     threads: int | None = setting(None, "LiteRT threads (default: all CPUs).")
     overwrite: bool = setting(False, "Replace an existing artifact.")
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m export.tflite``: returns the exit status."""
-    return base.command("python -m export.tflite", Flags, export_tflite, argv)
+def main(argv: list[str] | None = None, prog: str = "python -m export.tflite") -> int:
+    """``python -m export.tflite`` (also ``drn-tf export tflite``): returns the exit status."""
+    return base.command(prog, Flags, export_tflite, argv)
 
 
 if __name__ == "__main__":

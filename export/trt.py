@@ -678,6 +678,7 @@ def export_trt(
     notes = [f"route: {route}"]
     packages = () if route == TF_TRT else ("tensorrt", *onnx_export.PACKAGES)
     with base.staged(output, overwrite) as temp, tempfile.TemporaryDirectory() as work:
+        base.progress(f"converting ({route}, {precision})")
         if route == TF_TRT:
             runner = _tf_trt_saved_model(source, temp, precision, batches, shapes)
             format = "tf-trt-saved-model"
@@ -719,6 +720,7 @@ def export_trt(
             packages=packages,
             timing_runs=timing_runs,
             notes=notes,
+            embed=(lambda report: onnx_export.embed(temp, report)) if onnx_only else None,
         )
 
 
@@ -769,9 +771,9 @@ def _cli(flags: Flags, _: list[str]) -> None:
     print(report.summary())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m export.trt``: returns the exit status (2 when no TensorRT route exists)."""
-    prog = "python -m export.trt"
+def main(argv: list[str] | None = None, prog: str = "python -m export.trt") -> int:
+    """``python -m export.trt`` (also ``drn-tf export trt``): returns the exit status (2 when
+    no TensorRT route exists)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run_command(prog, Flags, _cli, argv)

@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules."""
 
+import os
 from pathlib import Path
 
 import keras
@@ -7,6 +8,15 @@ import pytest
 
 import drn_tf
 from drn_tf.models import DRN, save_model_atomic
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory) -> Path:
+    """Models converted by ``--runtime`` (export.runtime) go to a folder of the test session,
+    for this process and the drn-tf processes it starts, never to the user's cache."""
+    folder = tmp_path_factory.mktemp("runtime_cache")
+    os.environ["DRN_TF_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

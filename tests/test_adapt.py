@@ -23,9 +23,10 @@ from PIL import Image
 
 from drn_tf import cli, data
 from drn_tf.config import AdaptConfig, TrainConfig
+from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.image_sets import Pyramid
 from drn_tf.models import build_drn, build_duals
-from drn_tf.training import DualRegressionModel, build_model, train
+from drn_tf.training import build_model, train
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
@@ -210,8 +211,8 @@ def test_lr_only_patches_are_crops_of_the_lr_images():
     [
         (4, 0.1, "gives 0 LR-only sample(s) per batch"),
         (4, 0.9, "gives 4 LR-only sample(s) per batch"),
-        (8, 0.0, "--unpaired-ratio must be between 0 and 1, got 0.0"),
-        (8, 1.0, "--unpaired-ratio must be between 0 and 1, got 1.0"),
+        (8, 0.0, "--unpaired-ratio must be more than 0 and less than 1, got 0.0"),
+        (8, 1.0, "--unpaired-ratio must be more than 0 and less than 1, got 1.0"),
     ],
 )
 def test_a_share_that_leaves_a_kind_out_is_refused(size, ratio, message):
@@ -285,6 +286,7 @@ def resumed_adapt(tmp_path_factory, tiny):
             "stdout": output.getvalue()}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_adapt_run_died_after_two_epochs(resumed_adapt):
     killed = resumed_adapt["killed"]
     assert killed.returncode == 17, killed.stderr[-3000:]
@@ -295,6 +297,7 @@ def test_killed_adapt_run_died_after_two_epochs(resumed_adapt):
     ]
 
 
+@pytest.mark.slow
 def test_resumed_adapt_run_continues_at_the_same_step(resumed_adapt):
     run = resumed_adapt["run"]
     assert resumed_adapt["status"] == 0
@@ -312,6 +315,7 @@ def test_resumed_adapt_run_continues_at_the_same_step(resumed_adapt):
     assert record["unpaired_dir"] == [str((run.parent / "lr_only").resolve())]
 
 
+@pytest.mark.slow
 def test_resumed_adapt_run_took_exactly_the_steps(resumed_adapt):
     backup = json.loads((resumed_adapt["run"] / "backup" / "training_metadata.json").read_text())
     assert backup["epoch"] == 3  # 2 + 2 + 1 steps: three epochs in all, none repeated
@@ -368,6 +372,7 @@ def test_bad_adapt_flags_are_refused_before_reading_images(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_adapt_and_train_do_not_resume_each_other(tiny, tmp_path):
     config = adapt_config(tmp_path, tiny[1], steps=1)
     train(AdaptConfig(**config))
@@ -384,8 +389,11 @@ def test_cli_adapt_help_and_usage(capsys):
         assert flag in out
     assert "--train-dir" not in out and "--variant" not in out
     assert cli.main(["adapt", "--unpaired-loop", "both"]) == 2
-    assert cli.main(["adapt", "--output", "/nonexistent-parent/x"]) == 1
+    assert cli.main(["adapt", "--output", "/nonexistent-parent/x"]) == 2  # a flag missing
     assert "--paired-dir is required" in capsys.readouterr().err
+    folders = ["--paired-dir", ".", "--unpaired-dir", ".", "--output", "/nonexistent-parent/x"]
+    assert cli.main(["adapt", *folders, "--unpaired-ratio", "1.0"]) == 2
+    assert "--unpaired-ratio must be more than 0" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,6 +401,7 @@ def test_cli_adapt_help_and_usage(capsys):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
     import re
     import shlex
@@ -432,3 +441,18 @@ def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
     assert Image.open(picture).size == (4 * 48 + 3 * 6, 48 + 22)
     out = capsys.readouterr().out
     assert "paired 4 photos, LR-only 2 photos; batch 4 = 2 paired + 2 LR-only" in out
+
+
+def test_adapt_scale_picks_the_packaged_model(tiny, tiny_x2, tmp_path, monkeypatch):
+    from drn_tf import inference
+
+    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    config = adapt_config(tmp_path, "default")
+    assert build_model(AdaptConfig(**config, scale=2)).scale == 2
+    assert build_model(AdaptConfig(**config)).scale == 4
+    with pytest.raises(ValueError, match="no packaged ×8 model"):
+        build_model(AdaptConfig(**config, scale=8))
+    with pytest.raises(ValueError, match="a ×4 model, but the scale asked for is ×2"):
+        build_model(AdaptConfig(**{**config, "model": str(tiny[1])}, scale=2))
+    with pytest.raises(ValueError, match="--scale 3 is not a power of two"):
+        train(AdaptConfig(**config, scale=3))

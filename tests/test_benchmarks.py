@@ -36,6 +36,7 @@ def test_usage_examples_in_docstrings_parse(module, config_cls):
         parse_config(config_cls, shlex.split(example), module.__name__)  # raises on a bad flag
 
 
+@pytest.mark.slow
 def test_precision_runs_tiny(capsys):
     argv = ["--n-blocks", "1", "--n-feats", "4", "--patch-size", "16", "--batch-size", "2"]
     assert precision.main([*argv, "--steps", "1", "--precisions", "float32"]) == 0
@@ -95,6 +96,7 @@ def expected_macs(n_blocks: int, n_feats: int, h: int, w: int, scale: int = 4) -
     return total
 
 
+@pytest.mark.slow
 def test_mac_count_is_exact():
     keras.utils.set_random_seed(0)
     tiny = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=2, n_feats=4)
@@ -167,6 +169,7 @@ def test_torch_module_on_keras_weights_matches_keras(tiny, tmp_path):
     np.testing.assert_allclose(torch_drn.runner(torch_drn.load(path))(images), expected, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_latency_quick_run(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--quick", "--paths", "tf_function", "tflite_fp32", "tensorrt", "--runs", "2"]
@@ -189,6 +192,19 @@ def test_latency_quick_run(tmp_path, capsys):
     assert text.startswith(f"## Latency: {report['cpu']['model']}") and "amx_bf16" in text
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert text in capsys.readouterr().out
+
+
+def test_bf16_paths_are_labelled_by_what_runs():
+    """Without bf16 instructions OpenVINO computes a bf16-hinted model in float32, TensorFlow
+    and PyTorch emulate bf16: neither is labelled plain bf16."""
+    native = dict.fromkeys(bench_paths.CPU_FLAGS, False) | {"avx2": True, "avx512_bf16": True}
+    avx2 = native | {"avx512_bf16": False}
+    assert latency.as_run("openvino_bf16", native) == ("OpenVINO bf16", "bf16")
+    assert latency.as_run("openvino_bf16", avx2)[1] == "fp32"
+    assert "ran fp32" in latency.as_run("openvino_bf16", avx2)[0]
+    assert latency.as_run("mixed_bfloat16", avx2)[1] == "bf16 emulated"
+    assert latency.as_run("torch_bf16", avx2 | {"amx_bf16": True})[1] == "bf16"
+    assert latency.as_run("tflite_int8", avx2) == ("TFLite full int8", "int8")
 
 
 def test_latency_bad_flags_are_one_line(capsys):
@@ -235,6 +251,7 @@ def test_loss_curve_comparison():
     assert off["mean_relative_gap"] == pytest.approx(0.1) and not off["within_noise"]
 
 
+@pytest.mark.slow
 def test_train_throughput_runs_tiny(tmp_path):
     argv = ["--steps", "1", "--warmup", "1", "--batch-size", "1", "--patch-size", "16",
             "--no-xla-variants", "--no-pipeline", "--output", str(tmp_path)]  # fmt: skip
@@ -250,6 +267,7 @@ def test_train_throughput_runs_tiny(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_quality_scores_artifacts_against_keras(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):
@@ -307,6 +325,7 @@ def test_bfloat16_channel_attention_follows_float32():
     np.testing.assert_allclose(got, reference, rtol=2**-6, atol=0.05)
 
 
+@pytest.mark.slow
 def test_a_failing_worker_is_a_one_line_error(tmp_path, capsys):
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "small.png")
     argv = ["--no-throughput", "--loss-steps", "1", "--train-dir", str(tmp_path)]

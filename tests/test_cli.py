@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, needs_reference
+from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, needs_reference, run_python
 from PIL import Image
 
 from drn_tf import cli
@@ -46,6 +46,7 @@ def cli_conversion(tmp_path_factory):
     return status, output
 
 
+@pytest.mark.slow
 @needs_reference
 def test_convert_writes_a_loadable_file(cli_conversion):
     status, output = cli_conversion
@@ -259,6 +260,7 @@ def small_images(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_no_tensorflow_log_lines_unless_verbose(tiny, small_images, tmp_path):
     argv = ["-m", "drn_tf", "upscale", str(small_images / "0.png"), "--model", str(tiny[1])]
     quiet = _python(*argv, "--output", str(tmp_path / "quiet"))
@@ -336,7 +338,7 @@ def test_unknown_command_is_one_line_and_a_hint(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "drn-tf: unknown command 'upscael' (choose from upscale, evaluate, train, adapt, degrade, "
-        "convert, package, demo)",
+        "convert, package, demo, export)",
         "(see drn-tf --help)",
     ]
 
@@ -370,6 +372,7 @@ def test_train_interrupted_says_how_to_resume(monkeypatch, tmp_path, capsys):
 # --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_ends_upscale_with_one_line(signum, tiny, tmp_path):
     inputs = tmp_path / "many"
@@ -551,8 +554,97 @@ def test_convert_with_dual_checkpoint_prints_no_note(monkeypatch, tmp_path, caps
 
     calls = []
     monkeypatch.setattr(convert, "convert_checkpoint", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.chdir(tmp_path)
+    Path("a.pt").touch()
+    Path("b.pt").touch()
     output = tmp_path / "m.keras"
     argv = ["convert", "--checkpoint", "a.pt", "--dual-checkpoint", "b.pt", "--output", str(output)]
     assert cli.main(argv) == 0
     assert calls and calls[0][4] == "b.pt"
     assert capsys.readouterr().out.strip() == f"wrote {output}"
+
+
+def test_convert_package_and_degrade_keep_existing_files_unless_overwrite(
+    tiny, monkeypatch, tmp_path, capsys
+):
+    from PIL import Image
+
+    from drn_tf import convert
+
+    monkeypatch.setattr(convert, "convert_checkpoint", lambda *args, **kwargs: None)
+    mine = tmp_path / "mine.keras"
+    mine.write_bytes(b"mine")
+    (tmp_path / "a.pt").touch()
+    convert_argv = ["convert", "--checkpoint", str(tmp_path / "a.pt")]
+    package_argv = ["package", "--model", str(tiny[1])]
+    for argv in (convert_argv, package_argv):
+        assert cli.main([*argv, "--output", str(mine)]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.strip().endswith(f"{mine}: exists; --overwrite replaces it"), err
+        assert mine.read_bytes() == b"mine"
+    own = tmp_path / "own.keras"  # package onto its own input
+    own.write_bytes(tiny[1].read_bytes())
+    assert cli.main(["package", "--model", str(own), "--output", str(own)]) == 1
+    assert own.read_bytes() == tiny[1].read_bytes()
+    assert cli.main([*package_argv, "--output", str(mine), "--overwrite"]) == 0
+    assert mine.read_bytes() != b"mine"
+
+    (tmp_path / "HR").mkdir()
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "HR" / "a.png")
+    lr = tmp_path / "LR_nearest" / "X2" / "ax2.png"
+    lr.parent.mkdir(parents=True)
+    lr.write_bytes(b"mine")
+    degrade = ["degrade", "--hr-dir", str(tmp_path), "--scale", "2", "--output", str(tmp_path)]
+    assert cli.main(degrade) == 0
+    out = capsys.readouterr().out
+    assert "wrote 0 image(s)" in out and "1 kept (already there; --overwrite" in out
+    assert lr.read_bytes() == b"mine"
+    assert cli.main([*degrade, "--overwrite"]) == 0
+    assert lr.read_bytes() != b"mine"
+
+
+def test_train_and_adapt_refuse_wrong_flag_values_before_loading_tensorflow(tmp_path):
+    code = """
+        import sys
+        from drn_tf import cli
+        status = cli.main(sys.argv[1:])
+        print("exit", status, "tensorflow" in sys.modules)
+    """
+    folders = {
+        "train": ["--train-dir", str(tmp_path)],
+        "adapt": ["--paired-dir", str(tmp_path), "--unpaired-dir", str(tmp_path)],
+    }
+    for command, flags, message in (
+        ("train", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        ("train", ["--n-feats", "0"], "--n-feats must be at least 1, got 0"),
+        ("train", ["--patch-size", "50"], "--patch-size 50 is not a multiple of --scale 4"),
+        ("adapt", ["--unpaired-ratio", "0.01"], "--unpaired-ratio 0.01 of --batch-size 32"),
+        ("adapt", ["--learning-rate", "nan"], "--learning-rate must be positive, got nan"),
+        ("adapt", [], None),  # a missing folder is a flag left out, also told at once
+    ):
+        argv = [command, *flags, "--output", str(tmp_path / "run")]
+        if message is None:
+            message = "no paired folder given: --paired-dir is required"
+        else:
+            argv += folders[command]
+        result = run_python(code, *argv, timeout=120)
+        assert result.stdout.strip().splitlines()[-1] == "exit 2 False", result.stderr
+        assert result.stderr.startswith(f"drn-tf {command}: {message}"), result.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder
+
+
+def test_convert_checks_its_flags_and_files_before_loading_tensorflow(tmp_path):
+    code = """
+        import sys
+        from drn_tf import cli
+        status = cli.main(sys.argv[1:])
+        print("exit", status, "tensorflow" in sys.modules)
+    """
+    missing = str(tmp_path / "missing.pt")
+    for argv, expected, message in (
+        (["--output", str(tmp_path / "m.keras")], "exit 1 False", f"{missing}: --checkpoint"),
+        (["--variant", "drn-x", "--output", "m.keras"], "exit 2 False", "--variant must be"),
+    ):
+        result = run_python(code, "convert", "--checkpoint", missing, *argv, timeout=120)
+        assert result.stdout.strip().splitlines()[-1] == expected, result.stderr
+        assert message in result.stderr

@@ -113,6 +113,26 @@ def test_run_command_success_gets_the_config(capsys):
     assert status == 0 and seen == [(Example(rate=2.0), ["x"])]
 
 
+def test_run_command_shows_warnings_in_one_line_each(capsys):
+    import warnings
+
+    import numpy as np
+
+    def noisy(config, positionals):
+        warnings.simplefilter("always")
+        warnings.warn("first part\n  second part", UserWarning, stacklevel=1)
+        np.log(np.array([-1.0]))  # numpy's RuntimeWarning, with a source line by default
+
+    before = warnings.showwarning
+    assert run_command("prog", Example, noisy, []) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "prog: warning: first part second part (UserWarning)",
+        "prog: warning: invalid value encountered in log (RuntimeWarning)",
+    ]
+    assert warnings.showwarning is before  # put back afterwards
+
+
 def test_run_command_help_is_exit_0(capsys):
     assert run_command("prog", Example, lambda c, p: None, ["--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: prog")

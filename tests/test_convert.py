@@ -263,6 +263,7 @@ def converted(tmp_path_factory):
     return model, output
 
 
+@pytest.mark.slow
 @needs_reference
 def test_converted_outputs_match_pytorch(converted, reference_io):
     model, _ = converted
@@ -275,6 +276,7 @@ def test_converted_outputs_match_pytorch(converted, reference_io):
         np.testing.assert_allclose(got, reference_io[f"dual_{k}"], rtol=0, atol=1e-2)
 
 
+@pytest.mark.slow
 @needs_reference
 def test_converted_file_loads_in_one_call(converted, reference_io):
     model, output = converted
@@ -471,6 +473,7 @@ def test_truncated_file(tmp_path):
     truncated.write_bytes(raw[: len(raw) // 2])
     message = convert_error(tmp_path, truncated, **SMALL)
     assert str(truncated) in message and "checkpoint" in message
+    assert "truncated or corrupt checkpoint" in message and "not a PyTorch" not in message
 
 
 def test_truncated_storage(small_checkpoints, tmp_path):
@@ -809,3 +812,23 @@ def test_random_duals_are_recorded_in_the_saved_model(small_checkpoints, tmp_pat
         small_checkpoints["primal"], "drn-s", 4, with_duals, small_checkpoints["dual"], **SMALL
     )
     assert "duals" not in keras.saving.load_model(with_duals).info
+
+
+def test_random_duals_are_refused_where_the_closed_loop_counts(small_checkpoints, tmp_path, capsys):
+    from helpers import write_images
+
+    from drn_tf import cli
+
+    path = tmp_path / "no_duals.keras"
+    convert_checkpoint(small_checkpoints["primal"], "drn-s", 4, path, **SMALL)
+    lr = write_images(tmp_path / "lr", 2, seed=0, size=16)
+    hr = write_images(tmp_path / "hr", 2, seed=1, size=48)
+    adapt = ["adapt", "--model", str(path), "--paired-dir", str(hr), "--unpaired-dir", str(lr)]
+    evaluate = ["evaluate", "--lr-only", "--model", str(path), str(lr)]
+    for argv in ([*adapt, "--output", str(tmp_path / "run")], evaluate):
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert f"{path}: its dual networks are random (converted without --dual-checkpoint)" in err
+        assert "\n" not in err
+    assert not (tmp_path / "run").exists()
+    assert cli.main(["evaluate", "--model", str(path), str(hr)]) == 0  # HR scores need no duals

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -264,11 +265,11 @@ def test_empty_file_says_so(tmp_path):
         with pytest.raises(ImageReadError) as info:
             read_image(tmp_path / name)
         assert str(info.value) == f"{tmp_path / name}: empty file"
-    # Training skips it with the same reason.
+    # Training skips it with the same reason (beside its path, not after it again).
     save(noise(32, 32), tmp_path / "good.png")
     _, skipped = load_pyramids(tmp_path, 2, min_size=16, progress=False)
     assert {(p.name, r) for p, r in skipped} == {
-        (name, f"{tmp_path / name}: empty file") for name in ("empty.png", "empty.jpg")
+        (name, "empty file") for name in ("empty.png", "empty.jpg")
     }
 
 
@@ -312,6 +313,29 @@ def test_find_images(tmp_path):
     assert top == ["a.jpg", "b.PNG", "e.tiff", "f.bmp"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         find_images(tmp_path / "nowhere")
+
+
+def test_find_images_names_unreadable_folders(tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "a.gif").write_bytes(b"")  # read_image reads GIFs: folders hold them too
+    (tmp_path / "locked" / "b.png").write_bytes(b"")
+    scandir = os.scandir
+
+    def denied(path="."):  # tests run as root, who reads everything
+        if Path(path) == tmp_path / "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    reason = "cannot read the folder (Permission denied)"
+    with pytest.raises(OSError, match=f"^{tmp_path / 'locked'}: {re.escape(reason)}$"):
+        find_images(tmp_path)  # train, evaluate, degrade: an error, not silently fewer images
+    unreadable: list[tuple[Path, str]] = []
+    assert find_images(tmp_path, unreadable=unreadable) == [tmp_path / "a.gif"]
+    assert unreadable == [(tmp_path / "locked", reason)]
+    (tmp_path / "locked" / "b.png").unlink()
+    with pytest.raises(OSError, match=f"^{tmp_path / 'locked'}: "):
+        find_images(tmp_path / "locked", unreadable=[])  # the folder given: always an error
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,7 +782,7 @@ def test_other_lr_kinds_are_never_computed(tmp_path):
     (tmp_path / "HR").mkdir()
     save(noise(24, 24), tmp_path / "HR" / "a.png")
     save(noise(24, 24, seed=1), tmp_path / "HR" / "b.png")
-    with pytest.raises(ValueError, match=r"no HR/ and LR_nearest/X4/ folders"):
+    with pytest.raises(ValueError, match=r": no LR_nearest/X4/ folder \("):  # HR/ is there
         load_eval_pairs(tmp_path, 4, lr_kind="nearest")
     (tmp_path / "LR_nearest" / "X4").mkdir(parents=True)
     save(noise(6, 6, seed=2), tmp_path / "LR_nearest" / "X4" / "ax4.png")

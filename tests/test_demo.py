@@ -67,6 +67,7 @@ def test_demo_command_shows_each_packaged_scale(tiny, tiny_x2, tmp_path, monkeyp
 BARS = {2: {"gain": 2.0}, 4: {"Set5": 31.0, "Set14": 27.8}, 8: {"gain": 1.0}}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"benchmark data not found at {SHARED}")
 @pytest.mark.parametrize("scale", sorted(DEFAULT_MODEL_PATHS))
 def test_packaged_models_meet_their_bars_on_set5_and_set14(scale):
@@ -79,3 +80,10 @@ def test_packaged_models_meet_their_bars_on_set5_and_set14(scale):
     for name in ("Set5", "Set14"):
         bar = BARS[scale].get(name, bicubic[name]["psnr"] + BARS[scale].get("gain", 0.0))
         assert ours[name]["psnr"] >= bar, (name, ours[name]["psnr"], bar)
+
+
+def test_demo_names_the_scales_flag(tmp_path, capsys):
+    from drn_tf import cli
+
+    assert cli.main(["demo", "--output", str(tmp_path / "out"), "--scales", "3"]) == 2
+    assert "--scales must be a power of two (2, 4, 8, …), got 3" in capsys.readouterr().err

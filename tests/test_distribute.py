@@ -31,10 +31,11 @@ from helpers import (
 )
 
 from drn_tf import cli, distribute
+from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.image_sets import load_eval_pairs, load_lr_images, load_pyramids
 from drn_tf.metrics import psnr_y
 from drn_tf.models import build_drn, build_duals
-from drn_tf.training import DualRegressionModel, TrainConfig, train
+from drn_tf.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
@@ -126,6 +127,7 @@ def test_cli_multi_worker_without_a_good_tf_config_fails_before_reading_data(
     assert not Path(config["output"]).exists()
 
 
+@pytest.mark.slow
 def test_mirrored_on_one_device_says_so_and_is_the_one_device_run(tmp_path, capsys):
     config = tiny_config(tmp_path, steps=2)
     expected = one_device_run(tmp_path, config)
@@ -158,6 +160,7 @@ def test_each_worker_reads_its_own_share_of_the_files(tmp_path, loader):
     assert str(tmp_path / "a") in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_adapt_runs_under_mirrored(tiny, tmp_path, capsys):
     from test_adapt import adapt_config, as_flags
 
@@ -263,6 +266,7 @@ def mirrored_results(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_mirrored_refuses_a_batch_the_replicas_cannot_share(mirrored_results):
     assert mirrored_results["odd_batch"] == "--batch-size 3 is not a multiple of the 2 replicas"
 
@@ -278,6 +282,7 @@ def val_psnr_of(weights: list[np.ndarray], val_dir: str) -> float:
     return float(np.mean(scores))
 
 
+@pytest.mark.slow
 def test_mirrored_run_logs_global_means_and_the_validation_psnr(mirrored_results):
     one, mirrored = mirrored_results["one_device"], mirrored_results["mirrored"]
     rows = read_log(Path(mirrored["log"]))
@@ -290,6 +295,7 @@ def test_mirrored_run_logs_global_means_and_the_validation_psnr(mirrored_results
     assert float(rows[-1]["val_psnr"]) == pytest.approx(final, abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "policy, optimizer, tolerance",
     [("mixed_bfloat16", "SGD", 0.05), ("mixed_float16", "LossScaleOptimizer", 0.01)],
@@ -424,6 +430,7 @@ def multi_worker_run(tmp_path_factory):
     return {"root": root, "config": config, "workers": workers, "one": one_device_run(root, config)}
 
 
+@pytest.mark.slow
 def test_multi_worker_run_is_the_one_device_run(multi_worker_run):
     workers, one = multi_worker_run["workers"], multi_worker_run["one"]
     for position, (status, out, err, _) in enumerate(workers):
@@ -438,12 +445,14 @@ def test_multi_worker_run_is_the_one_device_run(multi_worker_run):
             np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_multi_worker_validation_is_the_same_number_on_every_worker(multi_worker_run):
     psnrs = [last_json(out)["val_psnr"] for _, out, _, _ in multi_worker_run["workers"]]
     assert len(psnrs[0]) == 2 and None not in psnrs[0]
     assert psnrs[0] == psnrs[1]  # exactly: one all-reduce of every worker's sums
 
 
+@pytest.mark.slow
 def test_only_the_chief_writes_the_run(multi_worker_run):
     root = multi_worker_run["root"]
     outputs = {p.name for p in Path(multi_worker_run["config"]["output"]).iterdir()}
@@ -453,6 +462,7 @@ def test_only_the_chief_writes_the_run(multi_worker_run):
     assert "training on" in chief_out and "training on" in other_out
 
 
+@pytest.mark.slow
 def test_a_worker_whose_cluster_never_completes_stops_with_one_line(tmp_path):
     # Two clusters of two, each with one worker missing: the coordination service's leader
     # (worker 0) and a worker waiting for an absent leader (worker 1).
@@ -492,6 +502,7 @@ def killed_and_resumed(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_run_cleanly(killed_and_resumed):
     (chief, chief_out, chief_err, _), (other, *_) = killed_and_resumed["killed"]
     assert other == 17
@@ -502,6 +513,7 @@ def test_a_killed_worker_stops_the_run_cleanly(killed_and_resumed):
     assert [row["step"] for row in killed_and_resumed["killed_log"]] == ["2", "4"]
 
 
+@pytest.mark.slow
 def test_restarted_workers_resume_at_the_last_checkpoint(killed_and_resumed):
     for status, _, err, _ in killed_and_resumed["resumed"]:
         assert status == 0, err[-3000:]

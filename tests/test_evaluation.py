@@ -228,8 +228,10 @@ def test_cli_evaluate_reports_skipped_files(plain_set, tmp_path, capsys):
     write_image(plain_set / "tiny.png", _smooth(5, 6, 7))
     output = tmp_path / "r.json"
     argv = ["evaluate", "--model", "bicubic", "--data", str(plain_set), "--json", str(output)]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+    assert cli.main(argv) == 1  # the rule of every command over many files (as upscale)
+    captured = capsys.readouterr()
+    out = captured.out
+    assert captured.err.strip().endswith("1 file(s) skipped (listed above); the others are done")
     assert "mine (2 images, 1 skipped)" in out
     assert f"skipped {plain_set / 'tiny.png'}: too small: 6x5 (WxH)" in out
     skipped = json.loads(output.read_text())["sets"]["mine"]["skipped"]
@@ -302,6 +304,17 @@ def test_cli_degrade_then_evaluate_on_nearest_lr(tmp_path, capsys):
     assert content["sets"]["set"]["psnr"] < bicubic  # nearest LR is the harder input
 
 
+def test_cli_degrade_writes_the_good_files_and_exits_1_for_a_skipped_one(tmp_path, capsys):
+    write_image(tmp_path / "HR" / "one.png", _smooth(24, 24, 1))
+    (tmp_path / "HR" / "junk.png").write_bytes(b"not an image")
+    argv = ["degrade", "--hr-dir", str(tmp_path), "--scale", "2", "--output", str(tmp_path)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert f"skipped {tmp_path / 'HR' / 'junk.png'}: not an image" in captured.err
+    assert captured.err.strip().endswith("1 file(s) skipped (listed above); the others are done")
+    assert (tmp_path / "LR_nearest" / "X2" / "onex2.png").is_file()
+
+
 def test_cli_degrade_usage_and_errors(tmp_path, capsys):
     assert cli.main(["degrade", "--kind", "box", "--hr-dir", "x", "--output", "y"]) == 2
     assert cli.main(["degrade", "--hr-dir", str(tmp_path)]) == 2
@@ -327,7 +340,7 @@ def test_closed_loop_readout_of_lr_only_folders(tiny, tmp_path, capsys):
     (lr_folder / "broken.png").write_bytes(b"no image")
     output = tmp_path / "loop.json"
     argv = ["evaluate", "--model", str(path), "--lr-only", str(lr_folder), "--json", str(output)]
-    assert cli.main(argv) == 0
+    assert cli.main(argv) == 1  # broken.png skipped; the others are measured and written
     result = json.loads(output.read_text())["sets"]["photos"]
     assert list(result["skipped"]) == [str(lr_folder / "broken.png")]
     for name, image in images.items():

@@ -3,11 +3,15 @@ agreement, calibration images, optional dependencies and the metadata JSON."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +127,63 @@ def test_staged_exporter_that_wrote_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_staged_sweeps_what_killed_exports_left(tmp_path):
+    dead, alive = _dead_pid(), os.getpid()
+    (tmp_path / "kept.onnx").write_text("complete")  # renamed aside, the new one then arrived
+    (tmp_path / f".kept.onnx.old.{dead}.0123abcd").write_text("replaced")
+    (tmp_path / f".lost.onnx.old.{dead}.0123abcd").write_text("the only copy")  # killed between
+    (tmp_path / f".lost.onnx.json.old.{dead}.0123abcd").write_text("{}")  # the two renames
+    (tmp_path / f".m.onnx.{dead}.9a1eacc9").write_text("half written")
+    (tmp_path / f".m.onnx.{dead}.9a1eacc9.json").write_text("{}")
+    for folder in (f".ir.{dead}.ffffffff", f".1.{dead}.00000000"):  # OpenVINO, TF Serving
+        (tmp_path / folder / "variables").mkdir(parents=True)
+        (tmp_path / folder / "variables" / "data").write_text("x")
+    running = tmp_path / f".other.onnx.{alive}.0123abcd"  # an export still running
+    running.write_text("in progress")
+    with base.staged(tmp_path / "new.onnx") as temp:
+        temp.write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["kept.onnx", "lost.onnx", "lost.onnx.json", "new.onnx", running.name]
+    )
+    assert (tmp_path / "lost.onnx").read_text() == "the only copy"
+    assert (tmp_path / "kept.onnx").read_text() == "complete"
+
+
+def test_staged_full_disk_names_the_destination_and_leaves_nothing(tmp_path):
+    output = tmp_path / "models" / "1"  # neither folder exists yet
+    with (
+        pytest.raises(base.ExportError) as error,
+        base.staged(output) as temp,
+    ):
+        temp.mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(error.value) == f"{output}: cannot write, no space left on device"
+    assert list(tmp_path.iterdir()) == []  # models/ was made for the export: removed too
+    with pytest.raises(ValueError, match="wrong"), base.staged(output):
+        raise ValueError("wrong")  # any other failure as it was
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("free", [4096, 1 << 30])
+def test_staged_a_bare_cpp_write_failure_on_a_full_disk(tmp_path, monkeypatch, free):
+    """OpenVINO's writer says only "basic_ios::clear: iostream error": a full disk when (almost)
+    nothing is left on the destination's filesystem, else the error as it was."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(base.shutil, "disk_usage", lambda path: usage._replace(free=free))
+    output = tmp_path / "ir"
+    expected = base.ExportError if free < 1 << 20 else RuntimeError
+    with pytest.raises(expected, match="no space left|iostream"), base.staged(output) as temp:
+        temp.mkdir()
+        raise RuntimeError("basic_ios::clear: iostream error")
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- check_destination -----------------------------------------------------------------------
 
 
@@ -173,9 +234,13 @@ def test_verify_records_every_probe_image():
     # a constant error of 1/64, exact in float32 on 0..255: 20·log10(255 · 64) dB
     records = base.verify(lambda x: _upscale_nearest(x) + 1 / 64, _upscale_nearest, 4, 60.0)
     names = [name for name, _ in base.probe_images(4)]
-    assert [r["input"] for r in records] == names and len(names) == 2
+    held_out = sorted(base.HELD_OUT_SET.glob("*.png"))
+    assert [r["input"] for r in records] == names and len(names) == 2 + len(held_out) >= 6
+    assert [n for n in names if n.startswith("held_out_")] == [
+        f"held_out_{p.stem}_64x64" for p in held_out
+    ]
     shapes = {tuple(r["shape"]) for r in records}
-    assert len(shapes) == 2 and all(s[0] == 1 and s[3] == 3 for s in shapes)
+    assert len(shapes) == 3 and all(s[0] == 1 and s[3] == 3 for s in shapes)
     assert any(s[1] % 2 == 1 for s in shapes)  # an odd size among the probes
     for record in records:
         assert record["psnr_db"] == pytest.approx(20 * math.log10(255 * 64), abs=1e-9)
@@ -232,8 +297,33 @@ def test_calibration_images_count_and_shapes(tmp_path):
     for crop in crops:
         assert crop.shape == (1, 16, 16, 3) and crop.dtype == np.float32
         assert crop.min() >= 0 and crop.max() <= 255
-    default = base.calibration_images([], scale=4, count=5, size=24)  # the bundled sample
-    assert len(default) == 5 and {c.shape for c in default} == {(1, 24, 24, 3)}
+
+
+def test_default_calibration_is_the_bundled_set_never_a_probe_image():
+    """No folders: the 32 bundled LR crops as they are, at any scale; none of them is (a crop
+    of) a verification photo, so int8 is verified on photos it was not calibrated on."""
+    files = sorted(base.CALIBRATION_SET.glob("*.png"))
+    assert len(files) == 32
+    for scale in (2, 4):
+        crops = base.calibration_images([], scale=scale)
+        assert len(crops) == 32 and {c.shape for c in crops} == {(1, 48, 48, 3)}
+        assert all(c.dtype == np.float32 for c in crops)
+    for crop, path in zip(crops, files, strict=True):
+        np.testing.assert_array_equal(crop[0], np.asarray(Image.open(path).convert("RGB")))
+    sources = {p.stem for p in files}
+    assert len({name.split("_")[0] for name in sources}) == 2  # BSD200 and T91 photos
+    assert sources.isdisjoint(p.stem for p in base.HELD_OUT_SET.glob("*.png"))
+    # No calibration crop appears inside any probe image (the sample photo, the held-out crops).
+    for _, probe in base.probe_images(4):
+        if min(probe.shape[1:3]) < 48:
+            continue  # the crop of the sample photo: the sample photo is checked whole
+        windows = np.lib.stride_tricks.sliding_window_view(probe[0], (48, 48, 3))
+        for crop in crops:
+            assert not np.any(np.all(windows == crop[0], axis=(-3, -2, -1)))
+    # Bundled files stay small, and their source file names every one.
+    assert sum(p.stat().st_size for p in files) < 500_000
+    listed = (base.CALIBRATION_SET / "SOURCE.md").read_text()
+    assert all(f"/{p.name} |" in listed for p in [*files, *base.HELD_OUT_SET.glob("*.png")])
 
 
 def test_calibration_images_bad_folders(tmp_path):
@@ -291,7 +381,8 @@ def test_finish_writes_the_metadata(tiny, tmp_path):
     assert versions["pytest"] == importlib.metadata.version("pytest")
     assert versions["numpy"] == np.__version__ and "python" in versions
     assert "tensorflow" in versions or "tensorflow-cpu" in versions
-    assert [r["floor_db"] for r in metadata["verification"]] == [45.0, 45.0]
+    assert [r["floor_db"] for r in metadata["verification"]] == [45.0] * len(base.probe_images(4))
+    assert metadata["verified_on"] == {"cpu": base.host_cpu()}
     assert metadata["timing"]["input_shape"] == [1, 128, 128, 3]
     assert metadata["artifact"] == str(tmp_path / "final.bin") and metadata["notes"] == ["a note"]
     summary = report.summary()
@@ -301,3 +392,43 @@ def test_finish_writes_the_metadata(tiny, tmp_path):
             format="test", source=source, staged_path=artifact, output=artifact,
             runner=base.keras_runner(source.model), precision="fp8", io={},
         )  # fmt: skip
+
+
+# --- strict metadata -------------------------------------------------------------------------
+
+
+def test_metadata_is_strict_json_with_null_for_an_infinite_psnr(tmp_path):
+    """Identical outputs have an infinite PSNR: ``null`` in the JSON (which JavaScript and jq
+    parse), ``inf`` in the summary; the strict reader refuses ``Infinity``/``NaN``."""
+    record = {"input": "x", "shape": [1, 2, 2, 3], **base.agreement(np.ones(3), np.ones(3))}
+    report = base.Report(
+        format="test",
+        artifact=str(tmp_path / "a.bin"),
+        precision="fp32",
+        model={},
+        io={"step": np.float32(1.5), "nan": math.nan},
+        verification=[{**record, "floor_db": 60.0}],
+        timing=None,
+        versions={},
+    )
+    text = report.to_json()
+    assert "Infinity" not in text and "NaN" not in text
+    (tmp_path / "a.bin.json").write_text(text)
+    metadata = base.read_metadata(tmp_path / "a.bin")
+    assert metadata["verification"][0]["psnr_db"] is None
+    assert metadata["io"] == {"step": 1.5, "nan": None}
+    assert "on x: inf dB" in report.summary()
+    (tmp_path / "a.bin.json").write_text('{"psnr_db": Infinity}')
+    with pytest.raises(base.ExportError, match=r"a.bin.json: Infinity is not JSON"):
+        base.read_metadata(tmp_path / "a.bin")
+
+
+def test_host_cpu_reads_proc_cpuinfo():
+    cpu = base.host_cpu()
+    assert set(cpu["features"]) <= set(base.CPU_FEATURES) and cpu["model"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    flags = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags"))
+    words = flags.split(":", 1)[1].split()
+    assert cpu["features"] == [f for f in base.CPU_FEATURES if f in words]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 from helpers import SET5, photo_batch
-from PIL import Image
 
+from drn_tf import serving
 from export import base, tflite
 
 MODES = list(tflite.QUANTIZATIONS)
@@ -34,19 +34,23 @@ def exports(default_source, tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_each_quantization_verifies_above_its_floor(exports, default_source, mode):
     report, path = exports(mode)
     floor = base.FLOORS_DB[tflite.QUANTIZATIONS[mode]]
     assert report.precision == tflite.QUANTIZATIONS[mode]
-    assert [r["floor_db"] for r in report.verification] == [floor, floor]
+    assert [r["floor_db"] for r in report.verification] == [floor] * len(base.probe_images(4))
     assert all(r["psnr_db"] >= floor for r in report.verification)
-    metadata = json.loads(base.metadata_path(path).read_text())
+    metadata = base.read_metadata(path)  # strict: no Infinity/NaN
     assert metadata["format"] == "tflite" and metadata["io"]["quantization"] == mode
-    assert metadata["verification"] == json.loads(json.dumps(report.verification))
+    assert metadata["verification"] == json.loads(base.strict_json(report.verification))
+    assert metadata["verified_on"] == {"cpu": base.host_cpu()}
+    assert tflite.embedded_metadata(path) == metadata  # the flatbuffer holds the same fields
     assert metadata["model"]["source_sha256"] == base.sha256_of(default_source.path)
 
 
+@pytest.mark.slow
 def test_quantized_sizes_and_tensor_types(exports):
     """float16 stores half-size weights, dynamic and int8 quarter-size ones; only int8 has
     int8 activations (the input of every CONV_2D)."""
@@ -73,25 +77,14 @@ def test_quantized_sizes_and_tensor_types(exports):
         assert {tensors[op["inputs"][0]]["dtype"] for op in convs} == {activation}, mode
 
 
-def test_default_calibration_is_the_sample_and_its_negative(tmp_path):
-    sample = base.calibration_images([], 4)
-    crops = tflite.calibration_inputs([], 4)
-    assert len(crops) == len(sample) >= 16
-    np.testing.assert_array_equal(crops[0::2], sample[0::2])
-    np.testing.assert_array_equal(crops[1::2], [255 - c for c in sample[1::2]])
-    # Folders given: their photos as they are.
-    Image.fromarray(np.uint8(base.probe_images(1)[0][1][0])).save(tmp_path / "photo.png")
-    given = tflite.calibration_inputs([tmp_path], 4)
-    np.testing.assert_array_equal(given, base.calibration_images([tmp_path], 4))
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", [(33, 47), (24, 40)], ids=["odd", "even"])
 def test_runs_in_litert_at_two_sizes_batch_2(exports, default_source, mode, size):
     _, path = exports(mode)
     interpreter = Interpreter(model_path=str(path))
     assert interpreter.get_signature_list() == {
-        "serving_default": {"inputs": ["images"], "outputs": ["output_0"]}
+        "serving_default": {"inputs": ["images"], "outputs": ["sr"]}
     }
     assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, -1, -1, 3]
     images = photo_batch(*size)
@@ -101,8 +94,11 @@ def test_runs_in_litert_at_two_sizes_batch_2(exports, default_source, mode, size
     assert output.dtype == np.float32
     floor = base.FLOORS_DB[tflite.QUANTIZATIONS[mode]]
     assert base.agreement(output, expected)["psnr_db"] >= floor
+    by_signature = interpreter.get_signature_runner("serving_default")(images=images)
+    np.testing.assert_array_equal(by_signature["sr"], output)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_only_builtin_operators(exports, mode):
     ops = tflite.op_names(exports(mode)[1])
@@ -117,11 +113,42 @@ def keras_set5_psnr(default_source) -> float:
     return base.task_psnr(base.keras_runner(default_source.model), 4, SET5)
 
 
-@pytest.mark.parametrize(("mode", "max_drop"), [("float16", 0.05), ("dynamic", 0.3), ("int8", 0.3)])
+DROPS = [("float16", 0.05), ("dynamic", 0.3), ("int8", 0.15)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "max_drop"), DROPS)
 def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, mode, max_drop):
     keras_psnr = keras_set5_psnr
     psnr = base.task_psnr(tflite.litert_runner(exports(mode)[1]), 4, SET5)
     assert keras_psnr - psnr <= max_drop, (keras_psnr, psnr)
+
+
+@pytest.mark.slow
+def test_uint8_io_runs_on_pixels(default_source, keras_set5_psnr, tmp_path):
+    """``--io uint8``: full int8 with uint8 pixels in and out (scale 1, zero point 0), which
+    LiteRT runs within the int8 floor of Keras's pixels and Set5 as the float-I/O int8."""
+    path = tmp_path / "drn_uint8.tflite"
+    report = tflite.export_tflite(
+        default_source, path, quantization="int8", io="uint8", timing_runs=0
+    )
+    assert all(r["psnr_db"] >= base.FLOORS_DB["int8"] for r in report.verification)
+    metadata = base.read_metadata(path)
+    assert metadata["io"]["input"]["dtype"] == metadata["io"]["output"]["dtype"] == "uint8"
+    interpreter = Interpreter(model_path=str(path))
+    (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert given["dtype"] == returned["dtype"] == np.uint8
+    assert given["quantization"] == returned["quantization"] == (1.0, 0)
+    assert np.float32 not in {t["dtype"] for t in interpreter.get_tensor_details()}
+    images = photo_batch(33, 47)
+    pixels = images.astype(np.uint8)
+    np.testing.assert_array_equal(pixels, images)  # the photo is whole pixel values
+    output = interpreter.get_signature_runner("serving_default")(images=pixels)["sr"]
+    expected = serving.to_pixels(base.keras_runner(default_source.model)(images)).numpy()
+    assert output.dtype == np.uint8 and output.shape == expected.shape == (2, 132, 188, 3)
+    assert base.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["int8"]
+    psnr = base.task_psnr(tflite.litert_runner(path), 4, SET5)
+    assert keras_set5_psnr - psnr <= 0.15, (keras_set5_psnr, psnr)
 
 
 def test_empty_calibration_range_is_widened(tmp_path):
@@ -143,13 +170,14 @@ def test_empty_calibration_range_is_widened(tmp_path):
     np.testing.assert_allclose(output, np.full((1, 12, 10, 3), 50.0), atol=50 / 255)
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, capsys):
     output = tmp_path / "out" / "drn.tflite"
     argv = ["--output", str(output), "--quantization", "dynamic", "--threads", "1"]
     assert tflite.main([*argv, "--timing-runs", "1"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {output} (tflite, int8)" in printed and "latency on 128x128" in printed
-    metadata = json.loads(base.metadata_path(output).read_text())
+    metadata = base.read_metadata(output)
     assert metadata["io"]["quantization"] == "dynamic" and "1 threads" in metadata["notes"][0]
     assert metadata["timing"]["artifact_ms"] > 0 and metadata["timing"]["keras_ms"] > 0
     assert sorted(p.name for p in output.parent.iterdir()) == ["drn.tflite", "drn.tflite.json"]
@@ -170,7 +198,7 @@ def test_flag_errors(tmp_path, capsys):
     assert "--quantization" in capsys.readouterr().err
     assert tflite.main(["--quantization", "int8"]) == 2
     assert "--output is required" in capsys.readouterr().err
-    for argv in (["--calibration-data", str(tmp_path)], ["--threads", "0"]):
+    for argv in (["--calibration-data", str(tmp_path)], ["--threads", "0"], ["--io", "uint8"]):
         assert tflite.main(["--output", output, *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and argv[0] in err
@@ -203,6 +231,7 @@ def test_missing_litert_names_the_extra(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "ai-edge-litert" in err and "pip install" in err
 
 
+@pytest.mark.slow
 def test_command_prints_our_lines_only(tmp_path):
     """A user sees the report, not LiteRT's delegate notice or the quantizer's C++ settings;
     `-v` brings them back."""

@@ -182,6 +182,7 @@ def route2_onnx(default_source, tmp_path_factory):
     return made
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", trt.PRECISIONS)
 def test_onnx_uses_only_tensorrt_supported_operators(route2_onnx, precision):
     _, path = route2_onnx[precision]
@@ -198,6 +199,19 @@ def test_onnx_uses_only_tensorrt_supported_operators(route2_onnx, precision):
             assert zero_point.dtype == np.int8 and not zero_point.any()  # TensorRT: symmetric
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", trt.PRECISIONS)
+def test_onnx_passes_the_full_checker_and_holds_its_metadata(route2_onnx, precision):
+    """The fp16 one failed ("nodes must be topologically sorted": the float16 converter
+    appends its input Casts last)."""
+    _, path = route2_onnx[precision]
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    metadata = base.read_metadata(path)  # strict JSON
+    assert onnx_export.embedded_metadata(path) == metadata
+    assert metadata["precision"] == precision and metadata["format"] == "onnx-for-tensorrt"
+
+
+@pytest.mark.slow
 def test_fp32_onnx_is_the_plain_export(route2_onnx):
     report, path = route2_onnx["fp32"]
     assert report.format == "onnx-for-tensorrt" and "route: onnx-only" in report.notes
@@ -205,6 +219,7 @@ def test_fp32_onnx_is_the_plain_export(route2_onnx):
     assert "QuantizeLinear" not in {op for _, op in onnx_export.op_types(path)}
 
 
+@pytest.mark.slow
 def test_fp16_onnx_is_float16_inside_float32_outside(route2_onnx):
     _, path = route2_onnx["fp16"]
     graph = onnx.load(str(path)).graph
@@ -216,6 +231,7 @@ def test_fp16_onnx_is_float16_inside_float32_outside(route2_onnx):
         assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+@pytest.mark.slow
 def test_int8_onnx_quantizes_the_feature_convolutions(route2_onnx):
     _, path = route2_onnx["int8"]
     graph = onnx.load(str(path)).graph
@@ -249,12 +265,13 @@ def test_int8_needs_calibration_data(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 @pytest.mark.parametrize("size", [(33, 47), (24, 40)], ids=["odd", "even"])
 def test_onnx_agrees_with_keras_above_its_floor(route2_onnx, default_source, precision, size):
     report, path = route2_onnx[precision]
     floor = base.FLOORS_DB[precision]
-    assert [r["floor_db"] for r in report.verification] == [floor, floor]
+    assert [r["floor_db"] for r in report.verification] == [floor] * len(base.probe_images(4))
     assert all(r["psnr_db"] >= floor for r in report.verification)
     _, lr = base.probe_images(4)[0]
     h, w = size
@@ -266,6 +283,7 @@ def test_onnx_agrees_with_keras_above_its_floor(route2_onnx, default_source, pre
     assert floor <= psnr < 100  # reduced precision: close, but not the fp32 graph
 
 
+@pytest.mark.slow
 def test_onnx_metadata(route2_onnx):
     _, path = route2_onnx["int8"]
     metadata = json.loads(base.metadata_path(path).read_text())
@@ -306,6 +324,7 @@ def test_calibration_batches_are_real_photo_crops(folders):
 # --- route 2 wiring, with the GPU parts faked ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_route_2_flow_with_a_fake_engine(monkeypatch, tiny, tmp_path, capsys):
     """Route 2 end to end with the two GPU steps replaced: the "engine" is the ONNX run in
     onnxruntime. Checks what reaches the builder and what the report says."""

@@ -57,3 +57,27 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     assert remove_stale_temp_files(tmp_path, recursive=True) == [stale[2]]
     assert all(path.exists() for path in kept)
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_a_legal_long_name_gets_a_legal_temporary_name(tmp_path):
+    target = tmp_path / ("a" * 250 + ".png")  # 254 bytes: legal
+    with atomic_path(target) as temp:
+        assert len(temp.name) < 80
+        temp.write_bytes(b"png")
+    assert target.read_bytes() == b"png"
+    # Such a temporary file of a killed writer is still recognised and swept.
+    stale = temp.with_name(temp.name.replace(f".{os.getpid()}.", f".{dead_pid()}."))
+    stale.write_bytes(b"half")
+    assert remove_stale_temp_files(tmp_path) == [stale] and list(tmp_path.iterdir()) == [target]
+
+
+def test_upscale_of_a_long_file_name(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from drn_tf.inference import upscale_files
+
+    source = tmp_path / ("p" * 236 + ".png")  # its output, ppp…_x4.png, is 243 bytes
+    Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(source)
+    summary = upscale_files([source], tmp_path / "out", "bicubic", progress=False)
+    assert summary.failed == [] and [p.name for p in summary.written] == ["p" * 236 + "_x4.png"]

@@ -77,6 +77,7 @@ def test_load_model_computes_in_the_global_policy(tiny, tmp_path):
     np.testing.assert_array_equal(loaded.primal(lr)[-1], tiny[0].primal(lr)[-1])
 
 
+@pytest.mark.slow
 def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, monkeypatch, tmp_path):
     monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     image = _image(5, 6)
@@ -93,8 +94,9 @@ def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, monkeypatch, tmp_path
     np.testing.assert_array_equal(read_image(tmp_path / "b" / "a_x3.png"), imresize(image, 3))
 
 
+@pytest.mark.slow
 def test_load_model_reads_training_files(tiny, tmp_path):
-    from drn_tf.training import DualRegressionModel
+    from drn_tf.dual_regression import DualRegressionModel
 
     path = save_model_atomic(DualRegressionModel.from_drn(tiny[0]), tmp_path / "model.keras")
     loaded = inference.load_model(path)

@@ -47,6 +47,7 @@ def paper_models():
     return {key: (build_drn(*key), build_duals(*key)) for key in PAPER}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(PAPER), ids=lambda k: f"{k[0]}-x{k[1]}")
 def test_paper_parameter_counts(paper_models, key):
     primal, duals = paper_models[key]
@@ -62,6 +63,7 @@ def test_paper_parameter_counts(paper_models, key):
     assert sum(int(np.prod(w.shape)) for w in primal.trainable_weights) == n_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(PAPER), ids=lambda k: f"{k[0]}-x{k[1]}")
 def test_paper_structure(paper_models, key):
     primal, _ = paper_models[key]
@@ -331,3 +333,18 @@ def test_mixed_bfloat16_outputs_are_float32_and_close(mixed_bfloat16):
     assert not np.array_equal(got[-1], want[-1])  # bfloat16 was really used
     for k, dual in enumerate(mixed_duals):
         assert np.asarray(dual(got[k + 1])).dtype == np.float32
+
+
+def test_export_as_keras_users_call_it(tmp_path):
+    """``model.export(path)`` with no signature: any batch, height and width, every level."""
+    import tensorflow as tf
+
+    model = build_drn_bundle("drn-s", 4, **SMALL)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    for shape in ((1, 5, 7, 3), (2, 9, 4, 3)):
+        x = images(shape, seed=3)
+        got, want = as_numpy(served.serve(x)), as_numpy(model(x))
+        assert [a.shape for a in got] == [b.shape for b in want]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-3)

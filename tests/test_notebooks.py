@@ -31,6 +31,7 @@ EXPECTED_FILES = {
         "runs/exported/drn_none.tflite",
         "runs/exported/openvino_fp32/model.xml",
     ],
+    "5_video.ipynb": ["runs/video/clip_x4.mp4", "runs/video_adapt/model.keras"],
 }
 
 
@@ -76,6 +77,7 @@ def _tree(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if "__pycache__" not in p.parts}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_names(NOTEBOOKS))
 def test_runs_end_to_end(path: Path, jupyter_dir: Path, tmp_path: Path, monkeypatch):
     work = tmp_path / "work"

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -38,15 +39,11 @@ from helpers import (
 )
 from PIL import Image
 
+import drn_tf
 from drn_tf import cli
+from drn_tf.dual_regression import DualRegressionModel, pyramid_loss
 from drn_tf.models import DRN, build_drn, build_duals, save_model_atomic
-from drn_tf.training import (
-    DualRegressionModel,
-    TrainConfig,
-    pyramid_loss,
-    resolve_precision,
-    train,
-)
+from drn_tf.training import TrainConfig, resolve_precision, train
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
@@ -100,6 +97,7 @@ def reference_io():
         return {key: data[key] for key in data.files}
 
 
+@pytest.mark.slow
 def test_reference_step_matches_pytorch(reference_io):
     from drn_tf.convert import load_authors_weights
 
@@ -397,7 +395,8 @@ def check_skipped_then_recovers(model, where):
     logs = model.train_on_batch(*poisoned_batch(where, seed=41), return_dict=True)
     assert int(model.skipped_steps.numpy()) == skipped + 1
     assert logs["skipped_steps"] == skipped + 1
-    assert all(np.isfinite(logs[k]) for k in ("loss", "primal_loss", "dual_loss"))
+    # train_on_batch starts its metrics afresh: no finite step, so the losses are NaN, not 0.
+    assert all(np.isnan(logs[k]) for k in ("loss", "primal_loss", "dual_loss"))
     for before, after in zip(weights, snapshot(model.trainable_variables), strict=True):
         np.testing.assert_array_equal(after, before)
     for before, after in zip(state, snapshot(optimizer.variables), strict=True):
@@ -418,6 +417,81 @@ def test_non_finite_step_is_skipped(adam_model, where):
     check_skipped_then_recovers(adam_model, where)
 
 
+def _diverging_optimizer(config):
+    """Adam at the run's learning rate for 3 steps, then at 1e6: the weights blow up."""
+    rate = keras.optimizers.schedules.PiecewiseConstantDecay([2], [config.learning_rate, 1e6])
+    return keras.optimizers.Adam(rate)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("val", [True, False])
+def test_a_diverged_run_stops_and_keeps_the_last_finite_epoch(tmp_path, monkeypatch, val):
+    from drn_tf import training
+
+    monkeypatch.setattr(training, "make_optimizer", _diverging_optimizer)
+    config = tiny_config(tmp_path, steps=30, steps_per_epoch=2)
+    if not val:
+        config["val_dir"] = []
+    with pytest.raises(training.TrainingDiverged) as error:
+        train(TrainConfig(**config))
+    message = str(error.value)
+    assert message.startswith("training diverged by step ") and "\n" not in message
+    run = Path(config["output"])
+    assert not (run / "model.keras").exists()
+    # Epoch 0 (steps 1-2) was finite and saved; nothing after it was.
+    rows = read_log(run / "log.csv")
+    assert [row["epoch"] for row in rows] == ["0"] and np.isfinite(float(rows[0]["loss"]))
+    latest = training.load_model(run / "latest.keras")
+    assert all(np.isfinite(w).all() for w in latest.get_weights() if w.dtype.kind == "f")
+    # Step 4 diverged; the end of its epoch sees the non-finite output.
+    assert "by step 4: its output on a test image is not finite" in message
+
+
+def test_divergence_is_ten_skipped_steps_in_a_row_or_non_finite_weights():
+    from drn_tf.training import StopWhenDiverged, TrainingDiverged
+
+    model = small_model(seed=6)
+    stop = StopWhenDiverged(steps_per_epoch=100)
+    stop.set_model(model)
+    stop.on_train_begin()
+    stop.on_epoch_begin(0)
+    for batch in range(9):  # nine skipped steps, then a good one: the count starts again
+        model.skipped_steps.assign_add(1)
+        stop.on_train_batch_end(batch)
+    stop.on_train_batch_end(9)
+    for batch in range(10, 19):
+        model.skipped_steps.assign_add(1)
+        stop.on_train_batch_end(batch)
+    model.skipped_steps.assign_add(1)
+    with pytest.raises(TrainingDiverged, match="by step 20: the last 10 steps had a non-fin"):
+        stop.on_train_batch_end(19)
+    weights = model.primal.get_weights()
+    weights[-1][...] = np.inf
+    model.primal.set_weights(weights)
+    model.skipped_steps.assign_add(1)
+    with pytest.raises(TrainingDiverged, match="by step 21: its weights are no longer finite"):
+        stop.on_train_batch_end(20)
+
+
+@pytest.mark.slow
+def test_a_model_with_non_finite_weights_is_refused(tiny, tmp_path, capsys):
+    model = drn_tf.build_drn_bundle("drn-s", 4, **SMALL)
+    weights = model.primal.get_weights()
+    weights[0][..., 0] = np.nan
+    model.primal.set_weights(weights)
+    path = save_model_atomic(model, tmp_path / "nan.keras")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    upscale = ["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]
+    evaluate = ["evaluate", str(write_images(tmp_path / "hr", 1, seed=0, size=16))]
+    for argv in (upscale, evaluate):
+        assert cli.main([*argv, "--model", str(path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"{path}: the model's weights are not all finite (NaN or inf)")
+        assert "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
 def test_package_keeps_the_networks_and_drops_the_training_state(tmp_path):
     # The best.keras of a mixed_bfloat16 run: bf16 layers, Adam moments, training state.
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -444,6 +518,7 @@ def test_package_keeps_the_networks_and_drops_the_training_state(tmp_path):
     assert cli.main(["package", "--model", str(trained), "--output", str(tmp_path / "a.h5")]) == 2
 
 
+@pytest.mark.slow
 def test_non_finite_loss_is_skipped_with_a_loss_scale_optimizer():
     # A LossScaleOptimizer under the float32 policy takes the same train_step branch as
     # mixed_float16, without float16 overflows muddying which steps are skipped.
@@ -473,7 +548,7 @@ MIRRORED_SCRIPT = """
     import keras
 
     from drn_tf.models import build_drn, build_duals
-    from drn_tf.training import DualRegressionModel
+    from drn_tf.dual_regression import DualRegressionModel
 
     SMALL = {"n_blocks": 1, "n_feats": 4}
     rng = np.random.default_rng(0)
@@ -548,10 +623,12 @@ def check_mirrored(results: dict):
     assert results["loss"][1] == pytest.approx(results["loss"][0], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_single_device_step(mirrored_results):
     check_mirrored(mirrored_results["sgd"])
 
 
+@pytest.mark.slow
 def test_mirrored_step_with_loss_scale_optimizer_equals_single_device_step(mirrored_results):
     # The LossScaleOptimizer branch (mixed_float16) decides in a cross-replica context.
     check_mirrored(mirrored_results["loss_scale_sgd"])
@@ -600,6 +677,7 @@ def resumed_run(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_killed_run_died_after_two_epochs(resumed_run):
     killed = resumed_run["killed"]
     assert killed.returncode == 17, killed.stderr[-3000:]
@@ -608,6 +686,7 @@ def test_killed_run_died_after_two_epochs(resumed_run):
     assert "model.keras" not in resumed_run["killed_files"]
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_where_it_stopped(resumed_run):
     run, model = resumed_run["run"], resumed_run["model"]
     assert f"resuming run {run} at step 4" in resumed_run["stdout"]
@@ -625,6 +704,7 @@ def test_resumed_run_continues_where_it_stopped(resumed_run):
     assert int(model.skipped_steps.numpy()) == 0
 
 
+@pytest.mark.slow
 def test_tensorboard_has_every_epoch_and_the_resume(resumed_run):
     """Epoch scalars and samples at the end of every epoch (steps 2, 4, 5), though no step is
     a multiple of 50; the resume is noted at the step it resumed at."""
@@ -644,6 +724,7 @@ def test_tensorboard_has_every_epoch_and_the_resume(resumed_run):
     assert step == 4 and "resuming run" in note and "step 4" in note
 
 
+@pytest.mark.slow
 def test_run_writes_its_outputs(resumed_run):
     run, model = resumed_run["run"], resumed_run["model"]
     for name in ("model.keras", "latest.keras", "best.keras", "log.csv", "curves.png", "run.json"):
@@ -695,6 +776,7 @@ def dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow
 def test_steps_shorter_than_an_epoch_are_exact(finished_run):
     # --steps 3 with --steps-per-epoch 1000: 3 steps, not 1000.
     assert int(finished_run["model"].optimizer.iterations.numpy()) == 3
@@ -704,6 +786,7 @@ def test_steps_shorter_than_an_epoch_are_exact(finished_run):
     assert (finished_run["run"] / "curves.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "changes, differences",
     [
@@ -739,6 +822,7 @@ def test_a_different_run_is_refused_before_loading_data(
     assert listing(run) == before  # nothing touched
 
 
+@pytest.mark.slow
 def test_the_same_run_resumes_whatever_the_cosmetic_flags(finished_run, tmp_path, capsys):
     # Same run, other cosmetic flags and the folders spelt differently: it resumes, at its end.
     config = copy_run(
@@ -768,6 +852,7 @@ def test_the_same_run_resumes_whatever_the_cosmetic_flags(finished_run, tmp_path
         np.testing.assert_array_equal(ours, saved)
 
 
+@pytest.mark.slow
 def test_a_run_without_run_json_is_refused_and_overwrite_starts_afresh(finished_run, tmp_path):
     config = copy_run(finished_run, tmp_path)
     run = Path(config["output"])
@@ -821,6 +906,7 @@ def test_run_log_keeps_one_column_set(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_plot_curves_skips_values_that_are_not_numbers(tmp_path):
     from drn_tf.training import _numbers, plot_curves
 
@@ -915,13 +1001,18 @@ def test_unwritable_output_is_refused_up_front(tmp_path):
         locked.chmod(0o755)
 
 
-def test_cli_train_help_and_missing_folder(capsys):
+def test_cli_train_help_and_missing_folder(tmp_path, capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     for flag in ("--train-dir", "--patch-size", "--precision", "--steps-per-epoch"):
         assert flag in out
-    assert cli.main(["train"]) == 1
+    assert cli.main(["train"]) == 2  # a wrong flag, as the README promises: exit 2
     assert "no training folder" in capsys.readouterr().err
+    images = str(write_images(tmp_path / "images", 1, seed=0, size=8))
+    assert cli.main(["train", "--train-dir", images, "--learning-rate", "0"]) == 2
+    assert "--learning-rate must be positive, got 0.0" in capsys.readouterr().err
+    assert cli.main(["train", "--train-dir", str(tmp_path / "nope")]) == 1  # a missing folder
+    assert "folder does not exist" in capsys.readouterr().err
 
 
 def test_init_starts_from_a_saved_model(tiny):
@@ -937,7 +1028,92 @@ def test_init_starts_from_a_saved_model(tiny):
             np.testing.assert_array_equal(ours, saved)
     with pytest.raises(ValueError, match="×4 model, but --scale is 8"):
         build_model(TrainConfig(train_dir=["unused"], init=str(path), scale=8))
+    for flag, value in (("n_feats", 8), ("n_blocks", 2), ("variant", "drn-l")):
+        with pytest.raises(ValueError) as error:  # the run.json would say what is not trained
+            build_model(TrainConfig(train_dir=["unused"], init=str(path), **{flag: value}))
+        assert str(error.value) == (
+            f"{path}: a drn-s model (--n-blocks 1, --n-feats 4), but "
+            f"--{flag.replace('_', '-')} is {value}; match it or leave it out"
+        )
+    build_model(TrainConfig(train_dir=["unused"], init=str(path), n_feats=4, n_blocks=1))
     plain = path.with_name("plain.keras")
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(plain)
     with pytest.raises(ValueError, match="not a DRN"):
         build_model(TrainConfig(train_dir=["unused"], init=str(plain)))
+
+
+# --------------------------------------------------------------------------------------------
+# Keras habits: compile's loss and metrics, the global dtype policy
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"loss": "mae"}, r"its own loss.*dual_weight= and unpaired_loop="),
+        ({"loss_weights": [1.0]}, "no loss or loss_weights"),
+        ({"metrics": ["mae"]}, r"its own metrics.*no metrics or weighted_metrics"),
+        ({"weighted_metrics": ["mae"]}, "no metrics or weighted_metrics"),
+    ],
+)
+def test_compile_refuses_a_loss_or_metrics_it_would_ignore(arguments, message):
+    model = small_model()
+    with pytest.raises(ValueError, match=message):
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), **arguments)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    assert model.run_eagerly and isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+@pytest.mark.slow
+def test_a_saved_compiled_model_loads_compiled(tmp_path):
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.train_on_batch(*pyramid_batch())
+    path = save_model_atomic(model, tmp_path / "compiled.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when it skips compiling a custom compile()
+        loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer, keras.optimizers.Adam)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert int(loaded.optimizer.iterations.numpy()) == 1  # its state came back too
+
+
+def test_train_leaves_the_global_policy_as_it_found_it(tmp_path, monkeypatch):
+    from drn_tf import training
+
+    keras.config.set_dtype_policy("mixed_float16")  # the caller's, unlike the run's
+    config = tiny_config(tmp_path, precision="mixed_bfloat16", steps=1, val_dir=[])
+    model = train(TrainConfig(**config))
+    assert model.primal.get_layer("head").dtype_policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "mixed_float16"
+
+    def fails(*args):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"  # set by the run
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(training, "_load_data", fails)
+    with pytest.raises(OSError, match="disk gone"):
+        train(TrainConfig(**{**config, "output": str(tmp_path / "failed")}))
+    assert keras.config.dtype_policy().name == "mixed_float16"
+
+
+@pytest.mark.slow
+def test_the_progress_bar_of_a_short_last_epoch_counts_its_steps(tmp_path, capsys):
+    config = tiny_config(tmp_path, steps=3, steps_per_epoch=2, val_dir=[], progress=2)
+    train(TrainConfig(**config))
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if " - loss" in line or line.startswith("Epoch")]
+    assert lines[0] == "Epoch 1/2" and lines[1].startswith("2/2 - ")
+    assert lines[2] == "Epoch 2/2" and lines[3].startswith("1/1 - "), out
+
+
+@pytest.mark.slow
+def test_skipped_training_images_are_one_plain_line_each(tmp_path, capsys):
+    config = tiny_config(tmp_path, steps=1, val_dir=[])
+    junk = Path(config["train_dir"][0]) / "junk.png"
+    junk.write_bytes(b"not an image")
+    train(TrainConfig(**config))
+    err = capsys.readouterr().err
+    assert f"skipped {junk}: not an image file (PIL cannot identify it)\n" in err
+    assert "WARNING" not in err
+    assert all(line.count(str(junk)) <= 1 for line in err.splitlines())  # not path: path: …

@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image, ImageCms
 
 import drn_tf
+import export.runtime
 from drn_tf import cli, images, inference, precision, serving
 from drn_tf.degrade import imresize
 from drn_tf.images import FORMAT_SUFFIXES, Picture, _lzw_decode, load_picture, save_picture
@@ -328,7 +329,8 @@ def test_a_4d_array_is_a_batch_and_a_pil_image_an_image(tiny):
 
 
 def test_top_level_api(tiny):
-    assert drn_tf.upscale is inference.upscale and drn_tf.load_model is inference.load_model
+    # drn_tf.upscale is inference.upscale with a runtime choice (Keras by default).
+    assert drn_tf.upscale is export.runtime.upscale and drn_tf.load_model is inference.load_model
     image = _image(4, 5)
     via_path = drn_tf.upscale(image, str(tiny[1]), precision="float32")
     np.testing.assert_array_equal(via_path, drn_tf.upscale(image, tiny[0], precision="float32"))
@@ -468,6 +470,22 @@ def test_per_file_failures_are_named_and_the_rest_is_done(tiny, tmp_path, capsys
     assert "3 failed" in summary.line()
 
 
+def test_a_symlink_loop_fails_alone_and_the_good_images_are_upscaled(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_image(4, 4)).save(src / "good.png")
+    (src / "a.png").symlink_to("b.png")
+    (src / "b.png").symlink_to("a.png")
+    argv = ["upscale", str(src), "--output", str(tmp_path / "out"), "--model", "bicubic"]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert (tmp_path / "out" / "good_x4.png").is_file()
+    assert f"failed {src / 'a.png'}: symbolic link loop" in captured.err
+    assert f"failed {src / 'b.png'}: symbolic link loop" in captured.err
+    assert "Traceback" not in captured.err and "RuntimeError" not in captured.err
+    assert "2 failed" in captured.out
+
+
 def test_output_folder_inside_and_above_the_inputs(tiny, tmp_path, monkeypatch):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
@@ -485,6 +503,79 @@ def test_output_folder_inside_and_above_the_inputs(tiny, tmp_path, monkeypatch):
     assert len(inside.written) == 2 and (photos / "sub" / "out" / "a_x4.png").is_file()
     above = _files(tiny, [photos / "sub"], tmp_path)  # above the inputs
     assert above.written == [tmp_path / "b_x4.png"]
+
+
+def test_earlier_outputs_of_any_scale_are_skipped_and_look_alikes_are_not(tiny, tiny_x2, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_image(4, 4, seed=1)).save(photos / "a.png")
+    Image.fromarray(_image(4, 4, seed=2)).save(photos / "scan_x4.jpg")  # a user's photo
+    first = _files(tiny, [photos], photos / "out")
+    assert sorted(p.name for p in first.written) == ["a_x4.png", "scan_x4_x4.png"]
+    x2 = inference.load_model(tiny_x2)
+    second = inference.upscale_files([photos], photos / "out", x2, progress=False)
+    assert sorted(p.relative_to(photos).as_posix() for p in second.written) == [
+        "out/a_x2.png",
+        "out/scan_x4_x2.png",
+    ]
+    assert sorted(second.earlier_outputs) == sorted(first.written)  # not out/out/a_x4_x2.png
+    assert f"2 earlier output(s) in the inputs skipped (first: {photos / 'out'}" in second.line()
+    # Beside their source (an output folder = the input folder, earlier): outputs too.
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    Image.fromarray(_image(4, 4, seed=3)).save(beside / "b.jpg")
+    Image.fromarray(_image(16, 16, seed=3)).save(beside / "b_x4.png")
+    third = inference.upscale_files([beside], tmp_path / "elsewhere", x2, progress=False)
+    assert [p.name for p in third.written] == ["b_x2.png"]
+    assert third.earlier_outputs == [beside / "b_x4.png"]
+
+
+def _unreadable(monkeypatch, folder: Path) -> None:
+    """``folder`` cannot be listed, as for a user without read permission (tests run as root,
+    who reads everything)."""
+    scandir = os.scandir
+
+    def denied(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+
+
+def test_unreadable_folders_are_named_and_exit_1(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "in"
+    (src / "locked").mkdir(parents=True)
+    Image.fromarray(_image(4, 4)).save(src / "good.png")
+    Image.fromarray(_image(4, 4)).save(src / "locked" / "hidden.png")
+    _unreadable(monkeypatch, src / "locked")
+    argv = ["upscale", str(src), "--output", str(tmp_path / "out"), "--model", "bicubic"]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert f"failed {src / 'locked'}: cannot read the folder (Permission denied)" in captured.err
+    assert (tmp_path / "out" / "good_x4.png").is_file() and "1 failed" in captured.out
+    _unreadable(monkeypatch, src)  # the input folder itself
+    assert cli.main([*argv, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip().splitlines()[-1].endswith(f"{src}: cannot read the folder (Permission denied)")
+    )
+    assert "no image files" not in err
+
+
+def test_animations_and_multi_page_files_say_only_the_first_frame_is_upscaled(tmp_path, capsys):
+    frames = [Image.fromarray(_image(4, 4, seed=s)) for s in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:2])
+    frames[0].save(tmp_path / "still.png")
+    # A folder holds GIFs as a file given alone is one (they were left out of folders).
+    summary = inference.upscale_files([tmp_path], tmp_path / "out", "bicubic", progress=False)
+    assert len(summary.written) == 3
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note")]
+    assert notes == [
+        f"note {tmp_path / 'out' / 'anim_x4.png'}: only the first of its 3 frames was upscaled",
+        f"note {tmp_path / 'out' / 'pages_x4.png'}: only the first of its 2 frames was upscaled",
+    ]
 
 
 def test_existing_outputs_are_kept_unless_overwrite(tiny, tmp_path):
@@ -573,6 +664,7 @@ def test_cli_and_api_give_the_same_pixels(tiny, tmp_path):
     source = tmp_path / "comic.jpg"  # a real photo as users have them: a JPEG, cropped
     Image.open(SHARED / "Set14" / "HR" / "comic.png").crop((40, 60, 160, 150)).save(source)
     argv = ["upscale", str(source), "--output", str(tmp_path / "o"), "--model", str(tiny[1])]
+    argv += ["--runtime", "keras"]  # the API's default; other runtimes: tests/test_runtimes.py
     assert cli.main([*argv, "--tile", "48", "--tile-overlap", "12", "--self-ensemble"]) == 0
     api = drn_tf.upscale(
         load_picture(source).pixels, tiny[0], tile=48, tile_overlap=12, self_ensemble=True
@@ -624,7 +716,14 @@ def test_cli_out_of_memory_is_reported_per_file(tiny, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(inference, "_runner", exhausted)
     Image.fromarray(_image(40, 30)).save(tmp_path / "a.png")
-    argv = ["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]
+    argv = [
+        "upscale",
+        str(tmp_path / "a.png"),
+        "--output",
+        str(tmp_path / "o"),
+        "--runtime",
+        "keras",
+    ]
     assert cli.main([*argv, "--model", str(tiny[1]), "--tile", "16", "--tile-overlap", "4"]) == 1
     err = capsys.readouterr().err
     assert "out of memory upscaling a 30x40 image in tiles of 16 pixels" in err
@@ -635,7 +734,9 @@ def test_cli_out_of_memory_is_reported_per_file(tiny, tmp_path, monkeypatch, cap
     "flags, message",
     [
         (["--tile", "-1"], "--tile must be 0"),
-        (["--tile", "64", "--tile-overlap", "17"], "--tile-overlap must be between 0 and"),
+        (["--tile", "64", "--tile-overlap", "17"], "--tile-overlap 17 is more than a quarter of"),
+        (["--tile", "1"], "--tile-overlap 16 is more than a quarter of --tile 1: give a --tile"),
+        (["--tile-overlap", "-1"], "--tile-overlap must be 0 or more, got -1"),
         (["--precision", "float16"], "--precision"),
         (["--format", "gif"], "--format"),
     ],
@@ -646,6 +747,20 @@ def test_cli_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
         cli.main(["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o"), *flags]) == 2
     )
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".bmp", ".gif", ".BMP"])
+def test_an_output_file_of_a_format_not_written_is_refused(tmp_path, capsys, suffix):
+    Image.fromarray(_image(4, 4)).save(tmp_path / "a.png")
+    output = tmp_path / "out" / f"x{suffix}"
+    argv = ["upscale", str(tmp_path / "a.png"), "--output", str(output), "--model", "bicubic"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--output {output}: upscale writes .png, .jpg, .webp or .tif files, not" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=f"not \\{suffix}"):
+        inference.upscale_files([tmp_path / "a.png"], output, "bicubic", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_output_file_name_takes_one_image(tmp_path, capsys):
