@@ -269,7 +269,9 @@ def test_rest_request_serving_uint8(exported, lr):
 @pytest.mark.slow
 def test_failed_verification_leaves_no_version(tiny, tmp_path, monkeypatch):
     keras_runner = base.keras_runner
-    monkeypatch.setattr(base, "keras_runner", lambda m: lambda x: keras_runner(m)(x) + 1.0)
+    monkeypatch.setattr(
+        base, "keras_runner", lambda m, *pixels: lambda x: keras_runner(m, *pixels)(x) + 1.0
+    )
     with pytest.raises(base.ExportError, match=r"sample_lr_.*48\.1 dB.*60 dB floor"):
         sm.export_saved_model(tiny[1], tmp_path / "drn", timing_runs=0)
     assert not (tmp_path / "drn").exists()  # the folders made for it are removed too
