@@ -17,7 +17,8 @@ setup(
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["drn_tf", "drn_tf.*", "export", "export.*"]),
     package_data={
-        "drn_tf": ["weights/*.keras", "assets/*", "assets/calibration/*", "assets/held_out/*"]
+        "drn_tf": ["weights/*.keras", "assets/*", "assets/calibration/*", "assets/held_out/*"],
+        "export": ["tensorrt_onnx_ops.txt"],
     },
     install_requires=[
         "keras>=3.15,<4",
@@ -52,7 +53,8 @@ setup(
             "nncf>=3.4,<4",
         ],
         # The authors' architecture in PyTorch, for benchmarks/ (latency side by side, GEMM
-        # peaks). Not needed to read their checkpoints: drn_tf.convert reads .pt without torch.
+        # peaks). Not needed to read their checkpoints: drn_tf.torch_checkpoints reads .pt without
+        # torch.
         "compare": ["torch>=2.13,<3"],
     },
     entry_points={"console_scripts": ["drn-tf=drn_tf.cli:run"]},

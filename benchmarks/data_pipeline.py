@@ -17,7 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from drn_tf.config import run_command, setting
+from drn_tf.console import run_command
+from drn_tf.flags import setting
 
 _DEFAULT_TRAIN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 
@@ -40,7 +41,7 @@ class PipelineConfig:
 def measure(config: PipelineConfig) -> dict:
     """Times the pipeline; returns the report (also what :func:`run` prints)."""
     from drn_tf.data import make_train_dataset
-    from drn_tf.image_sets import load_pyramids
+    from drn_tf.training_images import load_pyramids
 
     for flag, value in (("--steps", config.steps), ("--repeats", config.repeats)):
         if value < 1:

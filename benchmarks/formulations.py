@@ -20,7 +20,8 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
-from drn_tf.config import run_command, setting
+from drn_tf.console import run_command
+from drn_tf.flags import setting
 
 PROG = "python -m benchmarks.formulations"
 
@@ -61,6 +62,7 @@ def run(config: FormulationConfig, positionals: list[str]) -> dict:
     from benchmarks.latency import LatencyConfig, benchmark_image, resolve_model
     from drn_tf import serving
     from drn_tf.inference import bfloat16_primal
+    from export import verification
 
     if config.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {config.runs}")
@@ -92,7 +94,7 @@ def run(config: FormulationConfig, positionals: list[str]) -> dict:
     report = {}
     for precision in ("float32", "mixed_bfloat16"):
         before, after = medians[precision, "before"], medians[precision, "after"]
-        diff = P.base.agreement(outputs[precision, "after"], outputs[precision, "before"])
+        diff = verification.agreement(outputs[precision, "after"], outputs[precision, "before"])
         report[precision] = {"before_ms": before, "after_ms": after, **diff}
         print(
             f"  {precision:>15}: before {before:8.1f} ms, after {after:8.1f} ms, "

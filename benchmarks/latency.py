@@ -39,7 +39,9 @@ import numpy as np
 
 from benchmarks import paths as P
 from benchmarks import report as R
-from drn_tf.config import UsageError, quiet_tensorflow, setting
+from drn_tf.console import quiet_tensorflow
+from drn_tf.flags import UsageError, setting
+from export import reporting, verification
 
 PROG = "python -m benchmarks.latency"
 _REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +194,7 @@ class Worker:
         return rss
 
 
-def _round_robin(workers: dict[str, Worker], runs: int) -> None:
+def round_robin(workers: dict[str, Worker], runs: int) -> None:
     """``runs`` rounds; in each, every worker runs once, the first one rotating. A line per
     round on stderr: the load average, so a disturbed round can be seen."""
     names = list(workers)
@@ -219,11 +221,11 @@ def benchmark_image(size: int) -> np.ndarray:
     """The input: a ``size``×``size`` crop of the bundled sample photo (a real image, so int8
     calibration and agreement are as on photos), resized up first if it is smaller; float32
     ``(1, size, size, 3)`` on 0..255."""
+    from drn_tf.bundled import SAMPLE_IMAGE
     from drn_tf.degrade import imresize
-    from drn_tf.demo import SAMPLE_IMAGE
-    from export.base import _read_rgb
+    from export.photo_sets import read_rgb
 
-    photo = _read_rgb(SAMPLE_IMAGE).astype(np.float32)
+    photo = read_rgb(SAMPLE_IMAGE).astype(np.float32)
     short = min(photo.shape[:2])
     if short < size:
         photo = imresize(photo, size / short + 1e-6)
@@ -235,7 +237,7 @@ def resolve_model(
     name: str, config: LatencyConfig, work_dir: Path
 ) -> tuple[str, Path, Path | None]:
     """``(label, .keras path, authors' .pt or None)`` of a ``--models`` entry."""
-    from drn_tf.inference import DEFAULT_MODEL_PATH
+    from drn_tf.loading import DEFAULT_MODEL_PATH
 
     if name == "default":
         return "default model (packaged)", DEFAULT_MODEL_PATH, None
@@ -251,7 +253,8 @@ def resolve_model(
         return "tiny DRN-S x4 (1 block, 4 features, random)", path, None
     if name == "drn-s":
         from benchmarks import checkpoints
-        from drn_tf.convert import convert_checkpoint, read_checkpoint
+        from drn_tf.convert import convert_checkpoint
+        from drn_tf.torch_checkpoints import read_checkpoint
 
         checkpoint = Path(config.checkpoint)
         if not checkpoint.is_file():
@@ -291,7 +294,7 @@ def measure_model(
     source = P.base.load_source(keras_path)
     size = image.shape[1]
     macs = P.conv_macs(source.model, size, size)
-    reference = P.base.keras_runner(source.model)(image)
+    reference = verification.keras_runner(source.model)(image)
     folder = P.artifact_folder(work_dir, source)
 
     results: dict[str, dict] = {}
@@ -313,12 +316,12 @@ def measure_model(
         results[spec["path"]] = {"path": spec["path"], "compute": precision, "n": n}
         _add_worker(workers, results[spec["path"]], spec, image, config, verbose)
 
-    _round_robin(workers, config.runs)
+    round_robin(workers, config.runs)
     for path, worker in workers.items():
         record = results[path]
         record.update(_summary(worker.times))
         if not path.startswith("gemm_"):
-            record.update(P.base.agreement(worker.ask("output"), reference))
+            record.update(verification.agreement(worker.ask("output"), reference))
             record["floor_db"] = P.base.FLOORS_DB[P.PATHS[path].floor]
             record["meets_floor"] = record["psnr_db"] >= record["floor_db"]
         record["peak_rss_mb"] = worker.stop()
@@ -558,7 +561,9 @@ def run(config: LatencyConfig, positionals: list[str], verbose: bool = False) ->
         "runs": config.runs,
         "warmup": config.warmup,
         "loadavg_before": list(os.getloadavg()),
-        "versions": P.base.library_versions("onnxruntime", "openvino", "ai-edge-litert", "torch"),
+        "versions": reporting.library_versions(
+            "onnxruntime", "openvino", "ai-edge-litert", "torch"
+        ),
         "models": [],
     }
     for name in config.models:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from export import base
+from export import base, photo_sets, staging
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +175,7 @@ def prepare(name: str, source: base.Source, folder: Path, torch_weights: Path | 
 
 def _require_runtime(runtime: str) -> None:
     if runtime == "tensorrt":
-        from export.trt import NoRoute, choose_route
+        from export.trt_routes import NoRoute, choose_route
 
         try:
             choose_route()
@@ -196,7 +196,7 @@ def _require_runtime(runtime: str) -> None:
 def _cached(target: Path, write, *args) -> Path:
     """``target`` if it exists, else written by ``write(temp, *args)`` and renamed into place."""
     if not target.exists():
-        with base.staged(target, overwrite=True) as temp:
+        with staging.staged(target, overwrite=True) as temp:
             write(temp, *args)
     return target
 
@@ -205,7 +205,9 @@ def _write_tflite(temp: Path, source: base.Source, name: str) -> None:
     from export import tflite
 
     quantization = TFLITE[name]
-    calibration = base.calibration_images((), source.model.scale) if name == "tflite_int8" else ()
+    calibration = (
+        photo_sets.calibration_images((), source.model.scale) if name == "tflite_int8" else ()
+    )
     temp.write_bytes(tflite.to_tflite(source.model, quantization, calibration))
 
 
@@ -215,7 +217,9 @@ def _write_openvino(temp: Path, source: base.Source, name: str) -> None:
     precision = OPENVINO[name]
     ov_model = openvino.to_openvino(source.model)
     if precision == "int8":
-        ov_model = openvino.quantize(ov_model, base.calibration_images((), source.model.scale))
+        ov_model = openvino.quantize(
+            ov_model, photo_sets.calibration_images((), source.model.scale)
+        )
     temp.mkdir()
     openvino.save(ov_model, temp, openvino.HINTS[precision])
 
@@ -259,7 +263,7 @@ def make_runner(spec: dict, threads: int | None = None) -> base.Runner:
 
         return openvino_runner(artifact)  # the hint stored in the IR, as deployed
     if name == "tensorrt":
-        from export.trt import EngineRunner
+        from export.trt_engine import EngineRunner
 
         return EngineRunner(Path(artifact).read_bytes())
     return _keras_runner(name, artifact)
@@ -273,7 +277,8 @@ def _keras_runner(name: str, artifact: str) -> base.Runner:
     if name == "saved_model":
         signature = tf.saved_model.load(artifact).signatures["serving_default"]
         return lambda images: signature(images=tf.constant(images, tf.float32))["sr"].numpy()
-    from drn_tf.inference import bfloat16_primal, load_model
+    from drn_tf.inference import bfloat16_primal
+    from drn_tf.loading import load_model
 
     model = load_model(artifact)
     if name.startswith("mixed_bfloat16"):

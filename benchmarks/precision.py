@@ -14,7 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from drn_tf.config import run_command, setting
+from drn_tf.console import run_command
+from drn_tf.flags import setting
 
 
 @dataclasses.dataclass

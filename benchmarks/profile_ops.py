@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import report as R
-from drn_tf.config import UsageError, run_command, setting
+from drn_tf.console import run_command
+from drn_tf.flags import UsageError, setting
 
 PROG = "python -m benchmarks.profile_ops"
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from benchmarks import paths as P
 from benchmarks import report as R
-from drn_tf.config import setting
+from drn_tf.flags import setting
+from export import verification
 
 PROG = "python -m benchmarks.quality"
 _BENCHMARK = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
@@ -65,7 +66,7 @@ def score(
         name: {"psnr": psnr_y(sr[0], hrs[name], scale), "ssim": ssim_y(sr[0], hrs[name], scale)}
         for name, sr in outputs.items()
     }
-    agreement = [P.base.agreement(outputs[n], reference[n])["psnr_db"] for n in outputs]
+    agreement = [verification.agreement(outputs[n], reference[n])["psnr_db"] for n in outputs]
     finite = [a for a in agreement if math.isfinite(a)]
     return {
         "psnr": float(np.mean([v["psnr"] for v in images.values()])),

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from drn_tf.config import run_command
-from export.base import jsonable
+from drn_tf.console import run_command
+from export.reporting import jsonable
 
 
 def command(prog: str, config_type: type, run: Callable, argv: Sequence[str] | None) -> int:

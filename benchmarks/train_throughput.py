@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks import paths as P
 from benchmarks import report as R
-from drn_tf.config import UsageError, setting
+from drn_tf.flags import UsageError, setting
 
 PROG = "python -m benchmarks.train_throughput"
 _DEFAULT_TRAIN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
@@ -117,7 +117,7 @@ def _model(spec: dict):
 def _batches(spec: dict):
     """An iterator of ``(lr, targets)`` numpy-convertible batches for ``spec["data"]``."""
     from drn_tf.data import make_train_dataset
-    from drn_tf.image_sets import load_pyramids
+    from drn_tf.training_images import load_pyramids
 
     patch, batch = spec["patch_size"], spec["batch_size"]
     if spec["data"] == "memory":
@@ -150,7 +150,7 @@ def variants(config: ThroughputConfig, gpu: bool) -> list[dict]:
 
 def measure_size(name: str, config: ThroughputConfig, gpu: bool, verbose: bool) -> dict:
     """Times every variant of one size side by side; returns its record."""
-    from benchmarks.latency import Worker, _round_robin
+    from benchmarks.latency import Worker, round_robin
 
     n_blocks, n_feats, patch, batch = SIZES[name]
     patch, batch = config.patch_size or patch, config.batch_size or batch
@@ -169,7 +169,7 @@ def measure_size(name: str, config: ThroughputConfig, gpu: bool, verbose: bool) 
         else:
             workers[spec["path"]] = worker
         records[spec["path"]] = record
-    _round_robin(workers, config.steps)
+    round_robin(workers, config.steps)
     for key, worker in workers.items():
         median = statistics.median(worker.times)
         records[key].update({
@@ -188,7 +188,7 @@ def measure_size(name: str, config: ThroughputConfig, gpu: bool, verbose: bool) 
 def loss_curves(config: ThroughputConfig, verbose: bool) -> dict:
     """float32 and mixed_bfloat16 trained side by side for ``loss_steps`` steps from the same
     weights on the same batches (the first of ``sizes``, pipeline data)."""
-    from benchmarks.latency import Worker, _round_robin
+    from benchmarks.latency import Worker, round_robin
 
     n_blocks, n_feats, patch, batch = SIZES[config.sizes[0]]
     workers = {}
@@ -203,7 +203,7 @@ def loss_curves(config: ThroughputConfig, verbose: bool) -> dict:
         workers[policy] = Worker(spec, None, 0, None, verbose)
         if workers[policy].status != "ready":
             raise ValueError(f"{policy} training failed: {workers[policy].error}")
-    _round_robin(workers, config.loss_steps)
+    round_robin(workers, config.loss_steps)
     curves = {policy: w.ask("output").tolist() for policy, w in workers.items()}
     for worker in workers.values():
         worker.stop()

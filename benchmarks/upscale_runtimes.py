@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import report as R
-from drn_tf.config import UsageError, setting
+from drn_tf.flags import UsageError, setting
 
 PROG = "python -m benchmarks.upscale_runtimes"
 #: ``--runtimes`` names: ``--runtime`` values, and ``openvino:PRECISION`` for each precision.
@@ -89,18 +89,19 @@ def _peak_rss_mb() -> float:
 
 def _worker(spec: str, photo: str, out: str, tile_batch: int | None, results) -> None:
     """One upscale in this fresh process: the CLI's steps, timed from reading the photo."""
-    from drn_tf.config import quiet_tensorflow
+    from drn_tf.console import quiet_tensorflow
 
     quiet_tensorflow()  # before TensorFlow loads
-    from drn_tf import inference
-    from drn_tf.images import Picture, load_picture, save_picture
+    from drn_tf import inference, tiles
+    from drn_tf.loading import load_model
+    from drn_tf.pictures import Picture, load_picture, save_picture
     from export import runtime
 
-    model = inference.load_model("default")
+    model = load_model("default")
     choice = _choice(spec)
     network = runtime.network(model, choice)  # from the cache
     if tile_batch:
-        inference.TILE_BATCH = tile_batch
+        tiles.TILE_BATCH = tile_batch
     start, cpu = time.perf_counter(), time.process_time()
     picture = load_picture(photo)
     pixels = inference.upscale(picture.pixels, model, network=network)
@@ -153,8 +154,9 @@ def _psnr_chunked(path: Path, reference: Path) -> float:
 def run(config: UpscaleRuntimesConfig, positionals: list[str], verbose: bool) -> None:
     from PIL import Image
 
-    from drn_tf.config import quiet_tensorflow
-    from drn_tf.inference import TILE_BATCH, load_model
+    from drn_tf.console import quiet_tensorflow
+    from drn_tf.loading import load_model
+    from drn_tf.tiles import TILE_BATCH
     from export import runtime
     from export.base import FLOORS_DB
 

@@ -26,7 +26,7 @@ _EXPORTS = {
     "build_drn_bundle": "drn_tf.models",
     "build_duals": "drn_tf.models",
     "DualRegressionModel": "drn_tf.dual_regression",
-    "load_model": "drn_tf.inference",
+    "load_model": "drn_tf.loading",
     # drn_tf.inference.upscale with a choice of runtime (keras by default); it lives with the
     # exporters whose conversions it runs (they import drn_tf.inference, not the reverse).
     "upscale": "export.runtime",
@@ -55,10 +55,9 @@ def __getattr__(name: str):
     except ModuleNotFoundError as error:  # pragma: no cover - depends on the install
         if error.name not in ("tensorflow", "keras"):
             raise
-        raise ImportError(
-            "drn-tf needs TensorFlow: install it with `pip install 'drn-tf[cpu]'` "
-            "(or `'drn-tf[gpu]'` on a CUDA machine)"
-        ) from error
+        from drn_tf.console import NEEDS_TENSORFLOW
+
+        raise ImportError(NEEDS_TENSORFLOW) from error
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

@@ -5,7 +5,7 @@
     load_pyramids ─► make_train_dataset: random aligned crop + dihedral augmentation ─► batches
     load_eval_pairs ─► make_eval_dataset: full images, batch size 1
 
-Reading images and building their LR pyramids is :mod:`drn_tf.image_sets`' job (numpy only);
+Reading images and building their LR pyramids is :mod:`drn_tf.training_images`' job (numpy only);
 this module adds the TensorFlow part.
 """
 
@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from drn_tf.config import unpaired_count
-from drn_tf.image_sets import PathLike, Pyramid, load_eval_pairs, pyramid_factors
+from drn_tf.image_sets import load_eval_pairs
+from drn_tf.images import PathLike
 from drn_tf.scales import check_scale
+from drn_tf.settings import unpaired_count
+from drn_tf.training_images import Pyramid, pyramid_factors
 
 __all__ = ["make_eval_dataset", "make_mixed_dataset", "make_train_dataset", "unpaired_count"]
 
@@ -163,7 +165,7 @@ def make_mixed_dataset(
     Args:
         pyramids: paired samples, as for :func:`make_train_dataset`.
         lr_images: LR-only uint8 ``(h, w, 3)`` images, or ``(path, image)`` pairs as
-            :func:`drn_tf.image_sets.load_lr_images` returns; each at least ``P/s`` on a side.
+            :func:`drn_tf.training_images.load_lr_images` returns; each at least ``P/s`` on a side.
         scale, patch_size, seed, augment: as for :func:`make_train_dataset`.
         batch_size: global batch size ``B``.
         unpaired_ratio: the share ρ of LR-only samples (0 < ρ < 1).

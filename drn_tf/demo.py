@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from drn_tf.bundled import SAMPLE_IMAGE
 from drn_tf.degrade import imresize, modcrop
 from drn_tf.images import read_image, write_image
-from drn_tf.inference import load_model, upscale
+from drn_tf.inference import upscale
+from drn_tf.loading import load_model
 from drn_tf.metrics import psnr_y, ssim_y
-
-SAMPLE_IMAGE = Path(__file__).parent / "assets" / "chelsea.png"
 
 
 def comparison_picture(

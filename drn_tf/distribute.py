@@ -9,9 +9,9 @@
   ``train_step``/``test_step`` and the run's callbacks in a short loop of ours.
 
 Each worker reads only its share of the training files (``shard`` of
-:func:`drn_tf.image_sets.load_pyramids`) and batches them at the per-replica batch, ``--batch-size``
-divided by the number of replicas; :func:`fit_multi_worker` hands that dataset to its worker's
-replicas as it is (``distribute_datasets_from_function``, auto-sharding off).
+:func:`drn_tf.training_images.load_pyramids`) and batches them at the per-replica batch,
+``--batch-size`` divided by the number of replicas; :func:`fit_multi_worker` hands that dataset
+to its worker's replicas as it is (``distribute_datasets_from_function``, auto-sharding off).
 
 Every worker runs every callback, because saving reads variables through collectives that all
 workers must join; only the chief writes the run folder, the others write into a temporary

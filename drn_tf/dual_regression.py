@@ -19,7 +19,10 @@ samples (:func:`drn_tf.data.make_mixed_dataset`). Their closed loop is ``unpaire
 
 * ``cascade`` (the default): ``|D_0(SR_1) − x|`` plus ``|D_0(D_1(…D_{p−1}(SR_p))) − x|``, the
   loop through the top output (the only one that reaches the last up-phase);
-* ``first``: ``|D_0(SR_1) − x|`` alone, Eq. 2 as the landed loss writes it.
+* ``first``: ``|D_0(SR_1) − x|`` alone, Eq. 2 as the landed loss writes it;
+* ``kernel``: ``|K(SR_p) − x|`` alone, ``K`` a learned blur-and-subsample operator
+  (:class:`drn_tf.kernel_dual.DownsamplingKernel`, trained with the networks) in place of the
+  duals, which the paired samples keep bicubic.
 
 Why ``cascade`` is the default, measured over three seeds: ``docs/adaptation.md``.
 """
@@ -30,10 +33,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from drn_tf.kernel_dual import DownsamplingKernel
 from drn_tf.metrics import PSNR, SSIM
 from drn_tf.models import DRN
-
-UNPAIRED_LOOPS = ("first", "cascade")
+from drn_tf.settings import UNPAIRED_LOOPS
 
 
 def _per_sample_l1(prediction, target):
@@ -60,6 +63,7 @@ def pyramid_loss(
     paired=None,
     global_batch_size=None,
     loop=None,
+    loop_replaces_first: bool = False,
 ):
     """The DRN loss of one batch.
 
@@ -75,6 +79,8 @@ def pyramid_loss(
         loop: optional :func:`closed_loop` output ``(N, h, w, 3)``; its term ``|loop − lr|``
             joins the dual loss for LR-only samples only (weight ``1 − paired``): the
             ``cascade`` option of DRN-Adapt.
+        loop_replaces_first: LR-only samples get the ``loop`` term only, not
+            ``|D_0(SR_1) − lr|`` (the ``kernel`` option of DRN-Adapt).
 
     Returns:
         ``(loss, primal_loss, dual_loss)`` float32 scalars, where
@@ -96,7 +102,8 @@ def pyramid_loss(
     primal = sum(
         total(weight * _per_sample_l1(sr, t)) for sr, t in zip(outputs, levels, strict=True)
     )
-    dual = total(_per_sample_l1(dual_outputs[0], lr))
+    first_weight = weight if loop_replaces_first else 1.0
+    dual = total(first_weight * _per_sample_l1(dual_outputs[0], lr))
     dual += sum(
         total(weight * _per_sample_l1(d, t))
         for d, t in zip(dual_outputs[1:], levels[1:-1], strict=True)
@@ -125,8 +132,11 @@ class DualRegressionModel(DRN):
     ``loop_error``: the mean closed-loop error ``|D(P(x)) − x|`` (:func:`closed_loop`, 0..255)
     of their LR-only samples, a readout that needs no HR. ``unpaired_loop`` picks the loss of
     the LR-only samples: ``"cascade"`` (the default: ``|D_0(SR_1) − x|`` plus
-    ``|closed_loop − x|``; the same loop for ×2 models, so no extra term) or ``"first"``
-    (``|D_0(SR_1) − x|`` alone). Paired samples never get the cascaded term.
+    ``|closed_loop − x|``; the same loop for ×2 models, so no extra term), ``"first"``
+    (``|D_0(SR_1) − x|`` alone) or ``"kernel"`` (``|K(SR_p) − x|`` alone, ``K`` the
+    :class:`~drn_tf.kernel_dual.DownsamplingKernel` ``self.degradation``, a training-time part:
+    saved with this model, left out by :func:`drn_tf.models.package_model`). Paired samples never
+    get the LR-only loop terms.
     """
 
     def __init__(
@@ -144,6 +154,11 @@ class DualRegressionModel(DRN):
             )
         self.dual_weight = float(dual_weight)
         self.unpaired_loop = unpaired_loop
+        self.degradation = (
+            DownsamplingKernel(self.scale, name="degradation")
+            if unpaired_loop == "kernel"
+            else None
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.primal_tracker = keras.metrics.Mean(name="primal_loss")
         self.dual_tracker = keras.metrics.Mean(name="dual_loss")
@@ -210,10 +225,14 @@ class DualRegressionModel(DRN):
         dual_outputs = [
             dual(outputs[k + 1], training=training) for k, dual in enumerate(self.duals)
         ]
-        loop = loop_errors = None
+        loop = loop_errors = trained_loop = None
         if paired is not None:
             loop = closed_loop(self.duals, outputs[-1], training)
             loop_errors = _per_sample_l1(loop, lr)
+            if self.degradation is not None:
+                trained_loop = self.degradation(outputs[-1])
+            elif self.unpaired_loop == "cascade" and len(self.duals) > 1:
+                trained_loop = loop  # with one dual the cascade is D_0(SR_1) again: no term
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         losses = pyramid_loss(
             outputs,
@@ -223,8 +242,8 @@ class DualRegressionModel(DRN):
             self.dual_weight,
             paired,
             global_batch_size=ops.shape(lr)[0] * replicas,
-            # With one dual the cascade is D_0(SR_1) again: no second term.
-            loop=loop if self.unpaired_loop == "cascade" and len(self.duals) > 1 else None,
+            loop=trained_loop,
+            loop_replaces_first=self.degradation is not None,
         )
         return outputs, targets, losses, loop_errors
 

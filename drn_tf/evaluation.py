@@ -24,11 +24,12 @@ import numpy as np
 from drn_tf.degrade import imresize
 from drn_tf.dual_regression import closed_loop
 from drn_tf.files import atomic_path
-from drn_tf.image_sets import ImageSet, load_eval_pairs, load_lr_images
+from drn_tf.image_sets import ImageSet, load_eval_pairs
 from drn_tf.inference import upscale
 from drn_tf.metrics import psnr_y, ssim_y
 from drn_tf.models import DRN
 from drn_tf.progress import Bar
+from drn_tf.training_images import load_lr_images
 
 __all__ = [
     "closed_loop_error",

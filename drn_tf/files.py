@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -39,7 +40,7 @@ def remove_stale_temp_files(
 ) -> list[Path]:
     """Removes temporary files that :func:`atomic_path` left behind in ``folder`` when its
     process was killed (SIGKILL, power loss), judged by the writer's process id no longer
-    running; with ``folders``, also temporary folders named alike (as ``export.base.staged``
+    running; with ``folders``, also temporary folders named alike (as ``export.staging.staged``
     writes folder artifacts). Returns the removed paths. A missing folder is fine."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -70,3 +71,58 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def unwritable_folder(folder: str | os.PathLike) -> tuple[Path, str] | None:
+    """Why files cannot be written in ``folder``, asked before any work: None when it is a
+    folder we may write in or can be created as one; else ``(where, problem)``, ``where`` being
+    ``folder`` itself or the existing folder above it where creating it would start, and
+    ``problem`` ``"not a folder"`` or ``"not writable"``. Callers word the message."""
+    folder = existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return existing, "not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return existing, "not writable"
+    return None
+
+
+def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """Raises ValueError unless ``folder`` is a writable folder or can be created as one."""
+    folder = Path(folder)
+    found = unwritable_folder(folder)
+    if found is None:
+        return
+    where, problem = found
+    a_file = problem == "not a folder"
+    if where == folder:
+        message = f"the {what} is a file" if a_file else f"{what} is not writable"
+    else:
+        message = f"cannot create the {what}: {where} is {'a file' if a_file else 'not writable'}"
+    raise ValueError(f"{folder}: {message}")
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> None:
+    """Raises ValueError unless a file can be written at ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: {flag} is a folder; give a file name")
+    check_output_folder(path.parent, f"folder for {flag}")
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether ``error`` is a full disk (or quota): an ``OSError`` with that errno, an error
+    that only says so (TensorFlow's ``ResourceExhaustedError``, h5py's), or, given the
+    ``folder`` being written, a C++ writer's bare failure (OpenVINO: "basic_ios::clear:
+    iostream error") with under 1 MiB left there."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+        return True
+    if folder is None or not isinstance(error, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False

@@ -1,7 +1,7 @@
 """Reading video files: which files are videos, opening one, and frames sampled over a clip.
 
 Decoding is FFmpeg's, in-process through PyAV (its wheels carry FFmpeg; no system ffmpeg).
-This module needs no TensorFlow: :mod:`drn_tf.image_sets` reads footage as DRN-Adapt's LR-only
+This module needs no TensorFlow: :mod:`drn_tf.training_images` reads footage as DRN-Adapt's LR-only
 data through it, and :mod:`drn_tf.video` upscales videos with it.
 """
 

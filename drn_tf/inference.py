@@ -1,16 +1,12 @@
-"""Upscaling with a DRN model: load it, upscale arrays of any size, upscale image files and folders.
+"""Upscaling arrays with a DRN model: any size, batches, self-ensemble, 8/16-bit and float pixels.
 
 ::
 
-    model = load_model("default")                   # the packaged ×4 model, or a .keras path
-    model_x2 = load_model("default", scale=2)       # the packaged ×2 (also ×8) model
-    sr = upscale(photo, model)                      # uint8/uint16 (H, W[, C]) -> (4H, 4W[, C])
-    upscale_files(["photos/"], "out/", model)       # photos/a/b.jpg -> out/a/b_x4.png
+    sr = upscale(photo, model)              # uint8/uint16 (H, W[, C]) -> (4H, 4W[, C])
+    sr = upscale(photo, "bicubic")          # the baseline, through the same tiles and pixels
 
-Large images go through the network in overlapping tiles (:data:`DEFAULT_TILE` input pixels,
-:data:`DEFAULT_TILE_OVERLAP` overlap) blended with linear ramps, so memory depends on the tile,
-not the image. Channel attention pools over its whole input, so a tiled result is not exactly the
-one-pass result; on photos they agree at 55 dB or more (tested at ≥ 45 dB, test_upscale.py).
+Large images go through the network in tiles (:mod:`drn_tf.tiles`). Models named by a string are
+loaded by :func:`drn_tf.loading.load_model`, once per file version.
 
 Pixels: the network's float output goes through :func:`drn_tf.serving.to_pixels` for 8-bit
 images (NaN → 0, clip 0..255, round half to even: byte for byte the exported artifacts). 16-bit
@@ -20,66 +16,29 @@ images get the same rule at 16-bit scale: ``round_half_even(clip(x, 0, 255) · 6
 from __future__ import annotations
 
 import dataclasses
-import glob
-import math
 import os
-import sys
 import weakref
-import zipfile
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from drn_tf import dual_regression, serving  # noqa: F401
+from drn_tf import serving
 from drn_tf.degrade import imresize
-from drn_tf.images import (
-    FORMAT_SUFFIXES,
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    Picture,
-    find_images,
-    load_picture,
-    save_picture,
-)
-from drn_tf.models import DRN, build_drn, build_drn_bundle
+from drn_tf.loading import load_model, model_path
+from drn_tf.models import DRN, build_drn
 from drn_tf.precision import resolve_precision
-
-# dual_regression registers DualRegressionModel, the class of files `drn-tf train` writes.
-from drn_tf.progress import Bar
+from drn_tf.tiles import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, Runner, _check_tiles, _tiled
 
 __all__ = [
-    "DEFAULT_MODEL_PATH",
-    "DEFAULT_MODEL_PATHS",
-    "DEFAULT_TILE",
-    "DEFAULT_TILE_OVERLAP",
     "Bicubic",
     "OutOfMemoryError",
-    "UpscaleSummary",
-    "load_model",
-    "model_path",
+    "bfloat16_primal",
     "upscale",
-    "upscale_files",
 ]
 
 PathLike = str | os.PathLike[str]
-
-#: The packaged models, one per scale: ``load_model("default", scale=s)``.
-DEFAULT_MODEL_PATHS = {s: Path(__file__).parent / "weights" / f"drn_x{s}.keras" for s in (2, 4, 8)}
-#: The packaged ×4 model, ``load_model("default")``.
-DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS[4]
-
-#: Tile side in input pixels, chosen by measurement on the default model: time per pixel is
-#: flat from 96 to 192 and worse from 256 (caches), peak memory grows with the tile, and the
-#: tiled result stays within 58 dB of one pass (numbers in the upscaling notes of BUILD_NOTES).
-DEFAULT_TILE = 128
-#: Overlap of neighbouring tiles in input pixels; the blend ramp is half of it, centred.
-DEFAULT_TILE_OVERLAP = 16
-#: Tiles of one row per network call. 1 by measurement: 2 and 4 were no faster on 2 cores
-#: (benchmarks/upscale_runtimes.py --tile-batch 1 2 4) and take more memory.
-TILE_BATCH = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,141 +52,6 @@ class Bicubic:
 
 class OutOfMemoryError(MemoryError):
     """Upscaling one image ran out of memory; the message suggests a smaller ``--tile``."""
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------
-
-
-def model_path(name_or_path: PathLike = "default", scale: int | None = None) -> Path:
-    """The file ``name_or_path`` names: for ``"default"`` the packaged model of ``scale``
-    (:data:`DEFAULT_MODEL_PATHS`; 4 when ``None``), otherwise the path itself (unchecked).
-
-    Raises:
-        ValueError: no model is packaged for ``scale``.
-        FileNotFoundError: the packaged model's file is missing from this installation.
-    """
-    if str(name_or_path) != "default":
-        return Path(name_or_path)
-    scale = 4 if scale is None else scale
-    if scale not in DEFAULT_MODEL_PATHS:
-        packaged = ", ".join(f"×{s}" for s in DEFAULT_MODEL_PATHS)
-        raise ValueError(
-            f"no packaged ×{scale} model (packaged: {packaged}); pass the path of a .keras model"
-        )
-    path = DEFAULT_MODEL_PATHS[scale]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: the packaged ×{scale} model is not installed; "
-            "pass the path of a .keras model instead"
-        )
-    return path
-
-
-def load_model(name_or_path: PathLike = "default", scale: int | None = None) -> DRN:
-    """Loads a DRN model (primal + dual networks) from a ``.keras`` file.
-
-    Args:
-        name_or_path: ``"default"`` for the packaged model of ``scale``
-            (:data:`DEFAULT_MODEL_PATHS`), or the path of a ``.keras`` file written by
-            ``drn-tf convert``, ``drn-tf train`` or :func:`drn_tf.models.save_model_atomic`.
-        scale: the upscaling factor wanted: picks the packaged model (×4 when ``None``), and a
-            file's model must have it.
-
-    Returns:
-        The :class:`~drn_tf.models.DRN` (a ``DualRegressionModel`` for files written by training,
-        which is a ``DRN`` too), uncompiled. ``model.scale`` is its upscaling factor.
-
-    Raises:
-        FileNotFoundError: the file (or the packaged model) does not exist.
-        ValueError: a folder, not a ``.keras`` file, a truncated or corrupt archive, a file Keras
-            cannot load, a Keras model that is not a DRN, or a model of another ``scale``. The
-            message starts with the path.
-    """
-    path = model_path(name_or_path, scale)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: model file does not exist")
-    if path.is_dir():
-        raise ValueError(f"{path}: a folder, not a .keras model file")
-    if path.suffix.lower() in (".pt", ".pth"):
-        raise ValueError(f"{path}: a PyTorch checkpoint; convert it first with `drn-tf convert`")
-    if path.suffix != ".keras":
-        raise ValueError(f"{path}: not a .keras model file (suffix {path.suffix or 'none'!r})")
-    _check_archive(path)
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises ValueError, TypeError, KeyError, OSError, …
-        raise ValueError(
-            f"{path}: cannot load the model ({type(error).__name__}: {_first_line(error)})"
-        ) from error
-    if not isinstance(model, DRN):
-        raise ValueError(f"{path}: not a DRN model (found a Keras {type(model).__name__})")
-    if scale is not None and model.scale != scale:
-        raise ValueError(f"{path}: a ×{model.scale} model, but the scale asked for is ×{scale}")
-    if not all(np.isfinite(w).all() for w in model.get_weights() if w.dtype.kind == "f"):
-        # A diverged training run's weights: its outputs would be black images or NaN scores.
-        raise ValueError(f"{path}: the model's weights are not all finite (NaN or inf)")
-    return _in_global_policy(model)
-
-
-def check_trained_duals(model: DRN, path: PathLike, use: str) -> None:
-    """Raises ValueError when ``model`` (loaded from ``path``) records random dual networks
-    (converted without the authors' dual checkpoint), which ``use`` needs trained."""
-    if str(model.info.get("duals", "")).startswith("random"):  # as drn_tf.convert records it
-        raise ValueError(
-            f"{path}: its dual networks are random (converted without --dual-checkpoint), "
-            f"so {use} would mean nothing; convert with the authors' dual checkpoint"
-        )
-
-
-def _in_global_policy(model: DRN) -> DRN:
-    """``model`` computing in Keras' global dtype policy (float32 unless a training run set
-    another). A ``.keras`` file keeps each layer's policy: a model saved by a mixed_bfloat16 run
-    would compute in bfloat16 wherever it is loaded (and give exporters a graph they refuse),
-    and a float32 file would ignore ``--precision`` when trained further. Weights are float32
-    under every policy, so the copy is exact."""
-    wanted = {keras.mixed_precision.global_policy().name} - {"float32"}
-    networks = (model.primal, *model.duals)
-    if {layer.dtype_policy.name for net in networks for layer in net.layers} - {
-        "float32"
-    } == wanted:
-        return model
-    config = model.drn_config
-    fresh = build_drn_bundle(
-        config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
-    )
-    # Network by network: a DualRegressionModel also holds training state (skipped_steps).
-    for network, source in zip(
-        (fresh.primal, *fresh.duals), (model.primal, *model.duals), strict=True
-    ):
-        network.set_weights(source.get_weights())
-    rebuilt = DRN(fresh.primal, fresh.duals, drn_config=config, info=model.info, name=model.name)
-    if type(model) is DRN:
-        return rebuilt
-    return type(model).from_drn(rebuilt, model.dual_weight, model.unpaired_loop)
-
-
-def _check_archive(path: Path) -> None:
-    """A ``.keras`` file is a zip archive: check it is complete and every member's CRC matches."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise ValueError(
-            f"{path}: not a valid .keras file, truncated or corrupt ({_first_line(error)})"
-        ) from error
-    if bad is not None:
-        raise ValueError(f"{path}: corrupt .keras file (member {bad!r} fails its CRC check)")
-    if "config.json" not in names:
-        raise ValueError(f"{path}: not a Keras model archive (no config.json inside)")
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = (str(error).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # Models named by string, loaded once per file version (an API user calls upscale in a loop).
@@ -247,16 +71,13 @@ def _resolve_model(model: DRN | Bicubic | PathLike) -> DRN | Bicubic:
     path = model_path(model)
     key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
     if key not in _LOADED:
-        _LOADED[key] = load_model(path)
+        _LOADED[key] = load_model(path, policy="float32")  # precision= picks the compute
     return _LOADED[key]
 
 
 # --------------------------------------------------------------------------------------------
 # The network as a function on tiles
 # --------------------------------------------------------------------------------------------
-
-# Runner = source-dtype tiles (N, h, w, C) -> float32 (N, s·h, s·w, C) on 0..255.
-Runner = Callable[[np.ndarray], np.ndarray]
 
 # One traced function per model and precision (weak keys: the cache never keeps a model alive).
 _FUNCTIONS: weakref.WeakKeyDictionary[keras.Model, dict[str, Callable]] = (
@@ -365,114 +186,8 @@ def _pixels(values: np.ndarray, kind: np.dtype, gray: bool = False) -> np.ndarra
 
 
 # --------------------------------------------------------------------------------------------
-# Tiles
-# --------------------------------------------------------------------------------------------
-
-
-def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spaced tile starts covering ``length`` with tiles of ``tile`` (≤ length)
-    overlapping by at least ``overlap``."""
-    if length <= tile:
-        return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
-
-
-def _blend_weights(starts: list[int], tile: int, scale: int, overlap: int) -> list[np.ndarray]:
-    """1-D blend weights of each tile over its ``tile·scale`` output pixels, summing to 1.
-
-    Between two tiles the weight ramps linearly over ``overlap·scale / 2`` pixels centred in
-    their overlap, so the outer quarter of each overlap, where zero padding shows, is dropped.
-    """
-    ramp = max(1.0, overlap * scale / 2)
-    positions = np.arange(tile * scale, dtype=np.float64) + 0.5
-    weights = []
-    for i, start in enumerate(starts):
-        weight = np.ones(tile * scale)
-        if i > 0:  # centre of the overlap with the previous tile, in this tile's coordinates
-            middle = ((starts[i - 1] + tile - start) / 2) * scale
-            weight = np.minimum(weight, np.clip((positions - middle) / ramp + 0.5, 0, 1))
-        if i + 1 < len(starts):
-            middle = ((start + tile + starts[i + 1]) / 2 - start) * scale
-            weight = np.minimum(weight, np.clip((middle - positions) / ramp + 0.5, 0, 1))
-        weights.append(weight)
-    total = np.zeros((starts[-1] + tile) * scale)
-    for start, weight in zip(starts, weights, strict=True):
-        total[start * scale : (start + tile) * scale] += weight
-    return [
-        (w / total[s * scale : (s + tile) * scale]).astype(np.float32)
-        for s, w in zip(starts, weights, strict=True)
-    ]
-
-
-def _tiled(
-    image: np.ndarray,
-    run: Runner,
-    scale: int,
-    tile: int,
-    overlap: int,
-    finish: Callable[[np.ndarray], np.ndarray],
-    progress: bool,
-) -> np.ndarray:
-    """``finish(run(image))`` for an ``(H, W, C)`` image larger than one tile, in tiles.
-
-    Tile rows are blended into a float32 strip as wide as the output and one tile high; rows
-    no later tile reaches are finished (``finish``: to output pixels) and leave the strip, so
-    memory is one strip, one tile's network activations and the output image.
-    """
-    height, width = image.shape[:2]
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    rows, columns = _tile_starts(height, tile_h, overlap), _tile_starts(width, tile_w, overlap)
-    weights_y = _blend_weights(rows, tile_h, scale, overlap)
-    weights_x = _blend_weights(columns, tile_w, scale, overlap)
-    output = None
-    done, pending = 0, None  # output rows finished; blended rows not yet finished
-    with Bar(
-        total=len(rows) * len(columns), desc="tiles", unit="tile", leave=False,
-        disable=not progress,
-    ) as bar:  # fmt: skip
-        for r, y in enumerate(rows):
-            strip = None
-            batches = [columns[i : i + TILE_BATCH] for i in range(0, len(columns), TILE_BATCH)]
-            outputs = (
-                sr
-                for xs in batches
-                for sr in run(np.stack([image[y : y + tile_h, x : x + tile_w] for x in xs]))
-            )
-            for c, (x, sr) in enumerate(zip(columns, outputs, strict=True)):
-                if strip is None:
-                    strip = np.zeros(((y + tile_h) * scale - done, width * scale, sr.shape[-1]))
-                    strip = strip.astype(np.float32, copy=False)
-                    if pending is not None:
-                        strip[: len(pending)] = pending
-                weight = weights_y[r][:, None, None] * weights_x[c][None, :, None]
-                top = y * scale - done
-                strip[top : top + tile_h * scale, x * scale : (x + tile_w) * scale] += sr * weight
-                bar.update()
-            end = rows[r + 1] * scale if r + 1 < len(rows) else height * scale
-            finished = finish(strip[: end - done])
-            if output is None:
-                output = np.empty(
-                    (height * scale, width * scale, *finished.shape[2:]), finished.dtype
-                )
-            output[done:end] = finished
-            pending, done = strip[end - done :].copy(), end  # a copy: the old strip is freed
-    return output
-
-
-# --------------------------------------------------------------------------------------------
 # Arrays
 # --------------------------------------------------------------------------------------------
-
-
-def _check_tiles(tile: int | None, tile_overlap: int) -> None:
-    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 0):
-        raise ValueError(f"tile must be a positive number of pixels, 0 or None, got {tile!r}")
-    if tile and not 0 <= tile_overlap <= tile // 4:
-        raise ValueError(
-            f"tile overlap must be between 0 and a quarter of the tile ({tile // 4}), "
-            f"got {tile_overlap}"
-        )
 
 
 def _as_image(image: np.ndarray) -> np.ndarray:
@@ -616,202 +331,3 @@ def _out_of_memory(width: int, height: int, tile: int | None) -> str:
         f"out of memory upscaling a {width}x{height} image {how}; "
         f"use a smaller --tile (e.g. --tile {smaller})"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class UpscaleSummary:
-    """What :func:`upscale_files` did: files written, outputs kept because they existed,
-    failures ``(input, reason)``, and files in input folders taken for earlier outputs."""
-
-    output: Path
-    written: list[Path] = dataclasses.field(default_factory=list)
-    kept: list[Path] = dataclasses.field(default_factory=list)
-    failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
-    earlier_outputs: list[Path] = dataclasses.field(default_factory=list)
-    unit: str = "image"  # what the files are (drn_tf.video's summaries say "video")
-
-    def line(self) -> str:
-        """One line for the user: ``wrote 3 image(s) to out; 1 kept …; 1 failed``."""
-        parts = [f"wrote {len(self.written)} {self.unit}(s) to {self.output}"]
-        if self.kept:
-            parts.append(f"{len(self.kept)} kept (already there; --overwrite replaces them)")
-        if self.earlier_outputs:
-            parts.append(
-                f"{len(self.earlier_outputs)} earlier output(s) in the inputs skipped "
-                f"(first: {self.earlier_outputs[0]})"
-            )
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed")
-        return "; ".join(parts)
-
-
-def output_name(source: Path, scale: int, image_format: str) -> str:
-    """``photo.jpg`` → ``photo_x4.png``: how outputs are named, and recognised in inputs."""
-    return f"{source.stem}_x{scale}{FORMAT_SUFFIXES[image_format]}"
-
-
-def is_earlier_output(path: Path, output: Path, suffixes: Iterable[str]) -> bool:
-    """Whether ``path``, found in an input folder, is taken for an earlier output of this tool:
-    named like one (``<stem>_x<n>`` with a suffix of ``suffixes``, any scale ``n``) and either
-    inside the ``output`` folder or beside a file ``<stem>.*``, its source. Elsewhere such a
-    name (``scan_x4.jpg``) is just a user's photo."""
-    stem, _, scale = path.stem.rpartition("_x")
-    if not (stem and scale.isdigit() and path.suffix.lower() in suffixes):
-        return False
-    folder, out = Path(os.path.realpath(path.parent)), Path(os.path.realpath(output))
-    if folder == out or out in folder.parents:
-        return True
-    return any(p.stem == stem and p != path for p in path.parent.glob(glob.escape(stem) + ".*"))
-
-
-_OUTPUT_SUFFIXES = {*FORMAT_SUFFIXES.values(), ".tiff", ".jpeg"}
-
-
-def _plan(
-    inputs: list[Path], output: Path, scale: int, image_format: str, summary: UpscaleSummary
-) -> list[tuple[Path, Path]]:
-    """``(source, destination)`` pairs; files of input folders named like outputs are left out
-    (recorded in ``summary``), so an output folder inside or above the inputs works."""
-    if output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir():
-        return [(inputs[0], output)]
-    jobs = []
-    for item in inputs:
-        if item.is_dir():
-            unreadable: list[tuple[Path, str]] = []
-            found_images = find_images(item, unreadable=unreadable)
-            for folder, reason in unreadable:
-                summary.failed.append((folder, reason))
-                Bar.write(f"failed {folder}: {reason}", file=sys.stderr)
-            for found in found_images:
-                if is_earlier_output(found, output, _OUTPUT_SUFFIXES):
-                    summary.earlier_outputs.append(found)
-                else:
-                    relative = found.relative_to(item).parent
-                    jobs.append(
-                        (found, output / relative / output_name(found, scale, image_format))
-                    )
-        else:
-            jobs.append((item, output / output_name(item, scale, image_format)))
-    return jobs
-
-
-def upscale_files(
-    inputs: Iterable[PathLike],
-    output: PathLike,
-    model: DRN | Bicubic | PathLike = "default",
-    *,
-    tile: int | None = DEFAULT_TILE,
-    tile_overlap: int = DEFAULT_TILE_OVERLAP,
-    self_ensemble: bool = False,
-    precision: str = "auto",
-    image_format: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    network: Runner | None = None,
-) -> UpscaleSummary:
-    """Upscales image files and folders, each file on its own: a failure is reported and the
-    others still get done.
-
-    ``photo.jpg`` becomes ``output/photo_x4.png``; a folder is searched recursively
-    (:func:`drn_tf.images.find_images`) and keeps its layout: ``folder/a/b.jpg`` becomes
-    ``output/a/b_x4.png``. Files in input folders named like outputs (``*_x4.png``, …) inside
-    ``output`` or beside their source are taken for earlier outputs and skipped
-    (:func:`is_earlier_output`), so ``output`` may lie inside or above the inputs.
-    With one input file, an ``output`` with an image suffix is the file to write.
-
-    Files keep what they are (:func:`drn_tf.images.load_picture`, :func:`save_picture`):
-    gray stays gray, alpha is kept (upscaled with bicubic), 16 bits stay 16 bits where the
-    format holds them, the ICC profile is carried over. Outputs are written atomically; an
-    input is never overwritten; an existing output is kept unless ``overwrite``.
-
-    Args:
-        inputs: image files and/or folders.
-        output: destination folder (created if needed), or an image file for a single input.
-        model, tile, tile_overlap, self_ensemble, precision, network: as :func:`upscale`.
-        image_format: ``png``, ``jpg``, ``webp`` or ``tiff``; default png, or the suffix of an
-            output file.
-        overwrite: replace existing outputs.
-        progress: tqdm progress bars over the files and over a large image's tiles (stderr);
-            failures and notes are printed on stderr either way.
-
-    Returns:
-        An :class:`UpscaleSummary`; ``summary.failed`` lists ``(input, reason)``.
-
-    Raises:
-        FileNotFoundError: an input does not exist (checked before any work).
-        ValueError: no image files in the inputs, or a bad setting.
-    """
-    inputs, output = [Path(p) for p in inputs], Path(output)
-    missing = [str(p) for p in inputs if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"{', '.join(missing)}: input does not exist")
-    _check_tiles(tile, tile_overlap)
-    resolve_precision(precision)  # a bad name fails before any work
-    names_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
-    by_suffix = {s: f for f, s in FORMAT_SUFFIXES.items()} | {".tiff": "tiff", ".jpeg": "jpg"}
-    if output.suffix.lower() in (".bmp", ".gif") and not output.is_dir():
-        raise ValueError(
-            f"{output}: outputs are .png, .jpg, .webp or .tif files, not {output.suffix}"
-        )
-    if names_file and (len(inputs) != 1 or inputs[0].is_dir()):
-        raise ValueError(f"{output}: an image file name as output takes one input image")
-    if image_format is None:
-        image_format = by_suffix[output.suffix.lower()] if names_file else "png"
-    elif image_format not in FORMAT_SUFFIXES:
-        raise ValueError(
-            f"format must be one of {', '.join(FORMAT_SUFFIXES)}, got {image_format!r}"
-        )
-    elif names_file and output.suffix.lower() not in (
-        FORMAT_SUFFIXES[image_format],
-        ".tiff",
-        ".jpeg",
-    ):
-        raise ValueError(f"{output}: the suffix does not match the format {image_format}")
-    model = _resolve_model(model)
-    summary = UpscaleSummary(output)
-    jobs = _plan(inputs, output, model.scale, image_format, summary)
-    if not jobs:
-        raise ValueError("no image files found in the inputs")
-    # realpath, not Path.resolve: a symlink loop must fail its own file, not the whole run.
-    sources = {Path(os.path.realpath(source)) for source, _ in jobs}
-    claimed: dict[Path, Path] = {}
-
-    def fail(source: Path, reason: str) -> None:
-        summary.failed.append((source, reason))
-        Bar.write(f"failed {source}: {reason}", file=sys.stderr)
-
-    for source, destination in Bar(jobs, desc="upscale", unit="image", disable=not progress):
-        target = Path(os.path.realpath(destination))
-        if target in sources:
-            fail(source, f"its output {destination} would replace an input file")
-            continue
-        if target in claimed:
-            fail(source, f"{claimed[target]} has the same output {destination}")
-            continue
-        claimed[target] = source
-        if destination.exists() and not overwrite:
-            summary.kept.append(destination)
-            continue
-        try:
-            picture = load_picture(source)
-            pixels = upscale(
-                picture.pixels, model, tile=tile, tile_overlap=tile_overlap,
-                self_ensemble=self_ensemble, precision=precision, progress=progress,
-                network=network,
-            )  # fmt: skip
-            notes = save_picture(destination, Picture(pixels, picture.icc_profile), image_format)
-            if picture.frames > 1:  # animations and multi-page files: the first frame only
-                notes.append(f"only the first of its {picture.frames} frames was upscaled")
-        except (ImageReadError, OutOfMemoryError, OSError, ValueError) as error:
-            reason = str(error)
-            fail(source, reason.removeprefix(f"{source}: "))
-            continue
-        summary.written.append(destination)
-        for note in notes:
-            Bar.write(f"note {destination}: {note}", file=sys.stderr)
-    return summary

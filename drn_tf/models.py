@@ -18,10 +18,10 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from drn_tf.config import VARIANTS
 from drn_tf.files import atomic_path
 from drn_tf.layers import RCAB, DownBlock, MeanShift, PixelShuffle, TorchBicubicUpsample, conv
 from drn_tf.scales import check_scale
+from drn_tf.settings import VARIANTS
 
 # (variant, scale) -> (n_blocks, n_feats), from the authors' `utility.init_model`.
 PRESETS = {

@@ -1,9 +1,10 @@
 """Training and adapting DRN: the ``train`` flow behind ``drn-tf train`` and ``drn-tf adapt``.
 
 Builds or loads the model (:class:`drn_tf.dual_regression.DualRegressionModel`, the loss and
-the paper's Algorithm 1), reads the data (:mod:`drn_tf.data`), checks and keeps the run folder
-(``run.json``, resume, ``--overwrite``), runs ``fit`` (or :mod:`drn_tf.distribute`'s loop
-across machines) with the callbacks that log, save and stop it, and writes the curves.
+the paper's Algorithm 1), reads the data (:mod:`drn_tf.data`), checks and starts or resumes the
+run folder (:mod:`drn_tf.runs`), runs ``fit`` (or :mod:`drn_tf.distribute`'s loop across
+machines) with the callbacks that log, save and stop it (:mod:`drn_tf.callbacks`), and writes
+the curves.
 
 DRN-Adapt (``drn-tf adapt``, ``train(AdaptConfig(...))``, ``docs/drn-reference.md`` §1.5) starts
 from a trained model and fine-tunes primal and duals on batches with an exact share ρ of LR-only
@@ -12,13 +13,7 @@ samples (:func:`drn_tf.data.make_mixed_dataset`); what it gains: ``docs/adaptati
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import dataclasses
 import functools
-import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,15 +23,30 @@ import tensorflow as tf
 
 from drn_tf import data, distribute
 from drn_tf import precision as precision_rule
-from drn_tf.config import AdaptConfig, TrainConfig, check_patch_size
-from drn_tf.degrade import imresize
+from drn_tf.callbacks import (
+    ProgressBar,
+    RunLog,
+    SaveModel,
+    StopAtStep,
+    StopWhenDiverged,
+    TensorBoardLog,
+    plot_curves,
+)
 from drn_tf.dual_regression import DualRegressionModel
-from drn_tf.files import atomic_path, remove_stale_temp_files
-from drn_tf.frames import is_video
-from drn_tf.image_sets import load_eval_pairs, load_lr_images, load_pyramids
-from drn_tf.inference import check_trained_duals, load_model
-from drn_tf.models import VARIANTS, DRNConfig, build_drn_bundle, save_model_atomic
-from drn_tf.progress import LOG_INTERVAL, PlainLines, is_terminal
+from drn_tf.files import remove_stale_temp_files
+from drn_tf.image_sets import load_eval_pairs
+from drn_tf.loading import check_trained_duals, load_model
+from drn_tf.models import build_drn_bundle, save_model_atomic
+from drn_tf.runs import (
+    RunConfig,
+    check_run_folder,
+    effective_steps_per_epoch,
+    naming_full_disk,
+    start_run_folder,
+    validate_config,
+)
+from drn_tf.settings import AdaptConfig, check_patch_size
+from drn_tf.training_images import load_lr_images, load_pyramids
 
 
 def resolve_precision(precision: str) -> str:
@@ -44,430 +54,6 @@ def resolve_precision(precision: str) -> str:
     for training (``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, else
     float32)."""
     return precision_rule.resolve_precision(precision, training=True)
-
-
-# --- a training run: data, model, callbacks, outputs ------------------------------------------
-
-
-# Flags that do not change what a run computes: a run resumes whatever they say. Every other
-# flag must match the run's run.json.
-# The strategy too: the global batch, hence the run, is the same on any number of devices.
-COSMETIC_FLAGS = frozenset(
-    {"output", "progress", "tensorboard", "cache_dir", "overwrite", "strategy", "cluster_timeout"}
-)
-RUN_FILE = "run.json"
-# Everything a run writes into its folder; --overwrite deletes exactly these.
-RUN_OUTPUTS = (
-    RUN_FILE,
-    "backup",
-    "log.csv",
-    "tensorboard",
-    "model.keras",
-    "latest.keras",
-    "best.keras",
-    "curves.png",
-)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _check_writable_folder(path: str, flag: str) -> None:
-    """Fails unless ``path`` is a folder, or can be created as one, that we may write in."""
-    folder = Path(path)
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "not a folder" if existing == folder else f"{existing} is not a folder"
-        raise ValueError(f"{flag} {path}: {where}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: cannot write in {existing} (permission denied)")
-
-
-RunConfig = TrainConfig | AdaptConfig
-
-
-# The folder flags of each kind of run.
-_FOLDER_FLAGS = {
-    "train": ("train_dir", "val_dir"),
-    "adapt": ("paired_dir", "unpaired_dir", "val_dir"),
-}
-
-
-def _folder_flags(config: RunConfig) -> tuple[str, ...]:
-    return _FOLDER_FLAGS[_command(config)]
-
-
-def validate_config(config: RunConfig) -> None:
-    """Checks every setting of ``config`` (its ``check()``) and the paths it names, reading no
-    image and writing nothing (an :class:`AdaptConfig`'s ``--patch-size`` is checked against
-    the model's scale once the model is loaded).
-
-    Raises:
-        ValueError: the first problem found, in one line naming the flag (:class:`FlagError`
-            for a wrong flag value).
-    """
-    config.check()
-    for name in _folder_flags(config):
-        for folder in getattr(config, name):
-            if name == "unpaired_dir" and is_video(folder) and Path(folder).is_file():
-                continue  # footage: its frames are LR-only samples
-            if not Path(folder).is_dir():
-                problem = "not a folder" if Path(folder).exists() else "folder does not exist"
-                raise ValueError(f"{_flag(name)} {folder}: {problem}")
-    adapting = isinstance(config, AdaptConfig)
-    start = config.model if adapting else config.init
-    if start not in (None, "default") and not Path(start).is_file():
-        raise ValueError(f"{'--model' if adapting else '--init'} {start}: file does not exist")
-    _check_writable_folder(config.output, "--output")
-    if config.cache_dir is not None:
-        _check_writable_folder(config.cache_dir, "--cache-dir")
-
-
-def _command(config: RunConfig) -> str:
-    return "adapt" if isinstance(config, AdaptConfig) else "train"
-
-
-def run_record(config: RunConfig) -> dict:
-    """``config`` as saved in ``run.json``, with the ``command`` (``train`` or ``adapt``):
-    folders and files as absolute paths, and the variant's preset sizes filled in, so that
-    equal runs compare equal however spelt."""
-    record = {"command": _command(config), **dataclasses.asdict(config)}
-    for name in _folder_flags(config):
-        record[name] = [str(Path(folder).resolve()) for folder in record[name]]
-    if isinstance(config, AdaptConfig):
-        if config.model != "default":
-            record["model"] = str(Path(config.model).resolve())
-    elif config.init is not None:
-        record["init"] = str(Path(config.init).resolve())
-    elif config.variant in VARIANTS:
-        sizes = DRNConfig(config.variant, config.scale, config.n_blocks, config.n_feats)
-        record["n_blocks"], record["n_feats"] = sizes.n_blocks, sizes.n_feats
-    return record
-
-
-def _effective_steps_per_epoch(config: RunConfig) -> int:
-    return min(config.steps_per_epoch, config.steps)
-
-
-def check_run_folder(config: RunConfig) -> int | None:
-    """Decides between a fresh run and resuming the run in ``config.output``.
-
-    Returns ``None`` for a fresh start (no run there, or ``config.overwrite``), else the step
-    the saved run resumes at (0 when it was killed before its first epoch ended).
-
-    Raises:
-        ValueError: the folder holds a run with other flags, or one without ``run.json``
-            (written by drn-tf before 0.2, or not by drn-tf).
-    """
-    run = Path(config.output)
-    if config.overwrite or not any((run / name).exists() for name in RUN_OUTPUTS):
-        return None
-    advice = "use a new --output or --overwrite"
-    try:
-        saved = json.loads((run / RUN_FILE).read_text())
-    except FileNotFoundError:
-        raise ValueError(
-            f"{run} holds a run of unknown flags (no {RUN_FILE}; an older drn-tf?); {advice}"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{run / RUN_FILE}: unreadable ({error}); {advice}") from None
-    saved_command = saved.get("command", "train")  # run.json before drn-tf adapt had none
-    if saved_command != _command(config):
-        raise ValueError(f"{run} holds a drn-tf {saved_command} run; {advice}")
-    current, defaults = run_record(config), run_record(type(config)())
-
-    def shown(value) -> str:
-        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-    differences = [
-        f"{_flag(name)} {shown(value)} vs {shown(saved.get(name, defaults[name]))} saved"
-        for name, value in current.items()
-        if name not in COSMETIC_FLAGS and saved.get(name, defaults[name]) != value
-    ]
-    if differences:
-        raise ValueError(f"{run} holds a different run ({', '.join(differences)}); {advice}")
-    try:
-        epochs = json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0  # killed before BackupAndRestore wrote anything: the run starts over
-    return min(int(epochs) * _effective_steps_per_epoch(config), config.steps)
-
-
-def _start_run_folder(config: RunConfig) -> None:
-    """Deletes an old run for ``--overwrite`` and records ``config`` in ``run.json``."""
-    run = Path(config.output)
-    if config.overwrite:
-        for name in RUN_OUTPUTS:
-            path = run / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-    with atomic_path(run / RUN_FILE) as temp:
-        temp.write_text(json.dumps(run_record(config), indent=2) + "\n")
-
-
-def _numbers(rows: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
-    """The ``(x, y)`` pairs of CSV ``rows`` where both are finite numbers ('NA', blanks and
-    missing columns are skipped)."""
-    xs, ys = [], []
-    for row in rows:
-        try:
-            a, b = float(row.get(x) or "nan"), float(row.get(y) or "nan")
-        except ValueError:
-            continue
-        if np.isfinite(a) and np.isfinite(b):
-            xs.append(a)
-            ys.append(b)
-    return xs, ys
-
-
-def _read_rows(log_csv: Path) -> list[dict]:
-    if not log_csv.is_file():
-        return []
-    with open(log_csv, newline="") as file:
-        return list(csv.DictReader(file))
-
-
-class ProgressBar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, except that an epoch :class:`StopAtStep` cuts short ends at the
-    steps it ran (Keras' own ends every epoch at the full count: ``20/20`` for 10 steps), and
-    that where stdout is no terminal (a log) it writes plain lines, one every
-    :data:`~drn_tf.progress.LOG_INTERVAL` seconds and one per epoch end (Keras' own redraws
-    its bar with ANSI escape codes and ``\\r`` there too: it takes any POSIX system for a
-    terminal)."""
-
-    @staticmethod
-    def _output():
-        if is_terminal(sys.stdout):
-            return contextlib.nullcontext()
-        return contextlib.redirect_stdout(PlainLines(sys.stdout))
-
-    def _maybe_init_progbar(self):
-        super()._maybe_init_progbar()
-        if not is_terminal(sys.stdout):
-            # No bar: without its colours, done and to-do look alike. The count says it all.
-            self.progbar.interval, self.progbar.width = LOG_INTERVAL, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        with self._output():
-            super().on_epoch_begin(epoch, logs)
-
-    def _update_progbar(self, batch, logs=None):
-        with self._output():
-            super()._update_progbar(batch, logs)
-
-    def _finalize_progbar(self, logs):
-        if self.progbar is not None and 0 < self.seen < (self.target or 0):
-            self.target = self.progbar.target = self.seen
-        with self._output():
-            super()._finalize_progbar(logs)
-
-
-class StopAtStep(keras.callbacks.Callback):
-    """Stops ``fit`` after exactly ``steps`` batches in all, mid-epoch if need be (the last
-    epoch is then shorter; validation and the epoch-end callbacks still run)."""
-
-    def __init__(self, steps: int, steps_per_epoch: int):
-        super().__init__()
-        self.steps, self.steps_per_epoch, self.epoch = steps, steps_per_epoch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch * self.steps_per_epoch + batch + 1 >= self.steps:
-            self.model.stop_training = True
-
-
-class TrainingDiverged(ValueError):
-    """A run stopped because its model no longer computes finite numbers."""
-
-
-class StopWhenDiverged(keras.callbacks.Callback):
-    """Stops ``fit`` with :class:`TrainingDiverged` once the model has diverged: its weights
-    are not finite, its output on a test image is not (checked at each epoch end), or
-    ``patience`` steps in a row were skipped (a skipped step changes nothing, so the next
-    fails alike). It raises before the epoch-end saves (placed first among the callbacks), so
-    ``latest.keras``, ``best.keras`` and ``backup/`` keep the last finite epoch."""
-
-    def __init__(self, steps_per_epoch: int, patience: int = 10):
-        super().__init__()
-        self.steps_per_epoch, self.patience = steps_per_epoch, patience
-        self.epoch = self.streak = self.skipped = 0
-
-    def on_train_begin(self, logs=None):
-        self.skipped = int(self.model.skipped_steps.numpy())
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        skipped = int(self.model.skipped_steps.numpy())
-        self.streak = self.streak + 1 if skipped > self.skipped else 0
-        self.skipped = skipped
-        step = self.epoch * self.steps_per_epoch + batch + 1
-        if self.streak and not self._weights_finite():
-            self._stop(step, "its weights are no longer finite (NaN or inf)")
-        if self.streak >= self.patience:
-            self._stop(step, f"the last {self.streak} steps had a non-finite loss or gradient")
-
-    def on_epoch_end(self, epoch, logs=None):
-        step = (epoch + 1) * self.steps_per_epoch
-        if not self._weights_finite():
-            self._stop(step, "its weights are no longer finite (NaN or inf)")
-        probe = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype("float32")
-        if not all(np.isfinite(np.asarray(out)).all() for out in self.model.primal(probe)):
-            self._stop(step, "its output on a test image is not finite")
-
-    def _weights_finite(self) -> bool:
-        return all(np.isfinite(w).all() for w in self.model.get_weights() if w.dtype.kind == "f")
-
-    def _stop(self, step: int, why: str):
-        raise TrainingDiverged(
-            f"training diverged by step {step}: {why}; stopped without saving it (latest.keras "
-            "and backup/ hold the last finite epoch, if any); lower --learning-rate"
-        )
-
-
-class RunLog(keras.callbacks.Callback):
-    """Appends one row per epoch to ``log.csv``: ``epoch`` (from 0), ``step`` (batches done),
-    ``resumed`` (1 on the first row after a resume) and the epoch's logs.
-
-    The columns are fixed by the file's first line, so every row of a file has the same
-    columns: a value the header lacks is dropped, a missing one written as ``NA``.
-    """
-
-    def __init__(self, path: Path, steps_per_epoch: int, steps: int, resumed: bool = False):
-        super().__init__()
-        self.path, self.steps_per_epoch, self.steps = path, steps_per_epoch, steps
-        self.resumed = resumed
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {
-            "epoch": epoch,
-            "step": min((epoch + 1) * self.steps_per_epoch, self.steps),
-            "resumed": int(self.resumed),
-            **{k: float(v) for k, v in (logs or {}).items()},
-        }
-        self.resumed = False
-        header = None
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, newline="") as file:
-                header = next(csv.reader(file), None)
-        with open(self.path, "a", newline="") as file:
-            writer = csv.DictWriter(file, header or list(row), restval="NA", extrasaction="ignore")
-            if header is None:
-                writer.writeheader()
-            writer.writerow(row)
-
-
-class TensorBoardLog(keras.callbacks.Callback):
-    """TensorBoard summaries under ``log_dir``, against the global step (batches done):
-
-    - ``train/``: ``batch_loss`` every ``batch_every`` steps; ``epoch_<name>`` of every training
-      log at each epoch end; the text ``run`` (``note``) when training starts.
-    - ``validation/``: ``epoch_<name>`` of the ``val_`` logs and, for up to three ``samples``
-      ``(lr, hr)`` uint8 pairs, a bicubic | SR | HR image at each epoch end.
-
-    Unlike ``keras.callbacks.TensorBoard(update_freq=N)``, whose step filter also silences its
-    epoch summaries, every epoch is written, however short.
-    """
-
-    def __init__(
-        self,
-        log_dir: Path,
-        steps_per_epoch: int,
-        samples=(),
-        note: str | None = None,
-        start_step: int = 0,
-        batch_every: int = 50,
-        crop: int = 128,
-    ):
-        super().__init__()
-        self.log_dir, self.steps_per_epoch, self.samples = Path(log_dir), steps_per_epoch, samples
-        self.note, self.step, self.batch_every, self.crop = note, start_step, batch_every, crop
-        self.epoch, self.writers = 0, {}
-
-    def on_train_begin(self, logs=None):
-        self.writers = {
-            name: tf.summary.create_file_writer(str(self.log_dir / name))
-            for name in ("train", "validation")
-        }
-        if self.note:
-            with self.writers["train"].as_default():
-                tf.summary.text("run", self.note, step=self.step)
-            self.writers["train"].flush()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step = self.epoch * self.steps_per_epoch + batch + 1
-        if self.step % self.batch_every == 0 and "loss" in (logs or {}):
-            with self.writers["train"].as_default():
-                tf.summary.scalar("batch_loss", float(logs["loss"]), step=self.step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        for name, value in (logs or {}).items():
-            writer = "validation" if name.startswith("val_") else "train"
-            with self.writers[writer].as_default():
-                tf.summary.scalar(f"epoch_{name.removeprefix('val_')}", float(value), self.step)
-        if self.samples:
-            with self.writers["validation"].as_default():
-                rows = [self._sample_row(lr, hr) for lr, hr in self.samples]
-                tf.summary.image(
-                    "bicubic|sr|hr",
-                    np.stack(rows) if len({r.shape for r in rows}) == 1 else rows[:1],
-                    step=self.step,
-                    max_outputs=len(rows),
-                )
-        for writer in self.writers.values():
-            writer.flush()
-
-    def _sample_row(self, lr: np.ndarray, hr: np.ndarray) -> np.ndarray:
-        sr = self.model.primal(lr[None].astype("float32"), training=False)[-1][0]
-        bicubic = imresize(lr, hr.shape[0] / lr.shape[0])
-        crop = (slice(0, self.crop), slice(0, self.crop))
-        return np.concatenate(
-            [bicubic[crop], np.clip(np.round(sr[crop]), 0, 255).astype(np.uint8), hr[crop]],
-            axis=1,
-        )
-
-    def on_train_end(self, logs=None):
-        for writer in self.writers.values():
-            writer.close()
-
-
-class SaveModel(keras.callbacks.Callback):
-    """Saves the model atomically at each epoch end (``latest``) and on a new best ``monitor``."""
-
-    def __init__(
-        self,
-        latest: Path,
-        best: Path | None = None,
-        monitor: str = "val_psnr",
-        log_csv: Path | None = None,
-    ):
-        super().__init__()
-        self.latest, self.best, self.monitor, self.log_csv = latest, best, monitor, log_csv
-        self.best_value = -np.inf
-
-    def on_train_begin(self, logs=None):
-        # A resumed run must not let its first epoch overwrite a better earlier best.
-        if self.log_csv is not None:
-            values = _numbers(_read_rows(self.log_csv), self.monitor, self.monitor)[1]
-            self.best_value = max(values, default=-np.inf)
-
-    def on_epoch_end(self, epoch, logs=None):
-        save_model_atomic(self.model, self.latest)
-        value = (logs or {}).get(self.monitor)
-        if self.best is not None and value is not None and value > self.best_value:
-            self.best_value = value
-            save_model_atomic(self.model, self.best)
 
 
 def build_model(config: RunConfig) -> DualRegressionModel:
@@ -663,12 +249,12 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
     # Only now that the data and model are good, so a failed start leaves no folder behind.
     if resume_step is None:
         if chief:
-            _start_run_folder(config)
+            start_run_folder(config)
         note = None
     else:
         note = f"resuming run {config.output} at step {resume_step}"
         print(note + (" (already complete)" if resume_step == config.steps else ""))
-    steps_per_epoch = _effective_steps_per_epoch(config)
+    steps_per_epoch = effective_steps_per_epoch(config)
     callbacks = [
         StopWhenDiverged(steps_per_epoch),  # first: before anything saves a diverged model
         keras.callbacks.BackupAndRestore(
@@ -698,27 +284,30 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
         callbacks.insert(0, distribute.Validation(val_ds, model.scale))
         val_ds = None  # fit's validation fails on the replicas' empty shares of an image
     epochs = -(-config.steps // steps_per_epoch)
-    if multi_worker:
-        distribute.fit_multi_worker(
-            model,
-            train_ds,
-            callbacks,
-            epochs,
-            steps_per_epoch,
-            verbose=config.progress if chief else 0,
-            chief_backup=Path(config.output) / "backup",
-        )
-    else:
-        model.fit(
-            train_ds,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=val_ds,
-            callbacks=callbacks,
-            verbose=config.progress,
-            shuffle=False,
-        )  # the dataset shuffles itself
-    save_model_atomic(model, run / "model.keras")
+    # What Keras and TensorFlow write (backup/, tensorboard/) is named by the run folder.
+    with naming_full_disk(run):
+        if multi_worker:
+            distribute.fit_multi_worker(
+                model,
+                train_ds,
+                callbacks,
+                epochs,
+                steps_per_epoch,
+                verbose=config.progress if chief else 0,
+                chief_backup=Path(config.output) / "backup",
+            )
+        else:
+            model.fit(
+                train_ds,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=val_ds,
+                callbacks=callbacks,
+                verbose=config.progress,
+                shuffle=False,
+            )  # the dataset shuffles itself
+    with naming_full_disk(run / "model.keras"):
+        save_model_atomic(model, run / "model.keras")
     skipped_steps = int(model.skipped_steps.numpy())
     if skipped_steps:
         print(
@@ -727,31 +316,3 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
         )
     plot_curves(run / "log.csv", run / "curves.png")
     return model
-
-
-def plot_curves(log_csv: Path, output: Path) -> None:
-    """Draws training loss and validation PSNR against the step from a :class:`RunLog` file
-    (or a ``CSVLogger`` one, against the epoch). Values that are not numbers are skipped; a
-    missing or empty log draws nothing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _read_rows(Path(log_csv))
-    x = "step" if rows and "step" in rows[0] else "epoch"
-    loss, psnr = _numbers(rows, x, "loss"), _numbers(rows, x, "val_psnr")
-    if not loss[0] and not psnr[0]:
-        return
-    figure, loss_axis = plt.subplots(figsize=(7, 4))
-    loss_axis.plot(*loss, color="tab:blue", marker=".", label="train loss")
-    loss_axis.set_xlabel(x)
-    loss_axis.set_ylabel("loss (L1, 0..255)", color="tab:blue")
-    if psnr[0]:
-        psnr_axis = loss_axis.twinx()
-        psnr_axis.plot(*psnr, color="tab:red", marker=".", label="validation PSNR")
-        psnr_axis.set_ylabel("validation Y-PSNR (dB)", color="tab:red")
-    figure.tight_layout()
-    with atomic_path(output) as temp:
-        figure.savefig(temp, dpi=100, format="png")
-    plt.close(figure)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -34,23 +33,15 @@ from pathlib import Path
 import av
 import numpy as np
 
-from drn_tf.config import check_interrupted
+from drn_tf.console import check_interrupted
 from drn_tf.files import atomic_path
 from drn_tf.frames import VideoReadError, decoded_frames, find_videos, is_video, open_video
-from drn_tf.inference import (
-    DEFAULT_TILE,
-    DEFAULT_TILE_OVERLAP,
-    Bicubic,
-    OutOfMemoryError,
-    Runner,
-    UpscaleSummary,
-    _check_tiles,
-    _resolve_model,
-    upscale,
-)
+from drn_tf.inference import Bicubic, OutOfMemoryError, _resolve_model, upscale
 from drn_tf.models import DRN
 from drn_tf.precision import resolve_precision
 from drn_tf.progress import Bar
+from drn_tf.tiles import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, Runner, _check_tiles
+from drn_tf.upscale_files import UpscaleSummary, upscale_jobs
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -404,7 +395,7 @@ def upscale_video_files(
             ``batch_size``, ``video_codec``, ``crf``, as :func:`upscale_video`.
 
     Returns:
-        An :class:`~drn_tf.inference.UpscaleSummary` of videos.
+        An :class:`~drn_tf.upscale_files.UpscaleSummary` of videos.
 
     Raises:
         ValueError: no video files in the inputs, or a bad setting (checked before any work).
@@ -426,33 +417,12 @@ def upscale_video_files(
                 jobs.append((found, output / folder / output_name(found, model.scale)))
     if not jobs:
         raise ValueError("no video files found in the inputs")
-    sources = {Path(os.path.realpath(source)) for source, _ in jobs}
-    claimed: dict[Path, Path] = {}
 
-    def fail(source: Path, reason: str) -> None:
-        summary.failed.append((source, reason))
-        Bar.write(f"failed {source}: {reason}", file=sys.stderr)
+    def upscale_one(source: Path, destination: Path) -> list[str]:
+        return upscale_video(
+            source, destination, model, overwrite=True, progress=progress, **settings
+        ).notes
 
-    for source, destination in jobs:
-        target = Path(os.path.realpath(destination))
-        if target in sources:
-            fail(source, f"its output {destination} would replace an input file")
-            continue
-        if target in claimed:
-            fail(source, f"{claimed[target]} has the same output {destination}")
-            continue
-        claimed[target] = source
-        if destination.exists() and not overwrite:
-            summary.kept.append(destination)
-            continue
-        try:
-            result = upscale_video(
-                source, destination, model, overwrite=True, progress=progress, **settings
-            )
-        except (OutOfMemoryError, OSError, ValueError, av.FFmpegError) as error:
-            fail(source, str(error).removeprefix(f"{source}: "))
-            continue
-        summary.written.append(destination)
-        for note in result.notes:
-            Bar.write(f"note {destination}: {note}", file=sys.stderr)
+    errors = (OutOfMemoryError, OSError, ValueError, av.FFmpegError)
+    upscale_jobs(jobs, summary, upscale_one, errors, overwrite=overwrite, bar=False)
     return summary

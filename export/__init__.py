@@ -7,6 +7,8 @@
 - ``onnx``: ONNX through tf2onnx;
 - ``openvino``: OpenVINO IR (fp32, bf16 hint, or NNCF int8).
 
-:mod:`export.base` holds what they share: loading, staged writing, verification, timing and
-metadata.
+What they share: :mod:`export.base` (errors, loading, stage lines, the command line),
+:mod:`export.staging` (atomic writing), :mod:`export.photo_sets` (calibration and verification
+photos), :mod:`export.verification` (against Keras, timing) and :mod:`export.reporting` (the
+metadata JSON).
 """

@@ -1,4 +1,5 @@
-"""ONNX export: ``python -m export.onnx --model M --output F.onnx [--opset 17] [--overwrite]``.
+"""ONNX export: ``python -m export.onnx --model M --output F.onnx [--opset 17]
+[--io float32|uint8] [--layout nhwc|nchw] [--overwrite]``.
 
 The artifact computes :func:`drn_tf.serving.super_resolve` (converted with tf2onnx):
 
@@ -6,6 +7,13 @@ The artifact computes :func:`drn_tf.serving.super_resolve` (converted with tf2on
 - output ``sr``: float32 NHWC ``(N, s·H, s·W, 3)``, about 0..255 and not clipped; to get the
   pixels of ``drn_tf.upscale``, clip to 0..255, round half to even and cast to uint8
   (:func:`drn_tf.serving.to_pixels`).
+
+``--io uint8``: uint8 pixels in and out, the pixel step inside the graph
+(:func:`drn_tf.serving.super_resolve_uint8`, as the SavedModel's uint8 signature), so the
+output is the pixels of ``drn_tf.upscale`` and is verified against Keras's pixels.
+``--layout nchw``: input ``(N, 3, H, W)`` and output ``(N, 3, s·H, s·W)``, as PyTorch models
+take them (``Transpose`` nodes at both ends). The OpenVINO exporter builds on the same graph
+(:func:`serving_function`).
 
 Only standard-domain ONNX operators appear (the bicubic layer is convolutions, the pixel
 shuffle ``DepthToSpace``). It is verified in onnxruntime against the Keras model and timed.
@@ -24,14 +32,75 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drn_tf.config import setting
-from export import base
+import numpy as np
+
+from drn_tf.flags import FlagError, setting
+from export import base, reporting, staging, verification
 
 #: The opsets tf2onnx 1.17 converts this model to (19 and above: "not supported yet").
 OPSETS = (17, 18)
 INPUT_NAME = "images"
 OUTPUT_NAME = "sr"
 PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+#: ``--io``: the element type of input and output, float32 on 0..255 or uint8 pixels.
+IO_TYPES = ("float32", "uint8")
+#: ``--layout``: of input and output alike, TensorFlow's NHWC or PyTorch's NCHW.
+LAYOUTS = ("nhwc", "nchw")
+_TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+def check_tensor_format(io: str, layout: str) -> None:
+    """Raises :class:`drn_tf.flags.FlagError` unless ``io`` is one of :data:`IO_TYPES` and
+    ``layout`` one of :data:`LAYOUTS`."""
+    if io not in IO_TYPES:
+        raise FlagError(f"--io {io!r}: use one of {', '.join(IO_TYPES)}")
+    if layout not in LAYOUTS:
+        raise FlagError(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+
+
+def serving_function(model: Any, io: str = "float32", layout: str = "nhwc") -> Any:
+    """The serving graph of ``model`` (a DRN or its primal network) as a ``tf.function`` of
+    one input ``images`` (N, H and W dynamic), for ``io`` and ``layout``:
+
+    - ``float32``: float32 on 0..255 → :func:`drn_tf.serving.super_resolve`, float32 not
+      clipped;
+    - ``uint8``: uint8 pixels → :func:`drn_tf.serving.super_resolve_uint8`, uint8 pixels;
+    - ``nhwc``: ``(N, H, W, 3)`` → ``(N, s·H, s·W, 3)``; ``nchw``: ``(N, 3, H, W)`` →
+      ``(N, 3, s·H, s·W)``, transposed around the NHWC network.
+    """
+    check_tensor_format(io, layout)
+    import tensorflow as tf
+
+    from drn_tf import serving
+
+    shape = [None, 3, None, None] if layout == "nchw" else [None, None, None, 3]
+    dtype = tf.uint8 if io == "uint8" else tf.float32
+    spec = tf.TensorSpec(shape, dtype, name=INPUT_NAME)
+    upscale = serving.super_resolve_uint8 if io == "uint8" else serving.super_resolve
+
+    @tf.function(input_signature=[spec])
+    def serve(images):
+        if layout == "nchw":
+            return tf.transpose(upscale(model, tf.transpose(images, _TO_NHWC)), _TO_NCHW)
+        return upscale(model, images)
+
+    return serve
+
+
+def to_model_input(images: np.ndarray, io: str, layout: str) -> np.ndarray:
+    """float32 NHWC on 0..255 → the input of a model of ``io`` and ``layout``: for ``uint8``
+    the nearest pixels (clipped, rounded half to even), for ``nchw`` transposed."""
+    images = np.asarray(images, np.float32)
+    if io == "uint8":
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(images.transpose(_TO_NCHW)) if layout == "nchw" else images
+
+
+def from_model_output(output: np.ndarray, layout: str) -> np.ndarray:
+    """A model's output of ``layout`` → float32 NHWC (uint8 pixels as their float values)."""
+    output = np.asarray(output)
+    output = output.transpose(_TO_NHWC) if layout == "nchw" else output
+    return np.ascontiguousarray(output, np.float32)
 
 
 def check_opset(opset: int) -> int:
@@ -43,7 +112,14 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def to_onnx(model: Any, path: str | os.PathLike, opset: int = 17, fp16: bool = False) -> Path:
+def to_onnx(
+    model: Any,
+    path: str | os.PathLike,
+    opset: int = 17,
+    fp16: bool = False,
+    io: str = "float32",
+    layout: str = "nhwc",
+) -> Path:
     """Converts the serving graph of ``model`` to an ONNX file at ``path`` and returns the path.
 
     Args:
@@ -53,27 +129,21 @@ def to_onnx(model: Any, path: str | os.PathLike, opset: int = 17, fp16: bool = F
         fp16: store the weights and compute in float16. The inputs and outputs stay float32
             (``Cast`` nodes at both ends), so callers feed and read the same arrays; the graph
             is strongly typed, as TensorRT ≥ 10 wants for fp16.
+        io, layout: the tensor format (:func:`serving_function`).
 
-    The graph: input ``images`` float32 ``(N, H, W, 3)`` on 0..255 → output ``sr`` float32
-    ``(N, s·H, s·W, 3)``, N/H/W dynamic (named ``N``, ``H``, ``W`` and ``N``, ``sH``,
-    ``sW``). Raises :class:`base.ExportError` for an unsupported opset and
+    The graph (default format): input ``images`` float32 ``(N, H, W, 3)`` on 0..255 → output
+    ``sr`` float32 ``(N, s·H, s·W, 3)``, N/H/W dynamic (named ``N``, ``H``, ``W`` and ``N``,
+    ``sH``, ``sW``). Raises :class:`base.ExportError` for an unsupported opset and
     :class:`base.MissingDependency` when tf2onnx or onnx is missing.
     """
     check_opset(opset)
     tf2onnx = base.require("tf2onnx", purpose="ONNX export")
     onnx = base.require("onnx", purpose="ONNX export")
-    import tensorflow as tf
-
-    from drn_tf import serving
-
-    @tf.function(input_signature=[serving.FLOAT_SPEC])
-    def serve(images):
-        return serving.super_resolve(model, images)
-
+    serve = serving_function(model, io, layout)
     proto, _ = tf2onnx.convert.from_function(
-        serve, input_signature=[serving.FLOAT_SPEC], opset=opset
+        serve, input_signature=serve.input_signature, opset=opset
     )
-    _tidy(proto, scale=getattr(model, "scale", None))
+    _tidy(proto, getattr(model, "scale", None), layout)
     if fp16:
         proto = _to_float16(proto)
     path = Path(path)
@@ -81,21 +151,25 @@ def to_onnx(model: Any, path: str | os.PathLike, opset: int = 17, fp16: bool = F
     return path
 
 
-def _tidy(proto, scale: int | None) -> None:
-    """Names the output ``sr`` and the dynamic dimensions, and drops opset imports no node
-    uses (tf2onnx always declares ``ai.onnx.ml``)."""
+def _tidy(proto, scale: int | None, layout: str = "nhwc") -> None:
+    """Names the output ``sr`` and the dynamic dimensions (``layout``'s channel dimension is
+    the static 3), and drops opset imports no node uses (tf2onnx always declares
+    ``ai.onnx.ml``)."""
     old = proto.graph.output[0].name
     for node in proto.graph.node:
         node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
         node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
     proto.graph.output[0].name = OUTPUT_NAME
     s = scale or "s"
+    channel = 1 if layout == "nchw" else 3
     for value, names in (
-        (proto.graph.input[0], ("N", "H", "W")),
-        (proto.graph.output[0], ("N", f"{s}H", f"{s}W")),
+        (proto.graph.input[0], ["N", "H", "W"]),
+        (proto.graph.output[0], ["N", f"{s}H", f"{s}W"]),
     ):
+        names.insert(channel, None)
         for dim, name in zip(value.type.tensor_type.shape.dim, names, strict=False):
-            dim.dim_param = name
+            if name:
+                dim.dim_param = name
     used = {node.domain for node in proto.graph.node} | {""}
     kept = [o for o in proto.opset_import if o.domain in used or o.domain == "ai.onnx"]
     del proto.opset_import[:]
@@ -150,22 +224,40 @@ def sort_topologically(graph) -> None:
 
 def onnxruntime_runner(path: str | os.PathLike, threads: int = 0) -> base.Runner:
     """An onnxruntime CPU session of the ONNX file at ``path`` as a :data:`base.Runner`
-    (float32 NHWC on 0..255 in, float32 ``sr`` out). ``threads`` 0: onnxruntime's default."""
+    (float32 NHWC on 0..255 in, float32 NHWC ``sr`` out), whatever the file's ``--io`` and
+    ``--layout`` (read from its input: :func:`to_model_input`, :func:`from_model_output`).
+    ``threads`` 0: onnxruntime's default."""
     ort = base.require("onnxruntime", purpose="running ONNX")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
+    given = session.get_inputs()[0]
+    io = "uint8" if given.type == "tensor(uint8)" else "float32"
+    layout = "nchw" if given.shape[1] == 3 else "nhwc"
 
     def run(images):
-        return session.run(None, {input_name: images.astype("float32", copy=False)})[0]
+        output = session.run(None, {given.name: to_model_input(images, io, layout)})[0]
+        return from_model_output(output, layout)
 
     return run
 
 
-def io_contract(scale: int) -> dict:
-    """The ``io`` entry of the metadata of an ONNX-based artifact of a ×``scale`` model."""
-    return base.image_io(scale, INPUT_NAME, OUTPUT_NAME)
+def io_contract(scale: int, io: str = "float32", layout: str = "nhwc") -> dict:
+    """The ``io`` entry of the metadata of an ONNX-based artifact of a ×``scale`` model with
+    the tensor format ``io`` and ``layout`` (:func:`serving_function`)."""
+    contract = base.image_io(scale, INPUT_NAME, OUTPUT_NAME)
+    for tensor in (contract["input"], contract["output"]):
+        if layout == "nchw":
+            n, h, w, channels = tensor["shape"]
+            tensor["shape"] = [n, channels, h, w]
+        tensor["layout"] = layout.upper()
+        if io == "uint8":
+            tensor["dtype"] = "uint8"
+    if io == "uint8":
+        contract["input"]["range"] = "0..255, the pixels"
+        contract["output"]["range"] = "0..255, the pixels of drn_tf.upscale"
+        contract["pixels"] = f"inside the model: {base.PIXEL_STEP}"
+    return contract
 
 
 def op_types(path: str | os.PathLike) -> set[tuple[str, str]]:
@@ -176,13 +268,13 @@ def op_types(path: str | os.PathLike) -> set[tuple[str, str]]:
     return {(node.domain, node.op_type) for node in graph.node}
 
 
-def embed(path: str | os.PathLike, report: base.Report) -> None:
+def embed(path: str | os.PathLike, report: reporting.Report) -> None:
     """Sets ``report``'s fields as the ``metadata_props`` of the ONNX file at ``path``
-    (:func:`base.embedded_fields`), replacing it by a rename."""
+    (:func:`reporting.embedded_fields`), replacing it by a rename."""
     onnx = base.require("onnx", purpose="ONNX export")
     path = Path(path)
     proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, base.embedded_fields(report))
+    onnx.helper.set_model_props(proto, reporting.embedded_fields(report))
     temp = path.with_name(f"{path.name}.metadata")
     onnx.save(proto, str(temp))
     os.replace(temp, path)
@@ -208,30 +300,40 @@ def export_onnx(
     *,
     overwrite: bool = False,
     opset: int = 17,
+    io: str = "float32",
+    layout: str = "nhwc",
     timing_runs: int = 10,
-) -> base.Report:
+) -> reporting.Report:
     """Writes ``model`` (a ``.keras`` path, ``"default"`` or a :class:`base.Source`) as ONNX at
     ``output``, verified in onnxruntime against Keras (fp32 floor) and timed; returns the
-    report (also written beside it as ``F.onnx.json``)."""
+    report (also written beside it as ``F.onnx.json``).
+
+    ``io`` and ``layout``: the tensor format (:func:`serving_function`); ``uint8`` is
+    verified against Keras's pixels (:func:`drn_tf.serving.to_pixels`)."""
     check_opset(opset)
-    base.check_destination(output, overwrite)  # fail before the slow part
+    check_tensor_format(io, layout)
+    staging.check_destination(output, overwrite)  # fail before the slow part
     for module in PACKAGES:
         base.require(module, purpose="ONNX export")
     source = load(model)
-    with base.staged(output, overwrite) as temp:
+    with staging.staged(output, overwrite) as temp:
         base.progress(f"converting to ONNX (opset {opset})")
-        to_onnx(source.model, temp, opset=opset)
-        return base.finish(
+        to_onnx(source.model, temp, opset=opset, io=io, layout=layout)
+        notes = ["runtime: onnxruntime CPUExecutionProvider"]
+        if io == "uint8":
+            notes.append("uint8 input and output, the pixels: verified against Keras's pixels")
+        return verification.finish(
             format="onnx",
             source=source,
             staged_path=temp,
             output=output,
             runner=onnxruntime_runner(temp),
             precision="fp32",
-            io={**io_contract(source.model.scale), "opset": opset},
+            io={**io_contract(source.model.scale, io, layout), "opset": opset},
+            pixels=io == "uint8",
             packages=PACKAGES,
             timing_runs=timing_runs,
-            notes=["runtime: onnxruntime CPUExecutionProvider"],
+            notes=notes,
             embed=lambda report: embed(temp, report),
         )
 
@@ -244,6 +346,14 @@ class Flags:
     scale: int | None = setting(None, base.SCALE_HELP)
     output: str | None = setting(None, "The .onnx file to write (required).")
     opset: int = setting(17, "ONNX opset (tf2onnx 1.17 writes 17 or 18).")
+    io: str = setting(
+        "float32",
+        "Input and output type: float32 on 0..255, or uint8 pixels (rounded inside the model).",
+        choices=IO_TYPES,
+    )
+    layout: str = setting(
+        "nhwc", "Input and output layout: nhwc, or nchw as PyTorch models take.", choices=LAYOUTS
+    )
     overwrite: bool = setting(False, "Replace an existing artifact.")
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")
 

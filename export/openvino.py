@@ -1,5 +1,6 @@
 """OpenVINO export: ``python -m export.openvino --model M --output DIR
-[--precision fp32|bf16|int8] [--calibration-data DIR ...] [--overwrite]``.
+[--precision fp32|bf16|int8] [--calibration-data DIR ...] [--io float32|uint8]
+[--layout nhwc|nchw] [--overwrite]``.
 
 ``DIR`` holds the OpenVINO IR ``model.xml`` + ``model.bin`` and the metadata ``export.json``.
 The IR computes :func:`drn_tf.serving.super_resolve`, converted from its ``tf.function`` by
@@ -11,6 +12,13 @@ and the pixel shuffle ``DepthToSpace``):
   pixels of ``drn_tf.upscale``, clip to 0..255, round half to even and cast to uint8
   (:func:`drn_tf.serving.to_pixels`).
 
+``--io uint8`` and ``--layout nchw`` are built into the ``tf.function`` before conversion, as
+for ONNX (:func:`export.onnx.serving_function`): uint8 pixels in and out with the pixel step
+inside the IR (a ``Round`` half to even and a ``Convert`` of values already in 0..255, so the
+pixels are exactly those of the float IR's output passed through
+:func:`drn_tf.serving.to_pixels`), verified against Keras's pixels; ``(N, 3, H, W)`` in and
+``(N, 3, s·H, s·W)`` out for NCHW.
+
 Precisions (:data:`HINTS`): the weights are float32 in ``fp32`` and ``bf16`` (``ov.save_model``
 would compress them to float16 unless told not to); ``bf16`` differs only by the inference
 precision hint stored in the IR's ``rt_info`` (``runtime_options/INFERENCE_PRECISION_HINT``).
@@ -20,14 +28,14 @@ on CPUs with AMX or AVX-512 BF16 unless told ``f32``: pass the stored hint to
 of the IR (see :func:`quantize`), with NNCF's overflow fix so that it computes the same on every
 x86 CPU, and calibrated on the bundled calibration set by default.
 
-The IR records its layout (``NHWC`` on ``images`` and ``sr``) and, in its ``rt_info`` under
-``drn_tf``, the fields of the ``export.json`` side-car (each a JSON string; :data:`META_KEY`).
+The IR records its layout (``NHWC`` or ``NCHW`` on ``images`` and ``sr``) and, in its
+``rt_info`` under ``drn_tf``, the fields of the ``export.json`` side-car (each a JSON string;
+:data:`META_KEY`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import subprocess
@@ -35,23 +43,24 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drn_tf.config import setting
-from export import base
+from drn_tf.flags import setting
+from export import base, photo_sets, reporting, staging, verification
+from export import onnx as onnx_export
 
 #: ``--precision`` → the inference precision hint stored in the IR and passed at compile time.
 #: int8 keeps f32 for the layers left in float, so its only error is the quantization's.
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 HINT_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 XML = "model.xml"
-INPUT_NAME = "images"
+INPUT_NAME = onnx_export.INPUT_NAME
 OUTPUT_NAME = "sr"
 DEVICE = "CPU"
-LAYOUT = "NHWC"
 #: Where the side-car's fields live in the IR's ``rt_info``: ``rt_info/drn_tf/<field>``.
 META_KEY = "drn_tf"
 PACKAGES = ("openvino", "nncf")
@@ -78,23 +87,24 @@ with np.load(sys.argv[2]) as inputs:
 """
 
 
-def to_openvino(model: Any) -> Any:
-    """The serving graph of ``model`` (a DRN or its primal network) as an ``ov.Model``:
-    ``images`` float32 ``(N, H, W, 3)`` on 0..255 → ``sr`` float32 ``(N, s·H, s·W, 3)``, all
-    of N/H/W dynamic."""
+def to_openvino(model: Any, io: str = "float32", layout: str = "nhwc") -> Any:
+    """The serving graph of ``model`` (a DRN or its primal network) as an ``ov.Model``, by
+    default ``images`` float32 ``(N, H, W, 3)`` on 0..255 → ``sr`` float32
+    ``(N, s·H, s·W, 3)``, all of N/H/W dynamic; ``io`` and ``layout`` as for ONNX
+    (:func:`export.onnx.serving_function`), the layout recorded on input and output."""
     ov = base.require(*_OPENVINO, purpose="OpenVINO export")
     import tensorflow as tf
 
-    from drn_tf import serving
+    graph = onnx_export.serving_function(model, io, layout)
 
     # A dict names the output `sr`; a bare tensor would come out as `Identity:0`.
-    @tf.function(input_signature=[serving.FLOAT_SPEC])
+    @tf.function(input_signature=graph.input_signature)
     def serve(images):
-        return {OUTPUT_NAME: serving.super_resolve(model, images)}
+        return {OUTPUT_NAME: graph(images)}
 
     ov_model = ov.convert_model(serve)
     for port in (*ov_model.inputs, *ov_model.outputs):
-        port.get_node().set_layout(ov.Layout(LAYOUT))
+        port.get_node().set_layout(ov.Layout(layout.upper()))
     return ov_model
 
 
@@ -110,7 +120,7 @@ def float_convolutions(ov_model: Any) -> list[str]:
 def quantize(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:
     """NNCF post-training int8 quantization of ``ov_model`` (weights per channel and
     activations), calibrated on ``calibration`` (float32 ``(1, h, w, 3)`` on 0..255, see
-    :func:`base.calibration_images`).
+    :func:`photo_sets.calibration_images`).
 
     Chosen by measurement on the packaged model (DRN-S ×4, Set5 ×4 task PSNR vs Keras):
     NNCF's defaults lose 2.8 dB; leaving the :func:`float_convolutions` in float and taking
@@ -146,7 +156,7 @@ def _quiet_nncf(nncf) -> Iterator[None]:
     level = logging.getLogger("nncf").level
     nncf.set_log_level(logging.ERROR)
     try:
-        with redirect_stdout(io.StringIO()):  # the progress bars look up sys.stdout as they draw
+        with redirect_stdout(StringIO()):  # the progress bars look up sys.stdout as they draw
             yield
     finally:
         nncf.set_log_level(level)
@@ -179,12 +189,23 @@ def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
 
 def openvino_runner(folder: str | os.PathLike, hint: str | None = None) -> base.Runner:
     """:func:`compile_artifact` as a :data:`base.Runner`: float32 NHWC on 0..255 of any size
-    (the IR is dynamic, no reshape) → float32 ``sr``."""
+    (the IR is dynamic, no reshape) → float32 NHWC ``sr``, whatever the IR's ``--io`` and
+    ``--layout`` (:func:`export.onnx.to_model_input`, :func:`export.onnx.from_model_output`)."""
     return _as_runner(compile_artifact(folder, hint))
 
 
 def _as_runner(compiled: Any) -> base.Runner:
-    return lambda images: compiled(np.asarray(images, np.float32))[0]
+    ov = base.require(*_OPENVINO, purpose="running OpenVINO")
+    given = compiled.input(0)
+    io = "uint8" if given.get_element_type() == ov.Type.u8 else "float32"
+    channels = given.get_partial_shape()[1]
+    layout = "nchw" if channels.is_static and channels.get_length() == 3 else "nhwc"
+
+    def run(images: np.ndarray) -> np.ndarray:
+        output = compiled(onnx_export.to_model_input(images, io, layout))[0]
+        return onnx_export.from_model_output(output, layout)
+
+    return run
 
 
 def run_with_isa(folder: str | os.PathLike, isa: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -206,19 +227,24 @@ def run_with_isa(folder: str | os.PathLike, isa: str, inputs: list[np.ndarray]) 
             return [outputs[f"arr_{i}"] for i in range(len(inputs))]
 
 
-def verify_without_vnni(folder: str | os.PathLike, source: base.Source) -> dict[str, Any]:
+def verify_without_vnni(
+    folder: str | os.PathLike, source: base.Source, pixels: bool = False
+) -> dict[str, Any]:
     """Verifies the int8 IR in ``folder`` as CPUs without VNNI run it (:func:`run_with_isa`
     with :data:`NO_VNNI_ISA`) on the probe images, at the int8 floor, so that an IR made on a
-    VNNI or AMX machine is known to hold on AVX2-only ones. Returns the ``verified_on`` entry;
-    raises :class:`base.ExportError` below the floor."""
+    VNNI or AMX machine is known to hold on AVX2-only ones; ``pixels``: a uint8-I/O IR, against
+    Keras's pixels. Returns the ``verified_on`` entry; raises :class:`base.ExportError` below
+    the floor."""
     scale = source.model.scale
-    probes = base.probe_images(scale)
+    probes = photo_sets.probe_images(scale)
     outputs = run_with_isa(folder, NO_VNNI_ISA, [images for _, images in probes])
     by_input = {images.tobytes(): out for (_, images), out in zip(probes, outputs, strict=True)}
-    reference = base.keras_runner(source.model)
+    reference = verification.keras_runner(source.model, pixels)
     floor = base.FLOORS_DB["int8"]
     try:
-        records = base.verify(lambda images: by_input[images.tobytes()], reference, scale, floor)
+        records = verification.verify(
+            lambda images: by_input[images.tobytes()], reference, scale, floor
+        )
     except base.ExportError as error:
         raise base.ExportError(f"with oneDNN held to {NO_VNNI_ISA}: {error}") from error
     return {
@@ -252,17 +278,18 @@ def cpu_note(compiled: Any) -> str:
     )
 
 
-def io_contract(scale: int, precision: str) -> dict:
-    """The ``io`` entry of the metadata of a ×``scale`` IR of ``precision``."""
+def io_contract(scale: int, precision: str, io: str = "float32", layout: str = "nhwc") -> dict:
+    """The ``io`` entry of the metadata of a ×``scale`` IR of ``precision``, ``io`` and
+    ``layout``."""
     return {
         "files": [XML, "model.bin"],
-        **base.image_io(scale, INPUT_NAME, OUTPUT_NAME),
+        **onnx_export.io_contract(scale, io, layout),
         "inference_precision_hint": HINTS[precision],
         "hint_stored_at": "rt_info " + "/".join(HINT_KEY) + " (pass it to compile_model)",
         "weights": "int8 (per channel, 7-bit range: overflow fix), float32 at both ends"
         if precision == "int8"
         else "float32",
-        "layout_stored": f"{LAYOUT} on both (Parameter/Result layout)",
+        "layout_stored": f"{layout.upper()} on both (Parameter/Result layout)",
         "metadata_stored_at": f"rt_info {META_KEY}/<field>, each a JSON string",
     }
 
@@ -274,19 +301,24 @@ def export_openvino(
     overwrite: bool = False,
     precision: str = "fp32",
     calibration_data: Sequence[str | os.PathLike] = (),
+    io: str = "float32",
+    layout: str = "nhwc",
     timing_runs: int = 10,
-) -> base.Report:
+) -> reporting.Report:
     """Writes ``model`` (a ``.keras`` path, ``"default"`` or a :class:`base.Source`) as an
     OpenVINO IR folder at ``output``, verified in OpenVINO on the CPU against Keras (the floor
     of ``precision``) and timed; returns the report (also written as ``output/export.json``).
 
     ``calibration_data``: folders of photos for ``int8`` (default: the bundled sample).
+    ``io`` and ``layout``: the tensor format (:func:`export.onnx.serving_function`); ``uint8``
+    is verified against Keras's pixels (:func:`drn_tf.serving.to_pixels`).
     """
     if precision not in HINTS:
         raise base.ExportError(f"--precision {precision!r}: use one of {', '.join(HINTS)}")
+    onnx_export.check_tensor_format(io, layout)
     if calibration_data and precision != "int8":
         raise base.ExportError("--calibration-data is only used with --precision int8")
-    base.check_destination(output, overwrite)  # fail before the slow part
+    staging.check_destination(output, overwrite)  # fail before the slow part
     base.require(*_OPENVINO, purpose="OpenVINO export")
     if precision == "int8":
         base.require("nncf", purpose="OpenVINO int8 quantization")
@@ -294,42 +326,46 @@ def export_openvino(
     scale = source.model.scale
     notes = []
     base.progress("converting to OpenVINO IR")
-    ov_model = to_openvino(source.model)
+    ov_model = to_openvino(source.model, io, layout)
+    if io == "uint8":
+        notes.append("uint8 input and output, the pixels: verified against Keras's pixels")
     if precision == "int8":
-        calibration = base.calibration_images(calibration_data, scale)
+        calibration = photo_sets.calibration_images(calibration_data, scale)
         folders = ", ".join(map(str, calibration_data)) or "the bundled calibration set"
         size = "x".join(map(str, calibration[0].shape[1:3]))
         base.progress(f"quantizing int8 ({len(calibration)} crops)")
-        ov_model = quantize(ov_model, calibration)
+        inputs = [onnx_export.to_model_input(image, io, layout) for image in calibration]
+        ov_model = quantize(ov_model, inputs)
         notes.append(
             f"int8: NNCF post-training quantization calibrated on {len(calibration)} LR crops "
             f"of {size} from {folders}; overflow fix (7-bit weights: no int16 saturation "
             f"on CPUs without VNNI); min-max activation ranges; the first {KEEP_FIRST} and "
             f"last {KEEP_LAST} convolutions (upsample, sub_mean, head; tail, add_mean) in float"
         )
-    with base.staged(output, overwrite) as temp:
+    with staging.staged(output, overwrite) as temp:
         temp.mkdir()
         save(ov_model, temp, HINTS[precision])
         compiled = compile_artifact(temp)
         notes.insert(0, cpu_note(compiled))
         also_verified = {}
-        if precision == "int8" and "avx2" in base.host_cpu()["features"]:
+        if precision == "int8" and "avx2" in reporting.host_cpu()["features"]:
             base.progress(f"verifying int8 with oneDNN held to {NO_VNNI_ISA} (no VNNI)")
-            also_verified = verify_without_vnni(temp, source)
+            also_verified = verify_without_vnni(temp, source, pixels=io == "uint8")
             records = also_verified["onednn_max_cpu_isa"]["verification"]
             notes.append(
                 f"int8 verified again with oneDNN held to {NO_VNNI_ISA} (the kernels of CPUs "
                 f"without VNNI): {min(r['psnr_db'] for r in records):.1f} dB or more against "
                 f"Keras on all {len(records)} images"
             )
-        return base.finish(
+        return verification.finish(
             format="openvino",
             source=source,
             staged_path=temp,
             output=output,
             runner=_as_runner(compiled),
             precision=precision,
-            io=io_contract(scale, precision),
+            io=io_contract(scale, precision, io, layout),
+            pixels=io == "uint8",
             packages=PACKAGES if precision == "int8" else PACKAGES[:1],
             timing_runs=timing_runs,
             notes=notes,
@@ -338,12 +374,12 @@ def export_openvino(
         )
 
 
-def embed(ov_model: Any, folder: Path, report: base.Report) -> None:
+def embed(ov_model: Any, folder: Path, report: reporting.Report) -> None:
     """Stores ``report``'s fields in ``ov_model``'s ``rt_info`` (:data:`META_KEY`) and saves
     it again to ``folder``: the graph and weights as they were verified. The files are
     replaced by renames: a compiled model that maps the old ``model.bin`` keeps reading it."""
     ov = base.require(*_OPENVINO, purpose="OpenVINO export")
-    for key, value in base.embedded_fields(report).items():
+    for key, value in reporting.embedded_fields(report).items():
         ov_model.set_rt_info(value, [META_KEY, key])
     folder = Path(folder)
     resaved = folder / ".metadata"
@@ -377,6 +413,16 @@ class Flags:
     )
     calibration_data: list[str] = setting(
         [], "Folders of photos to calibrate int8 on (default: the bundled calibration set)."
+    )
+    io: str = setting(
+        "float32",
+        "Input and output type: float32 on 0..255, or uint8 pixels (rounded inside the model).",
+        choices=onnx_export.IO_TYPES,
+    )
+    layout: str = setting(
+        "nhwc",
+        "Input and output layout: nhwc, or nchw as PyTorch models take.",
+        choices=onnx_export.LAYOUTS,
     )
     overwrite: bool = setting(False, "Replace an existing artifact.")
     timing_runs: int = setting(10, "Timed runs for the latency (0: no timing).")

@@ -58,7 +58,8 @@ from typing import Any
 import numpy as np
 
 from drn_tf.files import remove_stale_temp_files
-from export import base, onnx, openvino, tflite
+from drn_tf.settings import RUNTIMES  # what ``--runtime`` takes
+from export import base, onnx, openvino, photo_sets, reporting, tflite
 
 __all__ = [
     "AUTO_TABLE",
@@ -70,9 +71,6 @@ __all__ = [
     "network",
     "upscale",
 ]
-
-#: What ``--runtime`` takes.
-RUNTIMES = ("auto", "keras", "openvino", "onnxruntime", "tflite")
 
 #: ``auto``: the first row whose CPU flag is present → ``(runtime, precision)``.
 AUTO_TABLE: tuple[tuple[str, str, tuple[str, str]], ...] = (
@@ -214,7 +212,7 @@ def _identity(model: Any, choice: Runtime) -> dict[str, Any]:
         "model_sha256": weights_sha256(model),
         "runtime": choice.name,
         "precision": choice.precision,
-        "versions": base.library_versions(*packages),
+        "versions": reporting.library_versions(*packages),
     }
 
 
@@ -232,7 +230,7 @@ def _convert(model: Any, choice: Runtime, folder: Path) -> None:
     if choice.name == "openvino":
         ov_model = openvino.to_openvino(model)
         if choice.precision == "int8":
-            ov_model = openvino.quantize(ov_model, base.calibration_images([], model.scale))
+            ov_model = openvino.quantize(ov_model, photo_sets.calibration_images([], model.scale))
         openvino.save(ov_model, folder, openvino.HINTS[choice.precision])
     elif choice.name == "onnxruntime":
         onnx.to_onnx(model, artifact)
@@ -338,7 +336,7 @@ def network(
 
 
 def _one_line_errors(runner: Runner, choice: Runtime) -> Runner:
-    """``runner`` raising what :func:`drn_tf.inference.upscale_files` reports per file: a
+    """``runner`` raising what :func:`drn_tf.upscale_files.upscale_files` reports per file: a
     runtime's out-of-memory as MemoryError (the message then suggests a smaller tile), its
     other failures as ValueError, instead of their C++ RuntimeErrors."""
 

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from drn_tf.config import UsageError, run_command, setting
-from export import base
+from drn_tf.console import run_command
+from drn_tf.flags import UsageError, setting
+from export import base, photo_sets, reporting, staging, verification
 
 PROG = "python -m export.saved_model"
 
@@ -62,7 +63,7 @@ def export_saved_model(
     overwrite: bool = False,
     timing_runs: int = 10,
     serving_config: bool = False,
-) -> base.Report:
+) -> reporting.Report:
     """Exports ``model`` (``"default"``, a ``.keras`` path or a loaded :class:`base.Source`) to
     the TF Serving model base folder ``output`` as version ``version``: ``output/<version>/``.
 
@@ -105,11 +106,11 @@ def _export(
     overwrite: bool,
     timing_runs: int,
     notes: list[str],
-) -> base.Report:
+) -> reporting.Report:
     """Writes, verifies and moves into place the version folder ``destination``."""
     import tensorflow as tf
 
-    with base.staged(destination, overwrite) as temp:
+    with staging.staged(destination, overwrite) as temp:
         base.progress("converting to a SavedModel (3 signatures)")
         _write(source.model, temp)
         requests = write_warmup(temp, output.name or "drn")
@@ -119,7 +120,7 @@ def _export(
         def runner(images):
             return serving_default(images=tf.constant(images, tf.float32))["sr"].numpy()
 
-        return base.finish(
+        return verification.finish(
             format="saved_model",
             source=source,
             staged_path=temp,
@@ -259,7 +260,7 @@ def warmup_inputs() -> dict[str, list[dict[str, Any]]]:
 
     from PIL import Image
 
-    probes = base.probe_images(4)
+    probes = photo_sets.probe_images(4)
     held_out = next(images for name, images in probes if name.startswith("held_out_"))
     photos = [held_out, probes[0][1]]
     inputs: dict[str, list[dict[str, Any]]] = {name: [] for name in SIGNATURES}

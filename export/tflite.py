@@ -19,7 +19,7 @@ Quantization (:data:`QUANTIZATIONS`): ``none`` float32; ``float16`` weights stor
 (dequantized at load, computed in float32 on CPUs); ``dynamic`` weights int8, activations
 float32 (quantized on the fly inside each op); ``int8`` weights and activations int8 ("full
 integer", calibrated on real photos: ``--calibration-data`` folders, else the bundled
-calibration set, :func:`base.calibration_images`), float32 input and output
+calibration set, :func:`photo_sets.calibration_images`), float32 input and output
 (``QUANTIZE``/``DEQUANTIZE`` at the two ends). Verified and timed in LiteRT (``ai_edge_litert``)
 with XNNPACK, as deployed. XNNPACK's int8 kernels widen to int16 before multiplying on every x86
 CPU (or use VNNI), so, unlike OpenVINO's, they need no overflow fix.
@@ -42,12 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from drn_tf.config import (
-    setting,
-    tensorflow_logs_hidden,
-    without_tensorflow_log_lines,
-)
-from export import base
+from drn_tf.console import tensorflow_logs_hidden, without_tensorflow_log_lines
+from drn_tf.flags import setting
+from export import base, photo_sets, reporting, staging, verification
 
 #: ``--quantization`` → the precision whose agreement floor applies (:data:`base.FLOORS_DB`).
 QUANTIZATIONS = {"none": "fp32", "float16": "fp16", "dynamic": "int8", "int8": "int8"}
@@ -80,9 +77,9 @@ def to_tflite(
     """The serving graph of ``model`` (a DRN or its primal network) as a ``.tflite`` flatbuffer.
 
     ``quantization`` is one of :data:`QUANTIZATIONS`; ``calibration`` (float32 ``(1, h, w, 3)``
-    on 0..255, see :func:`base.calibration_images`) is needed for ``int8`` only. ``io`` (one of
-    :data:`IO_TYPES`) ``uint8``: uint8 pixels in and out (``int8`` only; ignored otherwise,
-    :func:`export_tflite` refuses it).
+    on 0..255, see :func:`photo_sets.calibration_images`) is needed for ``int8`` only. ``io``
+    (one of :data:`IO_TYPES`) ``uint8``: uint8 pixels in and out (``int8`` only; ignored
+    otherwise, :func:`export_tflite` refuses it).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -238,7 +235,7 @@ def io_contract(scale: int, quantization: str, io_type: str = "float32") -> dict
     }
 
 
-def embed(path: str | os.PathLike, report: base.Report) -> None:
+def embed(path: str | os.PathLike, report: reporting.Report) -> None:
     """Appends ``report`` as strict-JSON bytes to the metadata list of the ``.tflite`` file at
     ``path`` (entry :data:`METADATA_NAME`). The file is replaced by a rename: an interpreter
     that has it mapped keeps reading the bytes it verified."""
@@ -283,7 +280,7 @@ def export_tflite(
     calibration_data: Sequence[str | os.PathLike] = (),
     threads: int | None = None,
     timing_runs: int = 10,
-) -> base.Report:
+) -> reporting.Report:
     """Writes ``model`` (a ``.keras`` path, ``"default"`` or a :class:`base.Source`) as TFLite at
     ``output``, verified in LiteRT against Keras (the floor of the quantization's precision)
     and timed; returns the report (also written beside it as ``F.tflite.json``).
@@ -291,7 +288,7 @@ def export_tflite(
     ``io``: ``uint8`` (with ``int8``) for uint8 pixels in and out, verified against Keras's
     pixels (:func:`drn_tf.serving.to_pixels`).
     ``calibration_data``: folders of photos for ``int8`` (default: the bundled calibration set,
-    :func:`base.calibration_images`).
+    :func:`photo_sets.calibration_images`).
     ``threads``: LiteRT threads for verification and timing (default: all CPUs).
     """
     if quantization not in QUANTIZATIONS:
@@ -306,24 +303,24 @@ def export_tflite(
         raise base.ExportError("--calibration-data is only used with --quantization int8")
     if threads is not None and threads < 1:
         raise base.ExportError(f"--threads {threads}: must be at least 1")
-    base.check_destination(output, overwrite)  # fail before the slow part
+    staging.check_destination(output, overwrite)  # fail before the slow part
     base.require(*_LITERT, purpose="TFLite export")
     source = model if isinstance(model, base.Source) else base.load_source(model)
     scale = source.model.scale
     notes = [f"runtime: ai_edge_litert Interpreter, XNNPACK, {threads or os.cpu_count()} threads"]
     calibration = []
     if quantization == "int8":
-        calibration = base.calibration_images(calibration_data, scale)
+        calibration = photo_sets.calibration_images(calibration_data, scale)
         folders = ", ".join(map(str, calibration_data)) or "the bundled calibration set"
         size = "x".join(map(str, calibration[0].shape[1:3]))
         notes.append(f"int8 calibration: {len(calibration)} LR crops of {size} from {folders}")
     if io == "uint8":
         notes.append("uint8 input and output, the pixels: verified against Keras's pixels")
-    with base.staged(output, overwrite) as temp:
+    with staging.staged(output, overwrite) as temp:
         int8 = f", quantizing int8 ({len(calibration)} crops)" if calibration else ""
         base.progress(f"converting to TFLite{int8}")
         Path(temp).write_bytes(to_tflite(source.model, quantization, calibration, io))
-        return base.finish(
+        return verification.finish(
             format="tflite",
             source=source,
             staged_path=temp,

@@ -29,15 +29,14 @@ if __package__ in (None, ""):  # run as a file: import the package, not export/o
 
 import numpy as np
 
-from export import base
-from export.trt import (
+from export import base, reporting, verification
+from export.trt_engine import (
     DEFAULT_SHAPES,
     EngineRunner,
     build_engine,
-    check_shapes,
-    parse_shape,
-    tensorrt_version,
+    profile_shapes,
 )
+from export.trt_routes import tensorrt_version
 
 
 def smooth_image(shape: tuple[int, ...]) -> np.ndarray:
@@ -74,12 +73,14 @@ def check(onnx_path: Path, shapes, runs: int, images: np.ndarray | None, save: P
     try:
         from export.onnx import onnxruntime_runner
 
-        record["vs_onnxruntime"] = base.agreement(output, onnxruntime_runner(onnx_path)(images))
+        record["vs_onnxruntime"] = verification.agreement(
+            output, onnxruntime_runner(onnx_path)(images)
+        )
     except ImportError:
         record["vs_onnxruntime"] = "onnxruntime not installed"
     for name, shape in (("min", shapes[0]), ("max", shapes[2])):
         record[f"{name}_output_shape"] = list(runner(smooth_image(shape)).shape)
-    record["latency_ms"] = round(base.median_ms(runner, images, runs, warmup=5), 3)
+    record["latency_ms"] = round(verification.median_ms(runner, images, runs, warmup=5), 3)
     record["latency_input"] = list(images.shape)
     return record
 
@@ -94,16 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-engines", type=Path, help="folder to keep the engines in")
     args = parser.parse_args(argv)
     try:
-        shapes = [
-            parse_shape(getattr(args, f"{n}_shape"), f"--{n}-shape") for n in ("min", "opt", "max")
-        ]
-        check_shapes(*shapes)
+        shapes = profile_shapes(args.min_shape, args.opt_shape, args.max_shape)
         images = None if args.input is None else np.load(args.input).astype(np.float32)
         for path in args.onnx:
             if not path.is_file():
                 raise base.ExportError(f"{path}: no such ONNX file")
             record = check(path, shapes, args.runs, images, args.save_engines)
-            print(base.strict_json(record))  # an identical engine: psnr_db null, not Infinity
+            print(reporting.strict_json(record))  # an identical engine: psnr_db null, not Infinity
     except (ValueError, OSError, ImportError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1

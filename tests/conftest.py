@@ -5,6 +5,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from helpers import make_clip
 
 import drn_tf
 from drn_tf.models import DRN, save_model_atomic
@@ -49,3 +50,9 @@ def default_source():
     from export import base
 
     return base.load_source("default")
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    """24 frames of 48x32, AAC audio, rotated 90 degrees, BT.709 tags."""
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", rotation=90)

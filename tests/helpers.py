@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -42,10 +44,35 @@ needs_reference = pytest.mark.skipif(
 def photo_batch(height: int, width: int) -> np.ndarray:
     """Two different crops of the sample photo's ×4 LR: float32 ``(2, height, width, 3)`` on
     0..255."""
-    from export import base
+    from export import photo_sets
 
-    _, lr = base.probe_images(4)[0]
+    _, lr = photo_sets.probe_images(4)[0]
     return np.concatenate([lr[:, :height, :width], lr[:, -height:, -width:]]).astype(np.float32)
+
+
+def small_model(scale: int = 4, dual_weight: float = 0.1, seed: int = 0):
+    """A :class:`~drn_tf.dual_regression.DualRegressionModel` of :data:`SMALL` size, seeded."""
+    import keras
+
+    from drn_tf.dual_regression import DualRegressionModel
+    from drn_tf.models import build_drn, build_duals
+
+    keras.utils.set_random_seed(seed)
+    return DualRegressionModel(
+        build_drn("drn-s", scale, **SMALL),
+        build_duals("drn-s", scale, **SMALL),
+        dual_weight=dual_weight,
+    )
+
+
+def pyramid_batch(scale: int = 4, lr_size: int = 8, batch: int = 2, seed: int = 0):
+    """``(lr, (T_1 … T_p))`` as ``make_train_dataset`` yields them: float32 on 0..255."""
+    rng = np.random.default_rng(seed)
+    levels = [
+        rng.uniform(0, 255, (batch, lr_size * 2**k, lr_size * 2**k, 3)).astype(np.float32)
+        for k in range(int(np.log2(scale)) + 1)
+    ]
+    return levels[0], tuple(levels[1:])
 
 
 def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -76,7 +103,7 @@ KILLED_RUN_SCRIPT = """
     import keras
 
     from drn_tf import training
-    from drn_tf.config import AdaptConfig, TrainConfig
+    from drn_tf.settings import AdaptConfig, TrainConfig
 
 
     class Kill(keras.callbacks.Callback):
@@ -115,6 +142,11 @@ def write_images(folder: Path, count: int, seed: int, size: int = 64) -> Path:
     return folder
 
 
+def assert_plain(text: str) -> None:
+    """``text`` has no carriage return, ANSI escape code or backspace: it reads well in a log."""
+    assert "\r" not in text and "\x1b[" not in text and "\b" not in text, repr(text[-500:])
+
+
 def read_log(path: Path) -> list[dict]:
     with open(path) as file:
         return list(csv.DictReader(file))
@@ -144,3 +176,56 @@ def tiny_config(root: Path, **changes) -> dict:
         "seed": 1,
     }
     return {**config, **changes}
+
+
+def make_clip(
+    path: Path,
+    frames: int = 24,
+    size: tuple[int, int] = (48, 32),
+    *,
+    audio: bool = True,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    rotation: int | None = None,
+) -> Path:
+    """A clip of ``frames`` moving gradients (``size`` = W, H) at 24 frames/s, with a mono
+    AAC 440 Hz track as long as the video; ``pts`` in ``time_base`` for variable frame rate."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        context = stream.codec_context
+        context.color_primaries = context.color_trc = context.colorspace = 1  # BT.709
+        if time_base is not None:
+            context.time_base = stream.time_base = time_base
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        sound = out.add_stream("aac", rate=44100) if audio else None
+        if sound is not None:
+            sound.layout = "mono"
+        for i in range(frames):
+            image = np.stack([x * 5 + i * 7, y * 6, (x + y) * 3 + i * 11], -1) % 256
+            frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), "rgb24")
+            frame.pts = i if pts is None else pts[i]
+            if time_base is not None:
+                frame.time_base = time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+        if sound is not None:
+            total = frames * 44100 // 24
+            for start in range(0, total, 1024):
+                samples = np.arange(start, min(start + 1024, total))
+                wave = (0.3 * np.sin(2 * np.pi * 440 * samples / 44100)).astype(np.float32)
+                chunk = av.AudioFrame.from_ndarray(wave[None], "fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 44100, start
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode())
+    return path
+
+
+def decode(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as container:
+        return list(container.decode(video=0))

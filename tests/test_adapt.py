@@ -22,11 +22,12 @@ from helpers import SMALL, run_killed
 from PIL import Image
 
 from drn_tf import cli, data
-from drn_tf.config import AdaptConfig, TrainConfig
 from drn_tf.dual_regression import DualRegressionModel
-from drn_tf.image_sets import Pyramid
+from drn_tf.kernel_dual import LOGIT_GAIN
 from drn_tf.models import build_drn, build_duals
+from drn_tf.settings import AdaptConfig, TrainConfig
 from drn_tf.training import build_model, train
+from drn_tf.training_images import Pyramid
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
@@ -147,6 +148,78 @@ def test_lr_only_sample_in_a_mixed_batch_adds_its_share(start_weights, loop):
     assert np.all(np.abs(mixed - (alone_a + alone_b) / 2) <= tolerance)
     # The readout averages the LR-only samples only.
     assert float(logs["loop_error"]) == pytest.approx(float(logs_b["loop_error"]), rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 1b. the kernel loop: a learned blur-and-subsample dual for the LR-only samples
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernel_start_weights():
+    keras.utils.set_random_seed(6)
+    model = DualRegressionModel(
+        build_drn("drn-s", 4, **SMALL), build_duals("drn-s", 4, **SMALL), unpaired_loop="kernel"
+    )
+    # A kernel off its bicubic start, so its gradient is not a special case.
+    rng = np.random.default_rng(3)
+    kernel = rng.dirichlet(np.ones(400)).reshape(20, 20)
+    model.degradation.logits.assign((np.log(kernel + 1e-12) / LOGIT_GAIN).astype(np.float32))
+    return model.get_weights()
+
+
+def test_kernel_loop_reaches_the_primal_through_the_kernel_only(kernel_start_weights):
+    """An LR-only sample's step is the gradient of λ·|K(SR_4) − x|: primal and kernel move,
+    the dual networks do not (no |D_0(SR_2) − x| term), HR-derived targets are not seen."""
+    lr, _ = batch(seed=7)
+    garbage = tuple(np.full((1, 6 * k, 6 * k, 3), 1e6, np.float32) for k in (2, 4))
+    update, logs, rounding = sgd_step(
+        kernel_start_weights, "kernel", lr, garbage, np.zeros(1, np.float32)
+    )
+    model = DualRegressionModel(
+        build_drn("drn-s", 4, **SMALL), build_duals("drn-s", 4, **SMALL), unpaired_loop="kernel"
+    )
+    model.set_weights(kernel_start_weights)
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        top = model.primal(tf.constant(lr), training=True)[-1]
+        loss = 0.1 * keras.ops.mean(keras.ops.abs(model.degradation(top) - lr))
+    gradient = flat(
+        np.zeros(v.shape) if g is None else g
+        for v, g in zip(variables, tape.gradient(loss, variables), strict=True)
+    )
+    tolerance = 1e-5 * np.abs(gradient) + 1e-6 * np.abs(gradient).max() + 2 * rounding
+    assert np.all(np.abs(-update - gradient) <= tolerance)
+    assert float(logs["loss"]) == pytest.approx(float(loss), rel=1e-5)
+    sizes = np.cumsum([0, *(int(np.prod(v.shape)) for v in variables)])
+    moved = {
+        v.path: np.abs(update[sizes[i] : sizes[i + 1]]).max() > 0 for i, v in enumerate(variables)
+    }
+    assert moved[model.degradation.logits.path]
+    assert any(moved[v.path] for v in model.primal.trainable_variables)
+    assert not any(moved[v.path] for dual in model.duals for v in dual.trainable_variables)
+
+
+def test_kernel_model_saves_loads_and_upscales(kernel_start_weights, tmp_path):
+    """The kernel is a training-time part: saved with the training model (so a resumed run
+    keeps it), left out of the packaged model; both load and upscale alike."""
+    import drn_tf
+    from drn_tf.models import DRN, package_model, save_model_atomic
+
+    model = DualRegressionModel(
+        build_drn("drn-s", 4, **SMALL), build_duals("drn-s", 4, **SMALL), unpaired_loop="kernel"
+    )
+    model.set_weights(kernel_start_weights)
+    saved = drn_tf.load_model(save_model_atomic(model, tmp_path / "run.keras"))
+    assert isinstance(saved, DualRegressionModel) and saved.unpaired_loop == "kernel"
+    np.testing.assert_array_equal(saved.degradation.kernel, model.degradation.kernel)
+    packaged = drn_tf.load_model(package_model(model, tmp_path / "adapted.keras"))
+    assert type(packaged) is DRN and not hasattr(packaged, "degradation")
+    image = np.random.default_rng(4).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    expected = drn_tf.upscale(image, model)
+    assert expected.shape == (48, 40, 3)
+    np.testing.assert_array_equal(drn_tf.upscale(image, saved), expected)
+    np.testing.assert_array_equal(drn_tf.upscale(image, packaged), expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +413,20 @@ def test_adaptation_starts_from_the_given_weights(tiny, tmp_path):
     assert int(adapted.optimizer.iterations.numpy()) == 1
 
 
+def test_kernel_loop_adapt_run_trains_the_kernel_and_its_model_upscales(tiny, tmp_path):
+    import drn_tf
+    from drn_tf.kernel_dual import initial_kernel
+
+    config = adapt_config(tmp_path, tiny[1], steps=2, unpaired_loop="kernel")
+    train(AdaptConfig(**config))
+    saved = drn_tf.load_model(tmp_path / "run" / "model.keras")
+    assert saved.unpaired_loop == "kernel"
+    start = initial_kernel(4, 20) + 1e-5
+    assert np.abs(saved.degradation.kernel.numpy() - start / start.sum()).max() > 1e-4
+    image = np.random.default_rng(5).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    assert drn_tf.upscale(image, saved).shape == (36, 44, 3)
+
+
 def bad_adapt_configs():
     return [
         ({"unpaired_dir": []}, "no LR-only folder given: --unpaired-dir is required"),
@@ -407,7 +494,7 @@ def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
     import shlex
 
     from benchmarks import adaptation
-    from drn_tf.config import parse_config
+    from drn_tf.flags import parse_config
 
     text = adaptation.__doc__.replace("\\\n", " ")
     for example in re.findall(r"python -m benchmarks.adaptation( [^\n]*)", text):
@@ -421,22 +508,24 @@ def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
     argv = ["--model", str(tiny[1]), "--train-dir", str(train_dir), "--test-dir", str(test_set),
             "--steps", "2", "--batch-size", "4", "--patch-size", "32", "--unpaired-ratio", "0.5",
             "--work-dir", str(tmp_path / "work"), "--picture", str(picture),
-            "--variants", "first", "paired-nearest", "--seeds", "1", "2",
+            "--variants", "first", "kernel", "paired-degraded", "--seeds", "1", "2",
             "--crop", "Set", "img0", "0", "0", "24"]  # fmt: skip
     assert adaptation.main(argv) == 0
     report = json.loads((tmp_path / "work" / "results.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["un-adapted", "first", "paired-nearest"]
+    assert list(rows) == ["un-adapted", "first", "kernel", "paired-degraded"]
     for row in rows.values():
         assert set(row["scores"]) == {"Set nearest", "Set bicubic"}
         assert row["scores"]["Set nearest"]["loop_error"] > 0
     # Fine-tuned rows: one run per seed, the mean and the range of their PSNRs.
-    for variant in ("first", "paired-nearest"):
+    for variant in ("first", "kernel", "paired-degraded"):
         runs = rows[variant]["runs"]
         assert [run["seed"] for run in runs] == [1, 2]
         psnrs = [run["scores"]["Set nearest"]["psnr"] for run in runs]
         assert rows[variant]["scores"]["Set nearest"]["psnr"] == pytest.approx(np.mean(psnrs))
         assert rows[variant]["psnr_range"]["Set nearest"] == [min(psnrs), max(psnrs)]
+    for run in rows["kernel"]["runs"]:  # the learned kernel: 20×20 taps, summing to one
+        assert np.sum(run["kernel"]["taps"]) == pytest.approx(1.0, abs=0.01)
     # un-adapted | adapted | upper bound | HR: 24-pixel crops shown at ×2, 6 px apart.
     assert Image.open(picture).size == (4 * 48 + 3 * 6, 48 + 22)
     out = capsys.readouterr().out
@@ -444,9 +533,9 @@ def test_adaptation_benchmark_runs_tiny(tiny, tmp_path, capsys):
 
 
 def test_adapt_scale_picks_the_packaged_model(tiny, tiny_x2, tmp_path, monkeypatch):
-    from drn_tf import inference
+    from drn_tf import loading
 
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     config = adapt_config(tmp_path, "default")
     assert build_model(AdaptConfig(**config, scale=2)).scale == 2
     assert build_model(AdaptConfig(**config)).scale == 4

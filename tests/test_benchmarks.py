@@ -15,7 +15,8 @@ from PIL import Image
 import drn_tf
 from benchmarks import checkpoints, data_pipeline, latency, precision, quality, train_throughput
 from benchmarks import paths as bench_paths
-from drn_tf.config import parse_config
+from drn_tf.flags import parse_config
+from export import verification
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_mac_count_is_exact():
 
 
 def test_checkpoint_sizes_of_the_authors_file():
-    from drn_tf.convert import read_checkpoint
+    from drn_tf.torch_checkpoints import read_checkpoint
 
     state = read_checkpoint(REFERENCE / "drn_s_x4.pt")
     assert checkpoints.checkpoint_sizes(state) == {"scale": 4, "n_blocks": 30, "n_feats": 16}
@@ -151,7 +152,7 @@ def test_torch_module_reproduces_the_authors_outputs():
         np.testing.assert_allclose(level.permute(0, 2, 3, 1).numpy(), io[f"sr_{k}"], atol=1e-3)
     channels_last = torch_drn.runner(model, "channels_last")(io["lr"])
     np.testing.assert_allclose(channels_last, io["sr_2"], atol=1e-2)
-    bf16 = bench_paths.base.agreement(torch_drn.runner(model, "bf16")(io["lr"]), io["sr_2"])
+    bf16 = verification.agreement(torch_drn.runner(model, "bf16")(io["lr"]), io["sr_2"])
     assert 30 < bf16["psnr_db"] < 100  # bf16 arithmetic: close, not equal
     with pytest.raises(ValueError, match="PyTorch setting"):
         torch_drn.runner(model, "fp16")
@@ -165,7 +166,7 @@ def test_torch_module_on_keras_weights_matches_keras(tiny, tmp_path):
     path = tmp_path / "state.npz"
     np.savez(path, **checkpoints.keras_state_dict(model))
     images = np.random.default_rng(0).uniform(0, 255, (1, 12, 16, 3)).astype(np.float32)
-    expected = bench_paths.base.keras_runner(model)(images)
+    expected = verification.keras_runner(model)(images)
     np.testing.assert_allclose(torch_drn.runner(torch_drn.load(path))(images), expected, atol=2e-3)
 
 

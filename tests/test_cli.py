@@ -19,7 +19,7 @@ from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, needs_reference, run_
 from PIL import Image
 
 from drn_tf import cli
-from drn_tf.config import TrainConfig
+from drn_tf.settings import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -524,7 +524,6 @@ def test_evaluate_json_path_is_checked_before_the_model_loads(small_images, tmp_
     [
         (["--n-blocks", "0"], "--n-blocks must be at least 1, got 0"),
         (["--n-feats", "-1"], "--n-feats must be at least 1, got -1"),
-        (["--variant", "drn-x"], "--variant must be one of drn-s, drn-l, got drn-x"),
         (["--scale", "6"], "--scale must be a power of two (2, 4, 8, …), got 6"),
         (["--output", "model.h5"], "--output must name a .keras file, got model.h5"),
     ],
@@ -534,6 +533,18 @@ def test_convert_flag_errors_name_the_flag(flags, message, tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == f"drn-tf convert: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_and_train_refuse_an_unknown_variant_alike(tmp_path, capsys):
+    """One --variant flag (drn_tf.settings.ModelSize), its choices checked by argparse."""
+    for argv in (
+        ["convert", "--checkpoint", str(tmp_path / "a.pt"), "--output", "m.keras"],
+        ["train", "--train-dir", str(tmp_path), "--output", str(tmp_path / "run")],
+    ):
+        assert cli.main([*argv, "--variant", "drn-x"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"drn-tf {argv[0]}: argument --variant: invalid choice: 'drn-x'")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -643,8 +654,26 @@ def test_convert_checks_its_flags_and_files_before_loading_tensorflow(tmp_path):
     missing = str(tmp_path / "missing.pt")
     for argv, expected, message in (
         (["--output", str(tmp_path / "m.keras")], "exit 1 False", f"{missing}: --checkpoint"),
-        (["--variant", "drn-x", "--output", "m.keras"], "exit 2 False", "--variant must be"),
+        (["--variant", "drn-x", "--output", "m.keras"], "exit 2 False", "--variant: invalid"),
     ):
         result = run_python(code, "convert", "--checkpoint", missing, *argv, timeout=120)
         assert result.stdout.strip().splitlines()[-1] == expected, result.stderr
         assert message in result.stderr
+
+
+def test_help_into_a_closed_pipe_prints_no_traceback():
+    """`drn-tf --help | head -1`: the reader has gone before the help is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "drn_tf", "--help"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1 and result.stderr == ""

@@ -1,222 +1,33 @@
-"""Tests for drn_tf.convert: parity with the authors' PyTorch model, errors, and safe unpickling.
+"""Tests for drn_tf.convert: parity with the authors' PyTorch model, weights landing in place,
+errors naming the file, and nothing written on failure.
 
-PyTorch is not needed: checkpoint files in both of PyTorch's layouts are written here with the
-standard library, following the layout ``torch.save`` produces (a zip holding ``data.pkl``,
-``data/<key>``, ``version``, ``byteorder``; or, before PyTorch 1.6, a sequence of pickles followed
-by raw storages).
+PyTorch is not needed: the checkpoint files are written by ``torch_files`` with the standard
+library (reading them is tested in test_torch_checkpoints.py).
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-import math
 import os
-import pickle
-import re
 import stat
-import struct
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, SMALL, needs_reference
-
-from drn_tf import build_drn_bundle
-from drn_tf.convert import (
-    CheckpointError,
-    convert_checkpoint,
-    load_authors_weights,
-    read_checkpoint,
+from torch_files import (
+    authors_dual_states,
+    authors_state_dict,
+    payload_pickle,
+    to_state_dict,
+    write_torch_legacy,
+    write_torch_zip,
 )
 
-# --------------------------------------------------------------------------------------------
-# writing PyTorch files without torch
-# --------------------------------------------------------------------------------------------
-
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_PROTOCOL = 1001
-
-
-class TorchGlobal:
-    """A name the pickle refers to with a GLOBAL opcode (``torch._utils._rebuild_tensor_v2``)."""
-
-    def __init__(self, module: str, name: str):
-        self.module, self.name = module, name
-
-    def __call__(self, *args):  # pickle wants reduce callables to be callable
-        raise NotImplementedError
-
-
-REBUILD_TENSOR_V2 = TorchGlobal("torch._utils", "_rebuild_tensor_v2")
-STORAGE_TYPES = {
-    np.dtype(np.float32): TorchGlobal("torch", "FloatStorage"),
-    np.dtype(np.float64): TorchGlobal("torch", "DoubleStorage"),
-    np.dtype(np.int64): TorchGlobal("torch", "LongStorage"),
-}
-
-
-class Storage:
-    """A flat typed storage, saved out of band under ``key``."""
-
-    def __init__(self, key: str, values: np.ndarray):
-        self.key, self.values = key, np.ascontiguousarray(values).reshape(-1)
-
-
-class Tensor:
-    """A strided view of a storage, pickled the way torch.Tensor.__reduce_ex__ does."""
-
-    def __init__(self, storage: Storage, offset: int, size, stride):
-        self.storage, self.offset = storage, offset
-        self.size, self.stride = tuple(size), tuple(stride)
-
-    def __reduce__(self):
-        return (
-            REBUILD_TENSOR_V2,
-            (self.storage, self.offset, self.size, self.stride, False, OrderedDict()),
-        )
-
-
-_STORAGE_KEYS = itertools.count()  # torch names storages by distinct decimal strings
-
-
-def new_storage(values: np.ndarray) -> Storage:
-    return Storage(str(next(_STORAGE_KEYS)), values)
-
-
-def tensor(array: np.ndarray) -> Tensor:
-    """A contiguous tensor with its own storage."""
-    array = np.ascontiguousarray(array)
-    strides = tuple(s // array.itemsize for s in array.strides)
-    return Tensor(new_storage(array), 0, array.shape, strides)
-
-
-class TorchPickler(pickle._Pickler):  # the pure-Python pickler lets us emit arbitrary GLOBALs
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def __init__(self, file, legacy: bool = False):
-        super().__init__(file, protocol=2)  # torch.save's default protocol
-        self.legacy = legacy
-        self.storages: dict[str, Storage] = {}
-
-    def persistent_id(self, obj):
-        if not isinstance(obj, Storage):
-            return None
-        self.storages[obj.key] = obj
-        pid = ("storage", STORAGE_TYPES[obj.values.dtype], obj.key, "cpu", obj.values.size)
-        return pid + (None,) if self.legacy else pid  # legacy ids also carry view metadata
-
-    def save_torch_global(self, obj):
-        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("ascii"))
-        self.memoize(obj)
-
-    dispatch[TorchGlobal] = save_torch_global
-
-
-def to_state_dict(arrays: dict, metadata: bool = True) -> OrderedDict:
-    """An OrderedDict of tensors, with torch's ``_metadata`` attribute like real state dicts."""
-    state = OrderedDict((k, tensor(v)) for k, v in arrays.items())
-    if metadata:
-        state._metadata = OrderedDict([("", {"version": 1})])
-    return state
-
-
-def write_torch_zip(path: Path, obj, archive: str = "archive", byteorder: str = "little") -> Path:
-    """The ``torch.save`` zip layout (PyTorch >= 1.6)."""
-    buffer = io.BytesIO()
-    pickler = TorchPickler(buffer)
-    pickler.dump(obj)
-    order = "<" if byteorder == "little" else ">"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{archive}/data.pkl", buffer.getvalue())
-        zf.writestr(f"{archive}/byteorder", byteorder)
-        for key, storage in pickler.storages.items():
-            raw = storage.values.astype(storage.values.dtype.newbyteorder(order)).tobytes()
-            zf.writestr(f"{archive}/data/{key}", raw)
-        zf.writestr(f"{archive}/version", "3\n")
-    return path
-
-
-def write_torch_legacy(path: Path, obj) -> Path:
-    """The legacy ``torch.save`` layout (``_use_new_zipfile_serialization=False``): pickled magic
-    number, protocol version and system info, the pickled object (storages as persistent ids),
-    the pickled list of storage keys, then each storage as an int64 element count followed by
-    its raw little-endian bytes."""
-    with open(path, "wb") as file:
-        pickle.dump(LEGACY_MAGIC, file, protocol=2)
-        pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
-        pickle.dump(
-            {
-                "protocol_version": LEGACY_PROTOCOL,
-                "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4},
-            },
-            file,
-            protocol=2,
-        )
-        pickler = TorchPickler(file, legacy=True)
-        pickler.dump(obj)
-        keys = sorted(pickler.storages)
-        pickle.dump(keys, file, protocol=2)
-        for key in keys:
-            values = pickler.storages[key].values
-            file.write(struct.pack("<q", values.size))
-            file.write(values.astype(values.dtype.newbyteorder("<")).tobytes())
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# a small DRN checkpoint in the authors' key layout (reference §2.6 item 5)
-# --------------------------------------------------------------------------------------------
-
-
-def authors_state_dict(scale: int, n_blocks: int, n_feats: int, seed: int = 0) -> dict:
-    """Random weights under the authors' keys and PyTorch shapes ``[out, in, kh, kw]``."""
-    rng = np.random.default_rng(seed)
-    state = {}
-
-    def conv(key, cout, cin, k, bias=True):
-        state[f"{key}.weight"] = rng.normal(0, 0.2, (cout, cin, k, k)).astype(np.float32)
-        if bias:
-            state[f"{key}.bias"] = rng.normal(0, 0.2, (cout,)).astype(np.float32)
-
-    phases = int(math.log2(scale))
-    conv("sub_mean", 3, 3, 1)
-    conv("add_mean", 3, 3, 1)
-    conv("head", n_feats, 3, 3)
-    for k in range(phases):
-        width = n_feats * 2**k
-        conv(f"down.{k}.dual_module.0.0", width, width, 3, bias=False)
-        conv(f"down.{k}.dual_module.1", 2 * width, width, 3, bias=False)
-    width = n_feats * 2**phases
-    for k in range(phases):
-        for j in range(n_blocks):
-            conv(f"up_blocks.{k}.{j}.body.0", width, width, 3)
-            conv(f"up_blocks.{k}.{j}.body.2", width, width, 3)
-            conv(f"up_blocks.{k}.{j}.body.3.conv_du.0", width // 16, width, 1)
-            conv(f"up_blocks.{k}.{j}.body.3.conv_du.2", width, width // 16, 1)
-        conv(f"up_blocks.{k}.{n_blocks}.0", 4 * width, width, 3)
-        skip = n_feats * 2 ** (phases - k - 1)
-        conv(f"up_blocks.{k}.{n_blocks + 1}", skip, width, 1)
-        width = 2 * skip
-    tails = [n_feats * 2**phases] + [n_feats * 2 ** (phases - k) for k in range(phases)]
-    for k, width in enumerate(tails):
-        conv(f"tail.{k}", 3, width, 3)
-    return state
-
-
-def authors_dual_states(count: int, n_feats: int, seed: int = 1) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [
-        {
-            "dual_module.0.0.weight": rng.normal(0, 0.2, (n_feats, 3, 3, 3)).astype(np.float32),
-            "dual_module.1.weight": rng.normal(0, 0.2, (3, n_feats, 3, 3)).astype(np.float32),
-        }
-        for _ in range(count)
-    ]
+from drn_tf import build_drn_bundle
+from drn_tf.convert import convert_checkpoint, load_authors_weights
+from drn_tf.torch_checkpoints import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -289,21 +100,6 @@ def test_converted_file_loads_in_one_call(converted, reference_io):
     for k, dual in enumerate(loaded.duals):
         got = np.asarray(dual(reference_io[f"sr_{k + 1}"]))
         np.testing.assert_allclose(got, reference_io[f"dual_{k}"], rtol=0, atol=1e-2)
-
-
-@needs_reference
-def test_read_reference_checkpoints():
-    state = read_checkpoint(PRIMAL_PT)
-    assert isinstance(state, dict) and len(state) > 100
-    assert state["head.weight"].shape == (16, 3, 3, 3)
-    assert state["head.weight"].dtype == np.float32
-    assert state["up_blocks.0.30.0.weight"].shape == (256, 64, 3, 3)  # upsampler, PyTorch order
-    duals = read_checkpoint(DUAL_PT)
-    assert isinstance(duals, list) and len(duals) == 2
-    assert {k: v.shape for k, v in duals[0].items()} == {
-        "dual_module.0.0.weight": (16, 3, 3, 3),
-        "dual_module.1.weight": (3, 16, 3, 3),
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,95 +346,6 @@ def test_bad_dual_leaves_model_untouched(small_checkpoints, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-# --------------------------------------------------------------------------------------------
-# reading: hand-built files in both layouts
-# --------------------------------------------------------------------------------------------
-
-
-def strided_contents():
-    """Tensors sharing storages, with offsets and non-contiguous strides, and their values."""
-    floats = np.arange(24, dtype=np.float32) * 1.5 - 7.0
-    shared = new_storage(floats)
-    longs = new_storage(np.array([3, -1, 2**40, 7, 0, -(2**50)], dtype=np.int64))
-    doubles = new_storage(np.linspace(-1, 1, 10))
-    contents = OrderedDict(
-        [
-            ("contiguous", Tensor(shared, 0, (2, 3, 4), (12, 4, 1))),
-            ("transposed", Tensor(shared, 0, (4, 6), (1, 4))),
-            ("offset_step", Tensor(shared, 5, (3,), (2,))),
-            ("offset_2d", Tensor(shared, 2, (2, 2), (8, 3))),
-            ("scalar", Tensor(shared, 7, (), ())),
-            ("empty", Tensor(shared, 0, (0, 3), (3, 1))),
-            ("longs", Tensor(longs, 1, (2, 2), (1, 3))),
-            ("doubles", Tensor(doubles, 0, (5,), (2,))),
-        ]
-    )
-    expected = {
-        "contiguous": floats.reshape(2, 3, 4),
-        "transposed": floats.reshape(6, 4).T,
-        "offset_step": floats[5:11:2],
-        "offset_2d": np.array([[floats[2], floats[5]], [floats[10], floats[13]]]),
-        "scalar": np.array(floats[7]),
-        "empty": np.zeros((0, 3), np.float32),
-        "longs": np.array([[-1, 0], [2**40, -(2**50)]], dtype=np.int64),
-        "doubles": np.linspace(-1, 1, 10)[::2],
-    }
-    return contents, expected
-
-
-def assert_contents(got, expected):
-    assert list(got) == list(expected)
-    for key, want in expected.items():
-        value = got[key]
-        assert isinstance(value, np.ndarray), key
-        assert value.shape == want.shape, key
-        # Same element type; a big-endian file may come back in its own byte order.
-        assert value.dtype.newbyteorder("=") == want.dtype.newbyteorder("="), key
-        np.testing.assert_array_equal(value, want, err_msg=key)
-
-
-@pytest.mark.parametrize("byteorder", ["little", "big"])
-def test_read_hand_built_zip(tmp_path, byteorder):
-    contents, expected = strided_contents()
-    contents._metadata = OrderedDict([("", {"version": 1})])
-    path = write_torch_zip(
-        tmp_path / "t.pt",
-        {"state": contents, "epoch": 3, "names": ["a"]},
-        archive="t",
-        byteorder=byteorder,
-    )
-    got = read_checkpoint(path)
-    assert got["epoch"] == 3 and got["names"] == ["a"]
-    assert_contents(got["state"], expected)
-    # Writable copies, not views into the file's bytes.
-    got["state"]["contiguous"][0, 0, 0] = 1.0
-
-
-def test_read_hand_built_legacy(tmp_path):
-    contents, expected = strided_contents()
-    path = write_torch_legacy(tmp_path / "legacy.pt", contents)
-    with open(path, "rb") as file:
-        assert pickle.load(file) == LEGACY_MAGIC  # the layout written is the legacy one
-    assert_contents(read_checkpoint(path), expected)
-
-
-def test_read_legacy_list_of_state_dicts(tmp_path):
-    duals = authors_dual_states(2, 4)
-    path = write_torch_legacy(tmp_path / "legacy_duals.pt", [to_state_dict(d) for d in duals])
-    got = read_checkpoint(path)
-    assert isinstance(got, list) and len(got) == 2
-    for state, want in zip(got, duals, strict=True):
-        assert_contents(state, want)
-
-
-def test_read_legacy_truncated(tmp_path):
-    path = write_torch_legacy(tmp_path / "legacy.pt", strided_contents()[0])
-    raw = path.read_bytes()
-    path.write_bytes(raw[:-10])
-    with pytest.raises(CheckpointError, match="legacy.pt"):
-        read_checkpoint(path)
-
-
 def test_legacy_checkpoint_converts(small_checkpoints, tmp_path):
     path = write_torch_legacy(tmp_path / "legacy.pt", to_state_dict(small_checkpoints["state"]))
     model = convert_checkpoint(path, "drn-s", 4, tmp_path / "legacy.keras", **SMALL)
@@ -648,114 +355,11 @@ def test_legacy_checkpoint_converts(small_checkpoints, tmp_path):
     )
 
 
-@pytest.mark.parametrize("offset,stride", [(0, -1), (-1, 1)], ids=["neg-stride", "neg-offset"])
-def test_out_of_bounds_views_are_rejected(tmp_path, offset, stride):
-    storage = new_storage(np.arange(4, dtype=np.float32))
-    path = write_torch_zip(tmp_path / "oob.pt", {"x": Tensor(storage, offset, (2,), (stride,))})
-    with pytest.raises(CheckpointError):
-        read_checkpoint(path)
-
-
-def test_view_past_storage_end_is_rejected(tmp_path):
-    storage = new_storage(np.arange(4, dtype=np.float32))
-    path = write_torch_zip(tmp_path / "oob.pt", {"x": Tensor(storage, 2, (3,), (1,))})
-    with pytest.raises(CheckpointError, match="oob.pt"):
-        read_checkpoint(path)
-
-
-# --------------------------------------------------------------------------------------------
-# security: code in a pickle is never run
-# --------------------------------------------------------------------------------------------
-
-
-class SystemCall:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class EvalCall:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        import builtins
-
-        return (builtins.eval, (f"__import__('pathlib').Path({str(self.marker)!r}).touch()",))
-
-
-# The refused global: os.system pickles as posix.system; builtins.eval as __builtin__.eval in
-# protocols < 3 (pickle's fix_imports) and builtins.eval from protocol 3.
-PAYLOADS = {
-    "system": (SystemCall, r"'(posix|os|nt)\.system'"),
-    "eval": (EvalCall, r"'(builtins|__builtin__)\.eval'"),
-}
-
-
-def _payload_pickle(kind: str, marker: Path, protocol: int) -> bytes:
-    payload_cls, _ = PAYLOADS[kind]
-    # Hidden inside what otherwise looks like a state dict.
-    return pickle.dumps(OrderedDict([("head.weight", payload_cls(marker))]), protocol=protocol)
-
-
-def test_payloads_really_run_when_unpickled_naively(tmp_path):
-    """Sanity check of the payloads themselves: plain pickle.loads would run them."""
-    for kind in PAYLOADS:
-        marker = tmp_path / f"ran_{kind}"
-        pickle.loads(_payload_pickle(kind, marker, 2))
-        assert marker.exists(), kind
-
-
-@pytest.mark.parametrize("protocol", [0, 2, 4])
-@pytest.mark.parametrize("kind", list(PAYLOADS))
-def test_zip_payload_is_refused(tmp_path, kind, protocol):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pt"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("archive/data.pkl", _payload_pickle(kind, marker, protocol))
-        zf.writestr("archive/data/0", b"\0" * 16)
-        zf.writestr("archive/version", "3\n")
-    with pytest.raises(CheckpointError) as info:
-        read_checkpoint(path)
-    assert str(path) in str(info.value)
-    assert re.search(PAYLOADS[kind][1], str(info.value))
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize("position", ["object", "magic"])
-@pytest.mark.parametrize("kind", list(PAYLOADS))
-def test_legacy_payload_is_refused(tmp_path, kind, position):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as file:
-        if position == "object":
-            pickle.dump(LEGACY_MAGIC, file, protocol=2)
-            pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
-            pickle.dump(
-                {
-                    "protocol_version": LEGACY_PROTOCOL,
-                    "little_endian": True,
-                    "type_sizes": {"short": 2, "int": 4, "long": 4},
-                },
-                file,
-                protocol=2,
-            )
-        file.write(_payload_pickle(kind, marker, 2))
-        pickle.dump([], file, protocol=2)
-    with pytest.raises(CheckpointError) as info:
-        read_checkpoint(path)
-    assert str(path) in str(info.value)
-    assert re.search(PAYLOADS[kind][1], str(info.value))
-    assert not marker.exists()
-
-
 def test_payload_refused_by_convert_without_output(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     with zipfile.ZipFile(evil, "w") as zf:
-        zf.writestr("archive/data.pkl", _payload_pickle("system", marker, 2))
+        zf.writestr("archive/data.pkl", payload_pickle("system", marker, 2))
     message = convert_error(tmp_path, evil, **SMALL)
     assert "refusing" in message and str(evil) in message
     assert not marker.exists()

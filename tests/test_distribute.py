@@ -32,10 +32,12 @@ from helpers import (
 
 from drn_tf import cli, distribute
 from drn_tf.dual_regression import DualRegressionModel
-from drn_tf.image_sets import load_eval_pairs, load_lr_images, load_pyramids
+from drn_tf.image_sets import load_eval_pairs
 from drn_tf.metrics import psnr_y
 from drn_tf.models import build_drn, build_duals
-from drn_tf.training import TrainConfig, train
+from drn_tf.settings import TrainConfig
+from drn_tf.training import train
+from drn_tf.training_images import load_lr_images, load_pyramids
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
@@ -202,7 +204,7 @@ MIRRORED_SCRIPT = """
     config = json.loads(sys.argv[1])
     for name, on in (("one_device", None), ("mirrored", strategy)):
         output = config["output"] + "-" + name
-        model = training.train(training.TrainConfig(**{**config, "output": output}), on)
+        model = training.train(TrainConfig(**{**config, "output": output}), on)
         results[name] = {"log": output + "/log.csv", "weights": output + "/weights.npz",
                          "val_dir": config["val_dir"][0]}
         np.savez(output + "/weights.npz", *model.get_weights())
@@ -235,7 +237,7 @@ MIRRORED_SCRIPT = """
 
     # A global batch the two replicas cannot share evenly is refused before any image is read.
     try:
-        training.train(training.TrainConfig(**{**config, "batch_size": 3}), strategy)
+        training.train(TrainConfig(**{**config, "batch_size": 3}), strategy)
     except ValueError as error:
         results["odd_batch"] = str(error)
 
@@ -288,7 +290,7 @@ def test_mirrored_run_logs_global_means_and_the_validation_psnr(mirrored_results
     rows = read_log(Path(mirrored["log"]))
     # Under a strategy Keras's fit draws its first batch for a symbolic build, so training sees
     # the dataset's next shuffled pass: other crops of the same images, close but not equal.
-    # tests/test_training.py §5 checks the step itself on identical batches.
+    # tests/test_dual_regression.py §5 checks the step itself on identical batches.
     assert_same_rows(rows, read_log(Path(one["log"])), 2e-2, 0.1)
     weights = np.load(mirrored["weights"])
     final = val_psnr_of([weights[name] for name in weights.files], mirrored["val_dir"])

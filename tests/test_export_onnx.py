@@ -9,7 +9,9 @@ import onnxruntime as ort
 import pytest
 from helpers import photo_batch
 
-from export import base
+from drn_tf import serving
+from drn_tf.flags import FlagError
+from export import base, photo_sets, reporting, verification
 from export import onnx as onnx_export
 
 
@@ -28,19 +30,19 @@ def test_agrees_with_keras_at_two_sizes_batch_2(exported, default_source, size):
     images = photo_batch(*size)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (output,) = session.run(["sr"], {"images": images})
-    expected = base.keras_runner(default_source.model)(images)
+    expected = verification.keras_runner(default_source.model)(images)
     assert output.shape == (2, 4 * size[0], 4 * size[1], 3) == expected.shape
-    assert base.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["fp32"]
+    assert verification.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["fp32"]
 
 
 @pytest.mark.slow
 def test_report_metadata_and_dynamic_io(exported):
     report, path = exported
     assert all(r["psnr_db"] >= 60 for r in report.verification)
-    assert len(report.verification) == len(base.probe_images(4))
+    assert len(report.verification) == len(photo_sets.probe_images(4))
     assert report.timing["artifact_ms"] > 0 and report.timing["keras_ms"] > 0
-    metadata = base.read_metadata(path)  # strict: no Infinity/NaN
-    assert metadata["verified_on"] == {"cpu": base.host_cpu()}
+    metadata = reporting.read_metadata(path)  # strict: no Infinity/NaN
+    assert metadata["verified_on"] == {"cpu": reporting.host_cpu()}
     # metadata_props: the side-car's fields, each a JSON string (onnxruntime shows them too).
     assert onnx_export.embedded_metadata(path) == metadata
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -82,8 +84,8 @@ def test_opset_18(tiny, tmp_path):
     assert [o.version for o in onnx.load(str(path)).opset_import if o.domain == ""] == [18]
     images = np.random.default_rng(0).uniform(0, 255, (1, 9, 14, 3)).astype(np.float32)
     output = onnx_export.onnxruntime_runner(path)(images)
-    expected = base.keras_runner(model)(images)
-    assert base.agreement(output, expected)["psnr_db"] >= 60
+    expected = verification.keras_runner(model)(images)
+    assert verification.agreement(output, expected)["psnr_db"] >= 60
 
 
 def test_opset_19_is_a_clear_error(tmp_path, capsys):
@@ -104,18 +106,18 @@ def test_cli(tiny, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"wrote {output}" in printed and "latency on 128x128" in printed
     assert output.is_file()
-    assert json.loads(base.metadata_path(output).read_text())["model"]["n_feats"] == 4
+    assert json.loads(reporting.metadata_path(output).read_text())["model"]["n_feats"] == 4
     assert sorted(p.name for p in output.parent.iterdir()) == ["tiny.onnx", "tiny.onnx.json"]
 
 
 def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, tmp_path, monkeypatch, capsys):
-    from drn_tf import inference
+    from drn_tf import loading
 
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     output = tmp_path / "x2.onnx"
     argv = ["--scale", "2", "--output", str(output), "--timing-runs", "0"]
     assert onnx_export.main(argv) == 0
-    assert json.loads(base.metadata_path(output).read_text())["model"]["scale"] == 2
+    assert json.loads(reporting.metadata_path(output).read_text())["model"]["scale"] == 2
     assert onnx_export.main(["--model", str(tiny_x2), *argv]) == 2  # --scale goes with default only
     assert "--model default only" in capsys.readouterr().err
 
@@ -165,3 +167,84 @@ def test_sort_topologically_orders_nodes_after_their_inputs():
     )
     with pytest.raises(base.ExportError, match="cycle"):
         onnx_export.sort_topologically(cycle)
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tiny, tmp_path_factory):
+    """The tiny model exported with a tensor format, once per format: ``tiny_exports(io,
+    layout)`` → ``(report, path)``."""
+    root = tmp_path_factory.mktemp("onnx_formats")
+    source = onnx_export.load(tiny[1])
+    done = {}
+
+    def get(io: str, layout: str):
+        if (io, layout) not in done:
+            path = root / f"{io}_{layout}.onnx"
+            report = onnx_export.export_onnx(source, path, io=io, layout=layout, timing_runs=0)
+            done[io, layout] = report, path
+        return done[io, layout]
+
+    return get
+
+
+def test_uint8_io_takes_and_returns_keras_pixels(tiny, tiny_exports):
+    """``--io uint8``: onnxruntime takes uint8 pixels and returns the pixels of Keras's
+    serving function (clipped, rounded half to even), within the fp32 floor; the exporter
+    verified the same against Keras's pixels on every probe image."""
+    report, path = tiny_exports("uint8", "nhwc")
+    assert [r["floor_db"] for r in report.verification] == [60.0] * len(photo_sets.probe_images(4))
+    assert all(r["psnr_db"] >= 60 for r in report.verification)
+    images = photo_batch(33, 47)
+    pixels = images.astype(np.uint8)
+    np.testing.assert_array_equal(pixels, images)  # the photo is whole pixel values
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(["sr"], {"images": pixels})
+    expected = serving.to_pixels(verification.keras_runner(tiny[0])(images)).numpy()
+    assert output.dtype == np.uint8 and output.shape == expected.shape == (2, 132, 188, 3)
+    assert verification.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["fp32"]
+    assert np.mean(output != expected) < 1e-3  # at most a rare half-way pixel rounds apart
+
+
+@pytest.mark.parametrize("io", [pytest.param("float32", marks=pytest.mark.slow), "uint8"])
+def test_nchw_output_is_the_nhwc_output_transposed(tiny_exports, io):
+    images = photo_batch(21, 30).astype(io)
+    outputs = {}
+    for layout in onnx_export.LAYOUTS:
+        report, path = tiny_exports(io, layout)
+        assert all(r["psnr_db"] >= 60 for r in report.verification)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        given = images.transpose(0, 3, 1, 2) if layout == "nchw" else images
+        (outputs[layout],) = session.run(["sr"], {"images": np.ascontiguousarray(given)})
+    assert outputs["nchw"].shape == (2, 3, 84, 120) and outputs["nchw"].dtype == io
+    for layout, shape in (("nhwc", ["N", "H", "W", 3]), ("nchw", ["N", 3, "H", "W"])):
+        tensor = reporting.read_metadata(tiny_exports(io, layout)[1])["io"]["input"]
+        assert [tensor[k] for k in ("dtype", "layout", "shape")] == [io, layout.upper(), shape]
+    transposed = outputs["nchw"].transpose(0, 2, 3, 1)
+    assert verification.agreement(transposed, outputs["nhwc"])["psnr_db"] >= 60
+
+
+def test_metadata_records_io_and_layout(tiny_exports):
+    report, path = tiny_exports("uint8", "nchw")
+    metadata = reporting.read_metadata(path)
+    assert onnx_export.embedded_metadata(path) == metadata
+    given, taken = metadata["io"]["input"], metadata["io"]["output"]
+    assert (given["name"], taken["name"]) == ("images", "sr")
+    assert given["dtype"] == taken["dtype"] == "uint8"
+    assert given["layout"] == taken["layout"] == "NCHW"
+    assert (given["shape"], taken["shape"]) == (["N", 3, "H", "W"], ["N", 3, "4H", "4W"])
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    (graph_input,), (graph_output,) = model.graph.input, model.graph.output
+    for value, shape in ((graph_input, given["shape"]), (graph_output, taken["shape"])):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim] == shape
+
+
+@pytest.mark.parametrize("flag", ["--io", "--layout"])
+def test_bad_io_or_layout_exits_2(tmp_path, capsys, flag):
+    assert onnx_export.main(["--output", str(tmp_path / "m.onnx"), flag, "int16"]) == 2
+    message = capsys.readouterr().err.splitlines()[0]
+    assert flag in message and "int16" in message and "Traceback" not in message
+    with pytest.raises(FlagError, match=f"^{flag} 'int16': use one of"):
+        onnx_export.export_onnx("default", tmp_path / "m.onnx", **{flag[2:]: "int16"})
+    assert not list(tmp_path.iterdir())

@@ -13,11 +13,14 @@ import openvino as ov
 import pytest
 from helpers import ROOT, SET5, SUBPROCESS_ENV, photo_batch
 
-from export import base, openvino
+from drn_tf import serving
+from drn_tf.flags import FlagError
+from export import base, openvino, photo_sets, reporting, verification
+from export import onnx as onnx_export
 
 PRECISIONS = list(openvino.HINTS)
 NATIVE_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-AVX2 = "avx2" in base.host_cpu()["features"]
+AVX2 = "avx2" in reporting.host_cpu()["features"]
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +52,15 @@ def test_each_precision_verifies_above_its_floor(exports, default_source, precis
     report, folder = exports(precision)
     floor = base.FLOORS_DB[precision]
     assert report.precision == precision
-    assert [r["floor_db"] for r in report.verification] == [floor] * len(base.probe_images(4))
+    assert [r["floor_db"] for r in report.verification] == [floor] * len(photo_sets.probe_images(4))
     assert all(r["psnr_db"] >= floor for r in report.verification)
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.bin", "model.xml"]
-    metadata = base.read_metadata(folder)  # strict: no Infinity/NaN
+    metadata = reporting.read_metadata(folder)  # strict: no Infinity/NaN
     assert metadata["format"] == "openvino" and metadata["precision"] == precision
-    assert metadata["verification"] == json.loads(base.strict_json(report.verification))
+    assert metadata["verification"] == json.loads(reporting.strict_json(report.verification))
     assert openvino.embedded_metadata(folder) == metadata  # rt_info holds the same fields
     verified_on = dict(metadata["verified_on"])
-    assert verified_on.pop("cpu") == base.host_cpu()
+    assert verified_on.pop("cpu") == reporting.host_cpu()
     # int8 is verified a second time on the int8 kernels of CPUs without VNNI.
     no_vnni = verified_on.pop("onednn_max_cpu_isa", None)
     assert not verified_on
@@ -79,10 +82,10 @@ def test_runs_at_two_sizes_batch_2(exports, default_source, precision, size):
     _, folder = exports(precision)
     images = photo_batch(*size)
     output = openvino.openvino_runner(folder)(images)
-    expected = base.keras_runner(default_source.model)(images)
+    expected = verification.keras_runner(default_source.model)(images)
     assert output.shape == (2, 4 * size[0], 4 * size[1], 3) == expected.shape
     assert output.dtype == np.float32
-    assert base.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB[precision]
+    assert verification.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB[precision]
 
 
 @pytest.mark.slow
@@ -178,13 +181,13 @@ def test_precision_hint_round_trips_and_is_compiled(exports, precision):
 
 @pytest.fixture(scope="module")
 def keras_set5_psnr(default_source) -> float:
-    return base.task_psnr(base.keras_runner(default_source.model), 4, SET5)
+    return verification.task_psnr(verification.keras_runner(default_source.model), 4, SET5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("precision", "max_drop"), [("bf16", 0.05), ("int8", 0.15)])
 def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, precision, max_drop):
-    psnr = base.task_psnr(openvino.openvino_runner(exports(precision)[1]), 4, SET5)
+    psnr = verification.task_psnr(openvino.openvino_runner(exports(precision)[1]), 4, SET5)
     assert keras_set5_psnr - psnr <= max_drop, (keras_set5_psnr, psnr)
 
 
@@ -194,7 +197,7 @@ def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, precision, max_drop):
 AVX2_SCRIPT = """
 import json, sys
 import numpy as np
-from export import base, openvino
+from export import openvino, photo_sets, verification
 compiled = openvino.compile_artifact(sys.argv[1])
 kernels = {
     op.get_rt_info()["primitiveType"].astype(str)
@@ -202,8 +205,8 @@ kernels = {
     if op.get_rt_info()["layerType"].astype(str) == "Convolution"
 }
 run = openvino._as_runner(compiled)
-np.savez(sys.argv[3], **{name: run(images) for name, images in base.probe_images(4)})
-print(json.dumps({"kernels": sorted(kernels), "set5": base.task_psnr(run, 4, sys.argv[2])}))
+np.savez(sys.argv[3], **{name: run(images) for name, images in photo_sets.probe_images(4)})
+print(json.dumps({"kernels": sorted(kernels), "set5": verification.task_psnr(run, 4, sys.argv[2])}))
 """
 
 
@@ -228,10 +231,10 @@ def test_int8_holds_its_floors_on_avx2_kernels(exports, default_source, keras_se
     int8_kernels = [k for k in measured["kernels"] if k.endswith("_I8")]
     assert int8_kernels and all("avx2" in k for k in measured["kernels"]), measured["kernels"]
     assert keras_set5_psnr - measured["set5"] <= 0.15, (keras_set5_psnr, measured["set5"])
-    keras = base.keras_runner(default_source.model)
+    keras = verification.keras_runner(default_source.model)
     with np.load(outputs) as produced:
-        for name, images in base.probe_images(4):
-            psnr = base.agreement(produced[name], keras(images))["psnr_db"]
+        for name, images in photo_sets.probe_images(4):
+            psnr = verification.agreement(produced[name], keras(images))["psnr_db"]
             assert psnr >= base.FLOORS_DB["int8"], (name, psnr)
 
 
@@ -242,7 +245,7 @@ def test_cli(tiny, tmp_path, capsys):
     assert openvino.main([*argv, "--timing-runs", "1"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {output} (openvino, bf16)" in printed and "latency on 128x128" in printed
-    metadata = base.read_metadata(output)
+    metadata = reporting.read_metadata(output)
     assert (
         metadata["model"]["n_feats"] == 4 and metadata["io"]["inference_precision_hint"] == "bf16"
     )
@@ -301,7 +304,7 @@ def test_int8_below_its_floor_without_vnni_is_an_error(default_source, monkeypat
     """The second verification fails the export, naming the oneDNN ISA, when the IR run as
     on CPUs without VNNI falls below the int8 floor (outputs faked 30 dB off)."""
     noise = np.random.default_rng(0)
-    keras = base.keras_runner(default_source.model)
+    keras = verification.keras_runner(default_source.model)
 
     def off_by_8(folder, isa, inputs):  # σ = 8: about 30 dB
         return [keras(images) + noise.normal(0, 8, keras(images).shape) for images in inputs]
@@ -309,3 +312,111 @@ def test_int8_below_its_floor_without_vnni_is_an_error(default_source, monkeypat
     monkeypatch.setattr(openvino, "run_with_isa", off_by_8)
     with pytest.raises(base.ExportError, match=r"^with oneDNN held to AVX2: verification failed"):
         openvino.verify_without_vnni("unused", default_source)
+
+
+@pytest.fixture(scope="module")
+def tiny_irs(tiny, tmp_path_factory):
+    """The tiny model exported (fp32) with a tensor format, once per format:
+    ``tiny_irs(io, layout)`` → ``(report, folder)``."""
+    root = tmp_path_factory.mktemp("openvino_formats")
+    source = base.load_source(tiny[1])
+    done = {}
+
+    def get(io: str, layout: str):
+        if (io, layout) not in done:
+            folder = root / f"{io}_{layout}"
+            report = openvino.export_openvino(source, folder, io=io, layout=layout, timing_runs=0)
+            done[io, layout] = report, folder
+        return done[io, layout]
+
+    return get
+
+
+def compiled_ir(folder: Path):
+    return ov.Core().compile_model(read_ir(folder), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def test_uint8_io_takes_and_returns_keras_pixels(tiny, tiny_irs):
+    """``--io uint8``: OpenVINO takes uint8 pixels and returns the pixels of Keras's serving
+    function (clipped, rounded half to even), within the fp32 floor; the exporter verified the
+    same against Keras's pixels on every probe image."""
+    report, folder = tiny_irs("uint8", "nhwc")
+    assert [r["floor_db"] for r in report.verification] == [60.0] * len(photo_sets.probe_images(4))
+    assert all(r["psnr_db"] >= 60 for r in report.verification)
+    images = photo_batch(33, 47)
+    pixels = images.astype(np.uint8)
+    np.testing.assert_array_equal(pixels, images)  # the photo is whole pixel values
+    output = compiled_ir(folder)({"images": pixels})["sr"]
+    expected = serving.to_pixels(verification.keras_runner(tiny[0])(images)).numpy()
+    assert output.dtype == np.uint8 and output.shape == expected.shape == (2, 132, 188, 3)
+    assert verification.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["fp32"]
+    assert np.mean(output != expected) < 1e-3  # at most a rare half-way pixel rounds apart
+
+
+@pytest.mark.parametrize("io", [pytest.param("float32", marks=pytest.mark.slow), "uint8"])
+def test_nchw_output_is_the_nhwc_output_transposed(tiny_irs, io):
+    images = photo_batch(21, 30).astype(io)
+    outputs = {}
+    for layout in onnx_export.LAYOUTS:
+        report, folder = tiny_irs(io, layout)
+        assert all(r["psnr_db"] >= 60 for r in report.verification)
+        given = images.transpose(0, 3, 1, 2) if layout == "nchw" else images
+        outputs[layout] = compiled_ir(folder)({"images": np.ascontiguousarray(given)})["sr"]
+    assert outputs["nchw"].shape == (2, 3, 84, 120) and outputs["nchw"].dtype == io
+    for layout, shape in (("nhwc", ["N", "H", "W", 3]), ("nchw", ["N", 3, "H", "W"])):
+        tensor = reporting.read_metadata(tiny_irs(io, layout)[1])["io"]["input"]
+        assert [tensor[k] for k in ("dtype", "layout", "shape")] == [io, layout.upper(), shape]
+    transposed = outputs["nchw"].transpose(0, 2, 3, 1)
+    assert verification.agreement(transposed, outputs["nhwc"])["psnr_db"] >= 60
+
+
+def test_metadata_records_io_and_layout(tiny_irs):
+    _, folder = tiny_irs("uint8", "nchw")
+    metadata = reporting.read_metadata(folder)
+    assert openvino.embedded_metadata(folder) == metadata
+    given, taken = metadata["io"]["input"], metadata["io"]["output"]
+    assert (given["name"], taken["name"]) == ("images", "sr")
+    assert given["dtype"] == taken["dtype"] == "uint8"
+    assert given["layout"] == taken["layout"] == "NCHW"
+    assert (given["shape"], taken["shape"]) == (["N", 3, "H", "W"], ["N", 3, "4H", "4W"])
+    assert metadata["io"]["layout_stored"].startswith("NCHW")
+    ir = read_ir(folder)
+    (images,), (sr,) = ir.inputs, ir.outputs
+    assert images.get_names() == {"images"} and sr.get_names() == {"sr"}
+    assert images.get_element_type() == ov.Type.u8 == sr.get_element_type()
+    for port in (images, sr):
+        assert port.get_node().get_layout().to_string() == "[N,C,H,W]"
+        shape = port.get_partial_shape()
+        assert [shape[i].is_dynamic for i in range(4)] == [True, False, True, True]
+        assert shape[1].get_length() == 3
+
+
+@pytest.mark.parametrize("flag", ["--io", "--layout"])
+def test_bad_io_or_layout_exits_2(tmp_path, capsys, flag):
+    assert openvino.main(["--output", str(tmp_path / "ir"), flag, "int16"]) == 2
+    message = capsys.readouterr().err.splitlines()[0]
+    assert flag in message and "int16" in message and "Traceback" not in message
+    with pytest.raises(FlagError, match=f"^{flag} 'int16': use one of"):
+        openvino.export_openvino("default", tmp_path / "ir", **{flag[2:]: "int16"})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_int8_with_uint8_nchw_io_holds_its_floors(default_source, keras_set5_psnr, tmp_path):
+    """int8 calibrated and run on uint8 NCHW pixels: the exporter's two verifications (native
+    and, on AVX2 CPUs, on the kernels of CPUs without VNNI) hold the int8 floor against
+    Keras's pixels, and Set5 ×4 loses <= 0.15 dB as with float I/O."""
+    folder = tmp_path / "int8_uint8_nchw"
+    report = openvino.export_openvino(
+        default_source, folder, precision="int8", io="uint8", layout="nchw", timing_runs=0
+    )
+    floor = base.FLOORS_DB["int8"]
+    assert all(r["psnr_db"] >= floor for r in report.verification)
+    no_vnni = reporting.read_metadata(folder)["verified_on"].get("onednn_max_cpu_isa")
+    assert (no_vnni is not None) == AVX2
+    assert all(r["psnr_db"] >= floor for r in (no_vnni or {"verification": []})["verification"])
+    (images,), (sr,) = read_ir(folder).inputs, read_ir(folder).outputs
+    assert images.get_element_type() == ov.Type.u8 == sr.get_element_type()
+    assert images.get_node().get_layout().to_string() == "[N,C,H,W]"
+    psnr = verification.task_psnr(openvino.openvino_runner(folder), 4, SET5)
+    assert keras_set5_psnr - psnr <= 0.15, (keras_set5_psnr, psnr)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from drn_tf.inference import upscale
-from export import base
+from export import base, photo_sets, reporting, verification
 from export import saved_model as sm
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lr() -> np.ndarray:
     """The sample photo's LR (uint8, 75 × 112 × 3), as the probes of the verification."""
-    _, images = base.probe_images(4)[0]
+    _, images = photo_sets.probe_images(4)[0]
     return np.round(np.clip(images[0], 0, 255)).astype(np.uint8)
 
 
@@ -68,10 +68,10 @@ def test_export_layout_report_and_metadata(exported):
     assert sorted(p.name for p in folder.parent.iterdir()) == ["1"]  # no temporaries left
     assert (folder / "saved_model.pb").is_file() and (folder / "variables").is_dir()
     assert all(r["psnr_db"] >= 60 for r in report.verification)
-    assert len(report.verification) == len(base.probe_images(4))
+    assert len(report.verification) == len(photo_sets.probe_images(4))
     assert report.timing and report.timing["artifact_ms"] > 0
-    metadata = base.read_metadata(folder)  # strict: no Infinity/NaN
-    assert metadata["verified_on"] == {"cpu": base.host_cpu()}
+    metadata = reporting.read_metadata(folder)  # strict: no Infinity/NaN
+    assert metadata["verified_on"] == {"cpu": reporting.host_cpu()}
     assert metadata["format"] == "saved_model" and metadata["precision"] == "fp32"
     assert metadata["model"]["scale"] == model.scale == 4
     assert metadata["model"]["source_sha256"] == base.sha256_of(base.load_source("default").path)
@@ -165,8 +165,8 @@ def test_saved_model_cli_run(exported, lr, tmp_path):
         )  # fmt: skip
         (out / "sr.npy").rename(tmp_path / f"{name}_sr.npy")
     sr = np.load(tmp_path / "float_sr.npy")
-    expected = base.keras_runner(model)(batch.astype(np.float32))
-    assert sr.dtype == np.float32 and base.agreement(sr, expected)["psnr_db"] >= 60
+    expected = verification.keras_runner(model)(batch.astype(np.float32))
+    assert sr.dtype == np.float32 and verification.agreement(sr, expected)["psnr_db"] >= 60
     sr8 = np.load(tmp_path / "uint8_sr.npy")
     assert sr8.dtype == np.uint8
     np.testing.assert_array_equal(sr8[0], upscale(model, lr))
@@ -183,8 +183,8 @@ def test_dynamic_batch_and_size(exported, lr, size):
     batch = np.stack([lr[:h, :w], lr[-h:, -w:]])
     sr = loaded.signatures["serving_default"](images=tf.constant(batch, tf.float32))["sr"]
     assert sr.shape == (2, 4 * h, 4 * w, 3)
-    expected = base.keras_runner(model)(batch.astype(np.float32))
-    assert base.agreement(sr.numpy(), expected)["psnr_db"] >= 60
+    expected = verification.keras_runner(model)(batch.astype(np.float32))
+    assert verification.agreement(sr.numpy(), expected)["psnr_db"] >= 60
     sr8 = loaded.signatures["serving_uint8"](images=tf.constant(batch))["sr"].numpy()
     for got, image in zip(sr8, batch, strict=True):
         np.testing.assert_array_equal(got, upscale(model, image))
@@ -268,9 +268,9 @@ def test_rest_request_serving_uint8(exported, lr):
 
 @pytest.mark.slow
 def test_failed_verification_leaves_no_version(tiny, tmp_path, monkeypatch):
-    keras_runner = base.keras_runner
+    keras_runner = verification.keras_runner
     monkeypatch.setattr(
-        base, "keras_runner", lambda m, *pixels: lambda x: keras_runner(m, *pixels)(x) + 1.0
+        verification, "keras_runner", lambda m, *pixels: lambda x: keras_runner(m, *pixels)(x) + 1.0
     )
     with pytest.raises(base.ExportError, match=r"sample_lr_.*48\.1 dB.*60 dB floor"):
         sm.export_saved_model(tiny[1], tmp_path / "drn", timing_runs=0)
@@ -394,7 +394,7 @@ def test_warmup_file_replays_through_every_signature(exported):
     assert sorted(signatures) == sorted(SIGNATURES * 2)
     assert {name for name, _, _ in requests} == {"drn"}  # the model base folder's name
     assert f"{sm.WARMUP_FILE}: 6 PredictionLogs" in report.to_json()
-    keras_float = base.keras_runner(model)
+    keras_float = verification.keras_runner(model)
     sizes = set()
     for _, signature, inputs in requests:
         outputs = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
@@ -408,7 +408,7 @@ def test_warmup_file_replays_through_every_signature(exported):
         sizes.add(lr.shape[1:3])
         expected = keras_float(lr.astype(np.float32))
         if signature == "serving_default":
-            assert base.agreement(sr, expected)["psnr_db"] >= 60
+            assert verification.agreement(sr, expected)["psnr_db"] >= 60
         else:  # uint8 pixels: Keras's rounded, within one level where float error tips it
             assert np.abs(sr.astype(int) - np.clip(np.round(expected), 0, 255)).max() <= 1
     assert sizes == {(64, 64), (75, 112)}
@@ -434,6 +434,6 @@ def test_serving_config_files_beside_the_versions(tiny, tmp_path, capsys):
     batching = (root / sm.BATCHING_CONFIG).read_text()
     assert "max_batch_size { value: 8 }" in batching and "batch_timeout_micros" in batching
     assert "prometheus_config" in (root / sm.MONITORING_CONFIG).read_text()
-    notes = base.read_metadata(root / "3")["notes"]
+    notes = reporting.read_metadata(root / "3")["notes"]
     assert any(sm.MODELS_CONFIG in note for note in notes)
     assert (root / "3" / sm.WARMUP_FILE).is_file()

@@ -12,7 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 from helpers import SET5, photo_batch
 
 from drn_tf import serving
-from export import base, tflite
+from export import base, photo_sets, reporting, tflite, verification
 
 MODES = list(tflite.QUANTIZATIONS)
 
@@ -40,12 +40,12 @@ def test_each_quantization_verifies_above_its_floor(exports, default_source, mod
     report, path = exports(mode)
     floor = base.FLOORS_DB[tflite.QUANTIZATIONS[mode]]
     assert report.precision == tflite.QUANTIZATIONS[mode]
-    assert [r["floor_db"] for r in report.verification] == [floor] * len(base.probe_images(4))
+    assert [r["floor_db"] for r in report.verification] == [floor] * len(photo_sets.probe_images(4))
     assert all(r["psnr_db"] >= floor for r in report.verification)
-    metadata = base.read_metadata(path)  # strict: no Infinity/NaN
+    metadata = reporting.read_metadata(path)  # strict: no Infinity/NaN
     assert metadata["format"] == "tflite" and metadata["io"]["quantization"] == mode
-    assert metadata["verification"] == json.loads(base.strict_json(report.verification))
-    assert metadata["verified_on"] == {"cpu": base.host_cpu()}
+    assert metadata["verification"] == json.loads(reporting.strict_json(report.verification))
+    assert metadata["verified_on"] == {"cpu": reporting.host_cpu()}
     assert tflite.embedded_metadata(path) == metadata  # the flatbuffer holds the same fields
     assert metadata["model"]["source_sha256"] == base.sha256_of(default_source.path)
 
@@ -89,11 +89,11 @@ def test_runs_in_litert_at_two_sizes_batch_2(exports, default_source, mode, size
     assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, -1, -1, 3]
     images = photo_batch(*size)
     output = tflite.litert_runner(path, threads=2)(images)
-    expected = base.keras_runner(default_source.model)(images)
+    expected = verification.keras_runner(default_source.model)(images)
     assert output.shape == (2, 4 * size[0], 4 * size[1], 3) == expected.shape
     assert output.dtype == np.float32
     floor = base.FLOORS_DB[tflite.QUANTIZATIONS[mode]]
-    assert base.agreement(output, expected)["psnr_db"] >= floor
+    assert verification.agreement(output, expected)["psnr_db"] >= floor
     by_signature = interpreter.get_signature_runner("serving_default")(images=images)
     np.testing.assert_array_equal(by_signature["sr"], output)
 
@@ -110,7 +110,7 @@ def test_only_builtin_operators(exports, mode):
 
 @pytest.fixture(scope="module")
 def keras_set5_psnr(default_source) -> float:
-    return base.task_psnr(base.keras_runner(default_source.model), 4, SET5)
+    return verification.task_psnr(verification.keras_runner(default_source.model), 4, SET5)
 
 
 DROPS = [("float16", 0.05), ("dynamic", 0.3), ("int8", 0.15)]
@@ -120,7 +120,7 @@ DROPS = [("float16", 0.05), ("dynamic", 0.3), ("int8", 0.15)]
 @pytest.mark.parametrize(("mode", "max_drop"), DROPS)
 def test_set5_x4_task_psnr_drop(exports, keras_set5_psnr, mode, max_drop):
     keras_psnr = keras_set5_psnr
-    psnr = base.task_psnr(tflite.litert_runner(exports(mode)[1]), 4, SET5)
+    psnr = verification.task_psnr(tflite.litert_runner(exports(mode)[1]), 4, SET5)
     assert keras_psnr - psnr <= max_drop, (keras_psnr, psnr)
 
 
@@ -133,7 +133,7 @@ def test_uint8_io_runs_on_pixels(default_source, keras_set5_psnr, tmp_path):
         default_source, path, quantization="int8", io="uint8", timing_runs=0
     )
     assert all(r["psnr_db"] >= base.FLOORS_DB["int8"] for r in report.verification)
-    metadata = base.read_metadata(path)
+    metadata = reporting.read_metadata(path)
     assert metadata["io"]["input"]["dtype"] == metadata["io"]["output"]["dtype"] == "uint8"
     interpreter = Interpreter(model_path=str(path))
     (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
@@ -144,10 +144,10 @@ def test_uint8_io_runs_on_pixels(default_source, keras_set5_psnr, tmp_path):
     pixels = images.astype(np.uint8)
     np.testing.assert_array_equal(pixels, images)  # the photo is whole pixel values
     output = interpreter.get_signature_runner("serving_default")(images=pixels)["sr"]
-    expected = serving.to_pixels(base.keras_runner(default_source.model)(images)).numpy()
+    expected = serving.to_pixels(verification.keras_runner(default_source.model)(images)).numpy()
     assert output.dtype == np.uint8 and output.shape == expected.shape == (2, 132, 188, 3)
-    assert base.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["int8"]
-    psnr = base.task_psnr(tflite.litert_runner(path), 4, SET5)
+    assert verification.agreement(output, expected)["psnr_db"] >= base.FLOORS_DB["int8"]
+    psnr = verification.task_psnr(tflite.litert_runner(path), 4, SET5)
     assert keras_set5_psnr - psnr <= 0.15, (keras_set5_psnr, psnr)
 
 
@@ -177,7 +177,7 @@ def test_cli(tmp_path, capsys):
     assert tflite.main([*argv, "--timing-runs", "1"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {output} (tflite, int8)" in printed and "latency on 128x128" in printed
-    metadata = base.read_metadata(output)
+    metadata = reporting.read_metadata(output)
     assert metadata["io"]["quantization"] == "dynamic" and "1 threads" in metadata["notes"][0]
     assert metadata["timing"]["artifact_ms"] > 0 and metadata["timing"]["keras_ms"] > 0
     assert sorted(p.name for p in output.parent.iterdir()) == ["drn.tflite", "drn.tflite.json"]

@@ -1,14 +1,18 @@
-"""Tests for drn_tf.files: atomic writes, and the sweep of temporary files of killed writers."""
+"""Tests for drn_tf.files: atomic writes, the sweep of temporary files of killed writers, and
+the check that a destination folder can be written."""
 
 from __future__ import annotations
 
+import collections
+import errno
 import os
 import subprocess
 import sys
 
 import pytest
 
-from drn_tf.files import atomic_path, remove_stale_temp_files
+from drn_tf import files
+from drn_tf.files import atomic_path, remove_stale_temp_files, unwritable_folder
 
 
 def dead_pid() -> int:
@@ -75,9 +79,42 @@ def test_upscale_of_a_long_file_name(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from drn_tf.inference import upscale_files
+    from drn_tf.upscale_files import upscale_files
 
     source = tmp_path / ("p" * 236 + ".png")  # its output, ppp…_x4.png, is 243 bytes
     Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(source)
     summary = upscale_files([source], tmp_path / "out", "bicubic", progress=False)
     assert summary.failed == [] and [p.name for p in summary.written] == ["p" * 236 + "_x4.png"]
+
+
+def test_unwritable_folder_says_where_and_why(tmp_path, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root ignores the mode: make access() tell the truth
+        real_access = os.access
+        monkeypatch.setattr(
+            os, "access", lambda path, mode: path != locked and real_access(path, mode)
+        )
+    assert unwritable_folder(tmp_path) is None
+    assert unwritable_folder(tmp_path / "new" / "deeper") is None  # can be created
+    assert unwritable_folder(a_file) == (a_file, "not a folder")
+    assert unwritable_folder(a_file / "sub" / "deeper") == (a_file, "not a folder")
+    assert unwritable_folder(locked) == (locked, "not writable")
+    assert unwritable_folder(locked / "new") == (locked, "not writable")
+    assert unwritable_folder(str(tmp_path / "new")) is None  # a str is a path too
+
+
+def test_is_disk_full_knows_the_ways_a_full_disk_is_reported(tmp_path, monkeypatch):
+    assert files.is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert files.is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert files.is_disk_full(RuntimeError("ResourceExhaustedError: ... No space left on device"))
+    assert not files.is_disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path)
+    bare = RuntimeError("basic_ios::clear: iostream error")  # OpenVINO's writer says no more
+    assert not files.is_disk_full(bare)  # no folder to look at
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: Usage(1 << 30, 1 << 30, 4096))
+    assert files.is_disk_full(bare, tmp_path)
+    assert not files.is_disk_full(ValueError("bad value"), tmp_path)

@@ -1,182 +1,46 @@
-"""Tests for drn_tf.inference (load_model, upscale, upscale_files) and ``drn-tf upscale``;
-upscaling behaviour in depth is in test_upscale.py."""
+"""Tests for drn_tf.inference: upscale on arrays (pixel rules, gray/alpha/16-bit/float, bfloat16,
+self-ensemble, batches, out of memory, bad arrays and settings) and the top-level API."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import drn_tf
-from drn_tf import cli, inference
+import export.runtime
+from drn_tf import inference, loading, serving
 from drn_tf.degrade import imresize
-from drn_tf.images import load_picture, read_image, write_image
-from drn_tf.models import DRN, save_model_atomic
+from drn_tf.metrics import psnr_y
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not found")
 
 
-def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+def _image(height: int, width: int, channels: int = 3, dtype=np.uint8, seed: int = 0):
+    top = np.iinfo(dtype).max
+    return np.random.default_rng(seed).integers(0, top + 1, (height, width, channels), dtype)
 
 
-# --- load_model --------------------------------------------------------------------------------
+def _network(model, images: np.ndarray) -> np.ndarray:
+    """The primal network's top output in float32, eagerly: the independent reference."""
+    return serving.super_resolve(model, tf.constant(images, tf.float32)).numpy()
 
 
-def test_default_model_paths():
-    weights = Path(inference.__file__).parent / "weights"
-    assert {s: weights / f"drn_x{s}.keras" for s in (2, 4, 8)} == inference.DEFAULT_MODEL_PATHS
-    assert weights / "drn_x4.keras" == inference.DEFAULT_MODEL_PATH
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(peak**2 / error)
 
 
-def test_load_model_round_trip(tiny):
-    model, path = tiny
-    loaded = inference.load_model(str(path))
-    assert isinstance(loaded, DRN) and loaded.scale == 4
-    image = _image(6, 5)
-    np.testing.assert_array_equal(inference.upscale(loaded, image), inference.upscale(model, image))
+@pytest.fixture(scope="module")
+def default_model():
+    return loading.load_model("default")
 
 
-def test_load_model_default_picks_the_model_of_the_scale(tiny, tiny_x2, monkeypatch, tmp_path):
-    paths = {2: tiny_x2, 4: tiny[1], 8: tmp_path / "weights" / "drn_x8.keras"}
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", paths)
-    assert inference.load_model("default", scale=2).scale == 2
-    assert inference.load_model("default").scale == 4  # ×4 unless asked
-    with pytest.raises(FileNotFoundError, match=r"drn_x8.keras: the packaged ×8 model"):
-        inference.load_model("default", scale=8)
-    with pytest.raises(ValueError, match=r"no packaged ×16 model \(packaged: ×2, ×4, ×8\)"):
-        inference.load_model("default", scale=16)
-    # A file's model must have the scale asked for.
-    with pytest.raises(ValueError, match=r"tiny_x2.keras: a ×2 model, but the scale asked"):
-        inference.load_model(tiny_x2, scale=4)
-    assert inference.model_path(tiny_x2) == tiny_x2
-
-
-def _policies(model) -> set[str]:
-    return {layer.dtype_policy.name for net in (model.primal, *model.duals) for layer in net.layers}
-
-
-def test_load_model_computes_in_the_global_policy(tiny, tmp_path):
-    # A file saved by a mixed_bfloat16 run keeps its layers' policy; loaded for inference or
-    # export (global float32) it must compute in float32, and the other way round for training.
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        mixed = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
-        mixed.set_weights(tiny[0].get_weights())
-        path = save_model_atomic(mixed, tmp_path / "mixed.keras")
-        assert "mixed_bfloat16" in _policies(inference.load_model(tiny[1]))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    loaded = inference.load_model(path)
-    assert _policies(loaded) == {"float32"} and loaded.drn_config == tiny[0].drn_config
-    lr = _image(6, 5).astype("float32")[None]
-    np.testing.assert_array_equal(loaded.primal(lr)[-1], tiny[0].primal(lr)[-1])
-
-
-@pytest.mark.slow
-def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, monkeypatch, tmp_path):
-    monkeypatch.setattr(inference, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
-    image = _image(5, 6)
-    write_image(tmp_path / "a.png", image)
-    assert cli.main(["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]) == 0
-    assert read_image(tmp_path / "o" / "a_x4.png").shape == (20, 24, 3)
-    argv = ["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o"), "--scale", "2"]
-    assert cli.main([*argv, "--precision", "float32"]) == 0
-    x2 = inference.upscale(image, inference.load_model(tiny_x2), precision="float32")
-    np.testing.assert_array_equal(read_image(tmp_path / "o" / "a_x2.png"), x2)
-    # bicubic takes any integer factor, byte-exact with MATLAB's imresize
-    argv = ["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "b"), "--scale", "3"]
-    assert cli.main([*argv, "--model", "bicubic"]) == 0
-    np.testing.assert_array_equal(read_image(tmp_path / "b" / "a_x3.png"), imresize(image, 3))
-
-
-@pytest.mark.slow
-def test_load_model_reads_training_files(tiny, tmp_path):
-    from drn_tf.dual_regression import DualRegressionModel
-
-    path = save_model_atomic(DualRegressionModel.from_drn(tiny[0]), tmp_path / "model.keras")
-    loaded = inference.load_model(path)
-    assert isinstance(loaded, DRN) and loaded.scale == 4
-    # In a fresh interpreter that imported nothing but inference (as `drn-tf upscale` does),
-    # the class that training saves is registered before the file is read.
-    code = (
-        "import sys\nfrom drn_tf.inference import load_model\n"
-        "print(type(load_model(sys.argv[1])).__name__)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["DualRegressionModel"]
-
-
-def _truncated(tiny, path):
-    data = tiny[1].read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _flipped(tiny, path):
-    data = bytearray(tiny[1].read_bytes())
-    with zipfile.ZipFile(tiny[1]) as archive:  # a byte inside the weights member's data
-        info = archive.getinfo("model.weights.h5")
-    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def _sequential(tiny, path):
-    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(path)
-
-
-def _no_config(tiny, path):
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", "{}")
-
-
-def _bad_config(tiny, path):
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", "{not json")
-        archive.writestr("metadata.json", "{}")
-
-
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (_truncated, "truncated or corrupt"),
-        (_flipped, "CRC"),
-        (lambda tiny, path: path.write_bytes(b"hello"), "not a valid .keras file"),
-        (lambda tiny, path: path.write_bytes(b""), "not a valid .keras file"),
-        (_sequential, "not a DRN model .*Sequential"),
-        (_no_config, "no config.json"),
-        (_bad_config, "cannot load the model"),
-    ],
-    ids=["truncated", "flipped-byte", "garbage", "empty", "sequential", "no-config", "bad-config"],
-)
-def test_load_model_rejects_bad_files(tiny, tmp_path, make, message):
-    path = tmp_path / "bad.keras"
-    make(tiny, path)
-    with pytest.raises(ValueError, match=message) as info:
-        inference.load_model(path)
-    assert str(info.value).startswith(str(path))
-    assert "\n" not in str(info.value)
-
-
-def test_load_model_rejects_missing_folder_and_other_suffixes(tiny, tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.keras"):
-        inference.load_model(tmp_path / "missing.keras")
-    with pytest.raises(ValueError, match="a folder"):
-        inference.load_model(tmp_path)
-    for name, message in (("model.h5", "not a .keras"), ("DRNS4x.pt", "drn-tf convert")):
-        path = tmp_path / name
-        path.write_bytes(tiny[1].read_bytes())
-        with pytest.raises(ValueError, match=message):
-            inference.load_model(path)
-
-
-# --- upscale -----------------------------------------------------------------------------------
+# --- upscale ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 7), (5, 3), (9, 16)])
@@ -214,124 +78,209 @@ def test_upscale_rejects_bad_arrays(tiny, image):
         inference.upscale(image, tiny[0])
 
 
-# --- upscale_files -----------------------------------------------------------------------------
+# --- bfloat16 --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    """A folder with an RGB image, a nested one, a grayscale and an RGBA PNG, and a bad file."""
-    root = tmp_path / "photos"
-    write_image(root / "a.png", _image(5, 7, seed=1))
-    write_image(root / "sub" / "deeper" / "b.jpg", _image(6, 4, seed=2))
-    Image.fromarray(_image(4, 3, seed=3)[..., 0]).save(root / "gray.png")
-    Image.fromarray(np.dstack([_image(3, 5, seed=4), _image(3, 5, seed=5)[..., :1]]), "RGBA").save(
-        root / "rgba.png"
-    )
-    (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    return root
-
-
-def test_upscale_files_folder(tiny, photos, tmp_path, capsys):
+def test_bfloat16_copy_computes_in_bfloat16_with_float32_tails(tiny):
     model = tiny[0]
-    out = tmp_path / "out"
-    summary = inference.upscale_files([photos], out, model, progress=False)
-    expected = {
-        out / "a_x4.png",
-        out / "sub" / "deeper" / "b_x4.png",
-        out / "gray_x4.png",
-        out / "rgba_x4.png",
-    }
-    assert set(summary.written) == expected
-    assert {p for p in out.rglob("*") if p.is_file()} == expected  # no temp files, no bad_x4
-    for source in ("a.png", "sub/deeper/b.jpg", "gray.png", "rgba.png"):
-        lr = load_picture(photos / source).pixels
-        name = Path(source).with_name(Path(source).stem + "_x4.png")
-        np.testing.assert_array_equal(load_picture(out / name).pixels, inference.upscale(lr, model))
-    assert summary.failed[0][0] == photos / "bad.png"
-    err = capsys.readouterr().err
-    assert f"failed {photos / 'bad.png'}: " in err
+    copy = inference.bfloat16_primal(model)
+    policies = {layer.name: layer.dtype_policy.name for layer in copy.layers}
+    assert policies["up_0_rcab_0"] == "mixed_bfloat16"
+    assert {policies[n] for n in ("upsample", "tail_0", "tail_2", "add_mean")} == {"float32"}
+    for a, b in zip(copy.get_weights(), model.primal.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_upscale_files_mixed_inputs(tiny, photos, tmp_path):
-    other = tmp_path / "other.png"
-    write_image(other, _image(3, 3, seed=9))
-    summary = inference.upscale_files(
-        [other, photos / "a.png"], tmp_path / "o", tiny[0], progress=False
-    )
-    assert summary.written == [tmp_path / "o" / "other_x4.png", tmp_path / "o" / "a_x4.png"]
-    assert read_image(summary.written[0]).shape == (12, 12, 3)
+@needs_data
+def test_bfloat16_agrees_with_float32_on_set5(default_model):
+    hr = np.asarray(Image.open(SHARED / "Set5" / "HR" / "baby.png").convert("RGB"))
+    lr = np.asarray(Image.open(SHARED / "Set5" / "LR_bicubic" / "X4" / "babyx4.png"))
+    fp32 = drn_tf.upscale(lr, default_model, precision="float32")
+    bf16 = drn_tf.upscale(lr, default_model, precision="bfloat16")
+    assert _psnr(bf16, fp32) >= 45
+    assert abs(psnr_y(bf16, hr, 4) - psnr_y(fp32, hr, 4)) <= 0.05
 
 
-def test_upscale_files_ignores_its_own_outputs(tiny, photos):
-    first = inference.upscale_files([photos], photos / "out", tiny[0], progress=False)
-    second = inference.upscale_files([photos], photos / "out", tiny[0], progress=False)
-    assert len(first.written) == 4 and second.written == []
-    assert sorted(second.kept) == sorted(first.written)
-    assert sorted(second.earlier_outputs) == sorted(first.written)
+# --- pixel rules -----------------------------------------------------------------------------
 
 
-def test_upscale_files_errors(tiny, photos, tmp_path):
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (3, 1), (5, 7)])
+def test_plain_path_is_the_serving_function_byte_for_byte(tiny, size):
     model = tiny[0]
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        inference.upscale_files([photos / "a.png", tmp_path / "nope.png"], tmp_path / "o", model)
-    assert not (tmp_path / "o").exists()
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no image files"):
-        inference.upscale_files([tmp_path / "empty"], tmp_path / "o", model)
-    summary = inference.upscale_files([photos / "bad.png"], tmp_path / "o", model, progress=False)
-    assert summary.written == [] and summary.failed[0][0] == photos / "bad.png"
-    write_image(photos / "a.jpg", _image(3, 3))
-    summary = inference.upscale_files([photos], tmp_path / "o", model, progress=False)
-    (clash,) = [reason for path, reason in summary.failed if path.name == "a.png"]
-    assert "a.jpg has the same output" in clash
+    image = _image(*size, seed=size[0] * 7 + size[1])
+    expected = serving.super_resolve_uint8(model, tf.constant(image[None])).numpy()[0]
+    np.testing.assert_array_equal(drn_tf.upscale(image, model, precision="float32"), expected)
+    np.testing.assert_array_equal(inference.upscale(model, image), expected)  # 0.1 order
 
 
-# --- drn-tf upscale ----------------------------------------------------------------------------
+def test_sixteen_bit_keeps_full_precision(tiny):
+    model = tiny[0]
+    image = _image(6, 5, dtype=np.uint16, seed=3)
+    sr = drn_tf.upscale(image, model, precision="float32")
+    assert sr.dtype == np.uint16 and sr.shape == (24, 20, 3)
+    values = _network(model, image[None].astype(np.float64) * 255 / 65535)[0]
+    expected = np.clip(values, 0, 255) * 65535 / 255
+    assert np.abs(sr - expected).max() <= 0.5 + 1e-2
+    # Not an 8-bit result in disguise: the low byte carries information.
+    assert len(np.unique(sr % 257)) > 100
+    # Inputs differing only below 8 bits give different outputs.
+    assert not np.array_equal(drn_tf.upscale(image ^ 1, model, precision="float32"), sr)
 
 
-def test_cli_upscale(tiny, photos, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert (
-        cli.main(["upscale", str(photos / "a.png"), "--output", str(out), "--model", str(tiny[1])])
-        == 0
+def test_float_input_gives_unrounded_float_output(tiny):
+    model = tiny[0]
+    image = _image(4, 6, seed=5).astype(np.float32) / 255
+    sr = drn_tf.upscale(image, model, precision="float32")
+    assert sr.dtype == np.float32
+    expected = np.clip(_network(model, image[None] * 255)[0], 0, 255) / 255
+    np.testing.assert_allclose(sr, expected, atol=1e-5)
+
+
+def test_gray_goes_through_as_rgb_and_comes_back_gray(tiny):
+    model = tiny[0]
+    gray = _image(5, 6, 1, seed=7)[..., 0]
+    sr = drn_tf.upscale(gray, model, precision="float32")
+    assert sr.shape == (20, 24) and sr.dtype == np.uint8
+    rgb = _network(model, np.repeat(gray[None, ..., None], 3, -1))[0]
+    expected = np.clip(rgb @ np.array([0.299, 0.587, 0.114]), 0, 255)
+    assert np.abs(sr - expected).max() <= 0.5 + 1e-3
+    np.testing.assert_array_equal(
+        drn_tf.upscale(gray[..., None], model)[..., 0], drn_tf.upscale(gray, model)
     )
-    assert read_image(out / "a_x4.png").shape == (20, 28, 3)
-    assert "wrote 1 image" in capsys.readouterr().out
 
 
-def test_cli_upscale_missing_input_is_exit_1(tiny, tmp_path, capsys):
-    missing = tmp_path / "missing.png"
-    assert (
-        cli.main(
-            ["upscale", str(missing), "--output", str(tmp_path / "out"), "--model", str(tiny[1])]
-        )
-        == 1
-    )
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(missing) in err
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_alpha_is_upscaled_with_bicubic(tiny, dtype):
+    model = tiny[0]
+    rgba = _image(6, 5, 4, dtype, seed=9)
+    sr = drn_tf.upscale(rgba, model)
+    assert sr.shape == (24, 20, 4) and sr.dtype == dtype
+    np.testing.assert_array_equal(sr[..., :3], drn_tf.upscale(rgba[..., :3], model))
+    if dtype == np.uint8:  # MATLAB's uint8 imresize, bit for bit
+        np.testing.assert_array_equal(sr[..., 3], imresize(rgba[..., 3], 4))
+    else:
+        alpha = imresize(rgba[..., 3].astype(np.float64) * 255 / 65535, 4)
+        expected = np.clip(alpha, 0, 255) * 65535 / 255
+        assert np.abs(sr[..., 3] - expected).max() <= 0.5 + 1e-2
+    la = rgba[..., [0, 3]]
+    out = drn_tf.upscale(la, model)
+    assert out.shape == (24, 20, 2)
+    np.testing.assert_array_equal(out[..., 0], drn_tf.upscale(la[..., 0], model))
 
 
-def test_cli_upscale_bad_model_is_exit_1(photos, tmp_path, capsys):
-    bad = tmp_path / "bad.keras"
-    bad.write_bytes(b"junk")
-    assert (
-        cli.main(["upscale", str(photos), "--output", str(tmp_path / "o"), "--model", str(bad)])
-        == 1
-    )
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(bad) in err
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (1, 3), (2, 1), (3, 5)])
+def test_tiny_images_of_every_layout(tiny, channels, size):
+    for dtype in (np.uint8, np.uint16):
+        image = _image(*size, channels, dtype)
+        sr = drn_tf.upscale(image, tiny[0], tile=2, tile_overlap=0)
+        assert sr.shape == (4 * size[0], 4 * size[1], channels) and sr.dtype == dtype
 
 
 @pytest.mark.parametrize(
-    "argv", [["upscale", "--output", "o"], ["upscale", "a.png"]], ids=["no-input", "no-output"]
+    "image, message",
+    [
+        (np.zeros((4, 4, 5), np.uint8), "1-4"),
+        (np.zeros((4, 4, 3), np.int32), "int32"),
+        (np.zeros((0, 4, 3), np.uint8), "empty"),
+        (np.zeros(4, np.uint8), "shape"),
+    ],
 )
-def test_cli_upscale_usage_errors(argv, capsys):
-    assert cli.main(argv) == 2
-    assert capsys.readouterr().err.strip()
+def test_bad_arrays_are_refused(tiny, image, message):
+    with pytest.raises(ValueError, match=message):
+        drn_tf.upscale(image, tiny[0])
 
 
-def test_cli_upscale_help(capsys):
-    assert cli.main(["upscale", "--help"]) == 0
-    out = capsys.readouterr().out
-    assert "--output" in out and "--model" in out
+def test_bad_settings_are_refused(tiny):
+    image = _image(4, 4)
+    with pytest.raises(ValueError, match="quarter of the tile"):
+        drn_tf.upscale(image, tiny[0], tile=16, tile_overlap=5)
+    with pytest.raises(ValueError, match="tile must be"):
+        drn_tf.upscale(image, tiny[0], tile=-1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        drn_tf.upscale(image, tiny[0], precision="float16")
+    with pytest.raises(ValueError, match="model must be"):
+        drn_tf.upscale(image, 42)
+
+
+def test_out_of_memory_suggests_a_smaller_tile(tiny, monkeypatch):
+    def exhausted(model, policy):
+        def run(tiles):
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+        return run
+
+    monkeypatch.setattr(inference, "_runner", exhausted)
+    with pytest.raises(inference.OutOfMemoryError, match=r"37x50 image in tiles of 16 .*--tile 32"):
+        drn_tf.upscale(_image(50, 37), tiny[0], tile=16, tile_overlap=4)
+    with pytest.raises(inference.OutOfMemoryError, match=r"in one pass; .*--tile 128"):
+        drn_tf.upscale(_image(50, 37), tiny[0], tile=None)
+
+
+# --- self-ensemble and batches ---------------------------------------------------------------
+
+
+def test_self_ensemble_is_the_mean_of_the_eight_transforms(tiny):
+    model = tiny[0]
+    image = _image(5, 7, seed=13).astype(np.float32) / 255
+    outputs = []
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(image, turns)
+            view = view[:, ::-1] if flip else view
+            out = _network(model, view[None] * 255)[0]
+            out = out[:, ::-1] if flip else out
+            outputs.append(np.rot90(out, -turns))
+    expected = np.clip(np.mean(outputs, axis=0), 0, 255) / 255
+    sr = drn_tf.upscale(image, model, self_ensemble=True, precision="float32")
+    np.testing.assert_allclose(sr, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "transform", [np.fliplr, np.flipud, np.rot90, lambda a: a.transpose(1, 0, 2)]
+)
+def test_self_ensemble_is_flip_invariant(tiny, transform):
+    model = tiny[0]
+    image = _image(6, 9, seed=14).astype(np.float32) / 255
+    sr = drn_tf.upscale(image, model, self_ensemble=True, precision="float32")
+    transformed = drn_tf.upscale(
+        np.ascontiguousarray(transform(image)), model, self_ensemble=True, precision="float32"
+    )
+    np.testing.assert_allclose(transformed, transform(sr), atol=1e-5)
+    plain = drn_tf.upscale(np.ascontiguousarray(transform(image)), model, precision="float32")
+    assert np.abs(plain - transform(drn_tf.upscale(image, model, precision="float32"))).max() > 1e-3
+
+
+def test_a_list_batches_images_of_one_size(tiny, monkeypatch):
+    calls = []
+    real = inference._runner
+    monkeypatch.setattr(
+        inference, "_runner", lambda m, p: lambda t, run=real(m, p): calls.append(len(t)) or run(t)
+    )
+    images = [
+        _image(5, 6, seed=1),
+        _image(5, 6, seed=2),
+        _image(3, 4, seed=3),
+        _image(5, 6, seed=4),
+    ]
+    results = drn_tf.upscale(images, tiny[0], precision="float32")
+    assert sorted(calls) == [1, 3]
+    for image, result in zip(images, results, strict=True):
+        np.testing.assert_array_equal(result, drn_tf.upscale(image, tiny[0], precision="float32"))
+
+
+def test_a_4d_array_is_a_batch_and_a_pil_image_an_image(tiny):
+    images = np.stack([_image(3, 4, seed=1), _image(3, 4, seed=2)])
+    results = drn_tf.upscale(images, tiny[0])
+    assert isinstance(results, list) and len(results) == 2
+    np.testing.assert_array_equal(results[1], drn_tf.upscale(images[1], tiny[0]))
+    pil = Image.fromarray(images[0])
+    np.testing.assert_array_equal(drn_tf.upscale(pil, tiny[0]), results[0])
+
+
+def test_top_level_api(tiny):
+    # drn_tf.upscale is inference.upscale with a runtime choice (Keras by default).
+    assert drn_tf.upscale is export.runtime.upscale and drn_tf.load_model is loading.load_model
+    image = _image(4, 5)
+    via_path = drn_tf.upscale(image, str(tiny[1]), precision="float32")
+    np.testing.assert_array_equal(via_path, drn_tf.upscale(image, tiny[0], precision="float32"))

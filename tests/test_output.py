@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from helpers import run_python, write_images
+from helpers import assert_plain, run_python, write_images
 
-from drn_tf.progress import Bar
-from drn_tf.training import ProgressBar
-
-
-def assert_plain(text: str) -> None:
-    assert "\r" not in text and "\x1b[" not in text and "\b" not in text, repr(text[-500:])
+from drn_tf.callbacks import ProgressBar
 
 
 def test_folder_progress_in_a_log_is_plain_lines(tmp_path):
@@ -30,18 +25,6 @@ def test_folder_progress_in_a_log_is_plain_lines(tmp_path):
     assert bar_lines and "3/3" in bar_lines[-1], result.stderr  # the last line: all done
 
 
-def test_a_bar_written_to_a_log_shows_its_first_and_last_state_only(capsys):
-    for _ in Bar(range(500), desc="work", mininterval=0):  # mininterval: a caller's own
-        pass
-    err = capsys.readouterr().err
-    assert_plain(err)
-    assert err.splitlines()[-1].startswith("work: 100%")
-    for _ in Bar(range(500), desc="work"):
-        pass
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2 and "0/500" in lines[0] and "500/500" in lines[1], lines
-
-
 def test_keras_progress_in_a_log_is_plain_lines(capsys):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -51,3 +34,19 @@ def test_keras_progress_in_a_log_is_plain_lines(capsys):
     assert_plain(out)
     lines = out.splitlines()
     assert "Epoch 2/2" in lines and sum(line.startswith("4/4") for line in lines) == 2, lines
+
+
+def test_a_very_large_image_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from drn_tf import cli
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above it: 32x32 is over
+    folder = write_images(tmp_path / "hr", 1, seed=0, size=32)
+    assert cli.main(["evaluate", "--model", "bicubic", "--scale", "2", str(folder)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"drn-tf evaluate: warning: {folder / 'img0.png'}: very large image (32x32, 0.0 "
+        "megapixels; PIL warns above 0.0): decoding it takes much memory "
+        "(DecompressionBombWarning)"
+    ]

@@ -18,7 +18,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from drn_tf.inference import DEFAULT_MODEL_PATHS
+from drn_tf.loading import DEFAULT_MODEL_PATHS
 
 SETUP = ROOT / "setup.py"
 CONSTRAINTS = ROOT / "constraints.txt"
@@ -190,7 +190,7 @@ def test_model_card_metrics_agree_with_the_docs():
 @pytest.mark.parametrize("scale", sorted(DEFAULT_MODEL_PATHS))
 def test_model_card_metrics_are_what_the_files_measure(scale):
     from drn_tf.evaluation import evaluate
-    from drn_tf.inference import load_model
+    from drn_tf.loading import load_model
 
     folders = [SET5, SET5.parent / "Set14"]
     measured = {
@@ -209,7 +209,7 @@ def test_model_card_metrics_are_what_the_files_measure(scale):
 @pytest.fixture(scope="module")
 def run_files(tmp_path_factory) -> list[Path]:
     """``best.keras`` of a tiny float32 run and of a tiny mixed_bfloat16 run."""
-    from drn_tf.config import TrainConfig
+    from drn_tf.settings import TrainConfig
     from drn_tf.training import train
 
     files = []

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from drn_tf.image_sets import pyramid_factors
 from drn_tf.models import DRNConfig
 from drn_tf.scales import check_scale
+from drn_tf.training_images import pyramid_factors
 
 
 def test_power_of_two_rule():

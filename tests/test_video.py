@@ -1,9 +1,9 @@
 """Tests for videos: ``drn_tf.upscale_video`` / ``drn-tf upscale clip.mp4`` and footage as
 DRN-Adapt data (``adapt --unpaired-dir clip.mp4``, ``evaluate --lr-only clip.mp4``).
 
-Clips are made here with PyAV (H.264 with an AAC sine track, tiny sizes); expectations come
-from reading them back independently with PyAV: frame counts, timestamps, durations, the
-audio packets' bytes, and ``drn_tf.upscale`` applied to the decoded input frames.
+Clips are made with PyAV (``helpers.make_clip``: H.264 with an AAC sine track, tiny sizes);
+expectations come from reading them back independently with PyAV: frame counts, timestamps,
+durations, the audio packets' bytes, and ``drn_tf.upscale`` applied to the decoded input frames.
 """
 
 from __future__ import annotations
@@ -20,70 +20,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import ROOT, SUBPROCESS_ENV, write_images
+from helpers import ROOT, SUBPROCESS_ENV, decode, make_clip, write_images
 from PIL import Image
 
 import drn_tf
-from drn_tf import cli, video
+from drn_tf import cli, settings, video
 from drn_tf.evaluation import closed_loop_error
 from drn_tf.frames import VIDEO_EXTENSIONS, VideoReadError
-from drn_tf.image_sets import load_lr_images
 from drn_tf.inference import Bicubic
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
-
-
-def make_clip(
-    path: Path,
-    frames: int = 24,
-    size: tuple[int, int] = (48, 32),
-    *,
-    audio: bool = True,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-    pts: list[int] | None = None,
-    time_base: Fraction | None = None,
-    rotation: int | None = None,
-) -> Path:
-    """A clip of ``frames`` moving gradients (``size`` = W, H) at 24 frames/s, with a mono
-    AAC 440 Hz track as long as the video; ``pts`` in ``time_base`` for variable frame rate."""
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=24)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        context = stream.codec_context
-        context.color_primaries = context.color_trc = context.colorspace = 1  # BT.709
-        if time_base is not None:
-            context.time_base = stream.time_base = time_base
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        sound = out.add_stream("aac", rate=44100) if audio else None
-        if sound is not None:
-            sound.layout = "mono"
-        for i in range(frames):
-            image = np.stack([x * 5 + i * 7, y * 6, (x + y) * 3 + i * 11], -1) % 256
-            frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), "rgb24")
-            frame.pts = i if pts is None else pts[i]
-            if time_base is not None:
-                frame.time_base = time_base
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-        if sound is not None:
-            total = frames * 44100 // 24
-            for start in range(0, total, 1024):
-                samples = np.arange(start, min(start + 1024, total))
-                wave = (0.3 * np.sin(2 * np.pi * 440 * samples / 44100)).astype(np.float32)
-                chunk = av.AudioFrame.from_ndarray(wave[None], "fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = 44100, start
-                out.mux(sound.encode(chunk))
-            out.mux(sound.encode())
-    return path
-
-
-def decode(path: Path) -> list[av.VideoFrame]:
-    with av.open(str(path)) as container:
-        return list(container.decode(video=0))
 
 
 def audio_packets(path: Path) -> list[bytes]:
@@ -110,12 +56,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         env=SUBPROCESS_ENV,
         cwd=ROOT,
     )
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    """24 frames of 48x32, AAC audio, rotated 90 degrees, BT.709 tags."""
-    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", rotation=90)
 
 
 # --- upscale_video --------------------------------------------------------------------------
@@ -304,8 +244,8 @@ def test_bad_video_fails_in_one_line_with_exit_1(make, problem, tmp_path, capsys
 
 
 def test_cli_mirrors_the_video_settings():
-    assert set(cli._VIDEO_SUFFIXES) == VIDEO_EXTENSIONS
-    assert cli._VIDEO_CRF == video.DEFAULT_CRF
+    assert set(settings.VIDEO_SUFFIXES) == VIDEO_EXTENSIONS
+    assert settings.VIDEO_CRF == video.DEFAULT_CRF
 
 
 def test_cli_upscales_videos_and_images_of_folders_keeping_layout(tmp_path, capsys):
@@ -458,20 +398,6 @@ def test_memory_stays_flat_over_a_long_clip(tmp_path):
 
 
 # --- footage as adaptation data -------------------------------------------------------------
-
-
-def test_frames_are_sampled_evenly_over_each_clip(clip, tmp_path):
-    folder = tmp_path / "footage"
-    folder.mkdir()
-    make_clip(folder / "two.mkv", 10)
-    images, skipped = load_lr_images([clip, folder], min_size=8, frames_per_video=4)
-    assert [p.as_posix() for p, _ in images] == [
-        *(f"{clip.as_posix()}/frame_{i:06d}" for i in (3, 9, 15, 21)),
-        *(f"{folder.as_posix()}/two.mkv/frame_{i:06d}" for i in (1, 3, 6, 8)),
-    ]
-    decoded = decode(clip)
-    assert np.array_equal(images[1][1], decoded[9].to_ndarray(format="rgb24"))
-    assert skipped == []
 
 
 @pytest.mark.slow

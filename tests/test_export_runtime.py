@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import drn_tf
-from drn_tf import inference
+from drn_tf import bundled, inference, tiles
 from drn_tf.cli import main
 from export import base, runtime
 from export.runtime import Runtime
@@ -22,8 +22,8 @@ TILES = {"tile": 32, "tile_overlap": 8}  # 64×64 photos: 3×3 tiles
 
 
 def _photos() -> list[np.ndarray]:
-    paths = sorted(base.HELD_OUT_SET.glob("*.png"))
-    assert paths, base.HELD_OUT_SET
+    paths = sorted(bundled.HELD_OUT_SET.glob("*.png"))
+    assert paths, bundled.HELD_OUT_SET
     return [np.asarray(Image.open(path).convert("RGB")) for path in paths]
 
 
@@ -97,7 +97,7 @@ def test_a_network_replaces_only_the_network_call(tiny, monkeypatch):
     """Through a nearest-neighbour "network" the result is known exactly: the input repeated
     ×4, for tiled RGB, gray, 16-bit and self-ensemble alike, with tiles batched per call;
     alpha stays Keras's (bicubic)."""
-    monkeypatch.setattr(inference, "TILE_BATCH", 3)
+    monkeypatch.setattr(tiles, "TILE_BATCH", 3)
     model = tiny[0]
     batches = []
 
@@ -237,7 +237,7 @@ def _cli(tiny, photo, out, *flags) -> int:
 
 
 def test_cli_runtime_flag(tiny, tmp_path, capsys):
-    photo = sorted(base.HELD_OUT_SET.glob("*.png"))[0]
+    photo = sorted(bundled.HELD_OUT_SET.glob("*.png"))[0]
     assert _cli(tiny, photo, tmp_path / "keras", "--runtime", "keras") == 0
     assert _cli(tiny, photo, tmp_path / "tflite", "--runtime", "tflite") == 0
     name = f"{photo.stem}_x4.png"
@@ -255,7 +255,7 @@ def test_cli_runtime_flag(tiny, tmp_path, capsys):
 def test_cli_auto_without_the_export_extra_runs_keras_with_one_note(
     tiny, tmp_path, capsys, monkeypatch
 ):
-    photo = sorted(base.HELD_OUT_SET.glob("*.png"))[1]
+    photo = sorted(bundled.HELD_OUT_SET.glob("*.png"))[1]
     assert _cli(tiny, photo, tmp_path / "keras", "--runtime", "keras") == 0
     monkeypatch.setattr(runtime, "_installed", lambda name: False)
     capsys.readouterr()
