@@ -237,7 +237,7 @@ def resolve_model(
     name: str, config: LatencyConfig, work_dir: Path
 ) -> tuple[str, Path, Path | None]:
     """``(label, .keras path, authors' .pt or None)`` of a ``--models`` entry."""
-    from drn_tf.loading import DEFAULT_MODEL_PATH
+    from drn_tf.bundled import DEFAULT_MODEL_PATH
 
     if name == "default":
         return "default model (packaged)", DEFAULT_MODEL_PATH, None

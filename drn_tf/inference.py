@@ -25,8 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from drn_tf import serving
+from drn_tf.bundled import model_path
 from drn_tf.degrade import imresize
-from drn_tf.loading import load_model, model_path
+from drn_tf.loading import load_model
 from drn_tf.models import DRN, build_drn
 from drn_tf.precision import resolve_precision
 from drn_tf.tiles import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, Runner, _check_tiles, _tiled

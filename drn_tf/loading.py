@@ -5,7 +5,7 @@ precision asked for.
 
     model = load_model("default")                               # the packaged ×4 model
     model_x2 = load_model("default", scale=2)                   # the packaged ×2 (also ×8)
-    model = load_model("run/best.keras", policy="float32")      # computes in float32
+    model = load_model("run/best.keras", policy="mixed_bfloat16")  # computes in bfloat16
 
 A file that is not a complete DRN model of the scale asked for fails with a one-line
 ``ValueError`` that starts with its path, before Keras reads it where possible.
@@ -22,63 +22,29 @@ import numpy as np
 
 # dual_regression registers DualRegressionModel, the class of files `drn-tf train` writes.
 from drn_tf import dual_regression  # noqa: F401
+from drn_tf.bundled import model_path
 from drn_tf.models import DRN, build_drn_bundle
 
-__all__ = [
-    "DEFAULT_MODEL_PATH",
-    "DEFAULT_MODEL_PATHS",
-    "check_trained_duals",
-    "load_model",
-    "model_path",
-]
+__all__ = ["check_trained_duals", "load_model"]
 
 PathLike = str | os.PathLike[str]
 
-#: The packaged models, one per scale: ``load_model("default", scale=s)``.
-DEFAULT_MODEL_PATHS = {s: Path(__file__).parent / "weights" / f"drn_x{s}.keras" for s in (2, 4, 8)}
-#: The packaged ×4 model, ``load_model("default")``.
-DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS[4]
-
-
-def model_path(name_or_path: PathLike = "default", scale: int | None = None) -> Path:
-    """The file ``name_or_path`` names: for ``"default"`` the packaged model of ``scale``
-    (:data:`DEFAULT_MODEL_PATHS`; 4 when ``None``), otherwise the path itself (unchecked).
-
-    Raises:
-        ValueError: no model is packaged for ``scale``.
-        FileNotFoundError: the packaged model's file is missing from this installation.
-    """
-    if str(name_or_path) != "default":
-        return Path(name_or_path)
-    scale = 4 if scale is None else scale
-    if scale not in DEFAULT_MODEL_PATHS:
-        packaged = ", ".join(f"×{s}" for s in DEFAULT_MODEL_PATHS)
-        raise ValueError(
-            f"no packaged ×{scale} model (packaged: {packaged}); pass the path of a .keras model"
-        )
-    path = DEFAULT_MODEL_PATHS[scale]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: the packaged ×{scale} model is not installed; "
-            "pass the path of a .keras model instead"
-        )
-    return path
-
 
 def load_model(
-    name_or_path: PathLike = "default", scale: int | None = None, *, policy: str | None = None
+    name_or_path: PathLike = "default", scale: int | None = None, *, policy: str = "float32"
 ) -> DRN:
     """Loads a DRN model (primal + dual networks) from a ``.keras`` file.
 
     Args:
         name_or_path: ``"default"`` for the packaged model of ``scale``
-            (:data:`DEFAULT_MODEL_PATHS`), or the path of a ``.keras`` file written by
-            ``drn-tf convert``, ``drn-tf train`` or :func:`drn_tf.models.save_model_atomic`.
+            (:data:`drn_tf.bundled.DEFAULT_MODEL_PATHS`), or the path of a ``.keras`` file
+            written by ``drn-tf convert``, ``drn-tf train`` or
+            :func:`drn_tf.models.save_model_atomic`.
         scale: the upscaling factor wanted: picks the packaged model (×4 when ``None``), and a
             file's model must have it.
-        policy: the Keras dtype policy the model computes in: ``"float32"``,
+        policy: the Keras dtype policy the model computes in: ``"float32"`` (whatever
+            policy the file was saved in, and whatever Keras' global policy is),
             ``"mixed_bfloat16"`` or ``"mixed_float16"`` (weights stay float32 under each).
-            ``None``: Keras' global policy (float32 unless a training run set another).
 
     Returns:
         The :class:`~drn_tf.models.DRN` (a ``DualRegressionModel`` for files written by training,
@@ -114,7 +80,7 @@ def load_model(
     if not all(np.isfinite(w).all() for w in model.get_weights() if w.dtype.kind == "f"):
         # A diverged training run's weights: its outputs would be black images or NaN scores.
         raise ValueError(f"{path}: the model's weights are not all finite (NaN or inf)")
-    return _in_policy(model, keras.config.dtype_policy().name if policy is None else policy)
+    return _in_policy(model, policy)
 
 
 def check_trained_duals(model: DRN, path: PathLike, use: str) -> None:

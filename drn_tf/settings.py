@@ -210,12 +210,7 @@ class _RunSettings:
         :func:`drn_tf.runs.validate_config`."""
         check_choices(self)
         if self.scale is not None:
-            try:
-                check_scale(self.scale)
-            except ValueError:
-                raise FlagError(
-                    f"--scale {self.scale} is not a power of two (2, 4, 8, …)"
-                ) from None
+            check_scale_flag(self.scale)
         for name in ("steps", "steps_per_epoch", "batch_size", "patch_size", "cluster_timeout"):
             check_at_least(flag_name(name), getattr(self, name))
         # `not x > 0` rather than `x <= 0`, so that NaN fails too.

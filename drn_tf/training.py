@@ -56,17 +56,17 @@ def resolve_precision(precision: str) -> str:
     return precision_rule.resolve_precision(precision, training=True)
 
 
-def build_model(config: RunConfig) -> DualRegressionModel:
+def build_model(config: RunConfig, policy: str = "float32") -> DualRegressionModel:
     """A fresh model of ``config``'s size, or the ``config.init`` model wrapped for training;
     for an :class:`AdaptConfig`, the ``config.model`` to adapt (primal and dual weights as
-    saved)."""
+    saved); computing in the Keras dtype ``policy``."""
     if isinstance(config, AdaptConfig):
-        loaded = load_model(config.model, config.scale)  # checks the file, DRN and scale
+        loaded = load_model(config.model, config.scale, policy=policy)  # checks DRN and scale
         check_patch_size(config.patch_size, loaded.scale, f"{config.model}'s scale")
         check_trained_duals(loaded, config.model, "adapting it")
         return DualRegressionModel.from_drn(loaded, config.dual_weight, config.unpaired_loop)
     if config.init:
-        loaded = load_model(config.init)  # checks the file and that it holds a DRN
+        loaded = load_model(config.init, policy=policy)  # checks that it holds a DRN
         if loaded.scale != config.scale:
             raise ValueError(
                 f"{config.init}: a ×{loaded.scale} model, but --scale is {config.scale}"
@@ -83,9 +83,14 @@ def build_model(config: RunConfig) -> DualRegressionModel:
                     f"--n-feats {saved.n_feats}), but {flag} is {given}; match it or leave it out"
                 )
         return DualRegressionModel.from_drn(loaded, config.dual_weight)
-    fresh = build_drn_bundle(
-        config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
-    )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)  # what the layers built here compute in
+    try:
+        fresh = build_drn_bundle(
+            config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
     return DualRegressionModel.from_drn(fresh, config.dual_weight)
 
 
@@ -241,7 +246,7 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
                 f"{config.unpaired_ratio}; raise --batch-size"
             ) from None
     with strategy.scope():
-        model = build_model(config)
+        model = build_model(config, precision)
         model.compile(optimizer=make_optimizer(config))
     shard = distribute.worker_position(strategy) if multi_worker else None
     train_ds, val_ds, val_pairs = _load_data(config, replicas, model.scale, shard)

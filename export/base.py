@@ -151,7 +151,8 @@ class Source:
 def load_source(model: str | os.PathLike) -> Source:
     """Loads ``"default"`` (the packaged model) or a ``.keras`` path, with the checks and
     one-line errors of :func:`drn_tf.loading.load_model`."""
-    from drn_tf.loading import load_model, model_path
+    from drn_tf.bundled import model_path
+    from drn_tf.loading import load_model
 
     path = model_path(model)
     _started[:] = [time.perf_counter()]
@@ -174,13 +175,15 @@ SCALE_HELP = "With --model default: which packaged model, 2, 4 or 8 (default 4).
 
 def packaged_or_path(model: str, scale: int | None) -> str:
     """``--model`` and ``--scale`` as one model argument: the packaged file for ``default``."""
+    from drn_tf.bundled import model_path
     from drn_tf.flags import UsageError
 
     if scale is not None and model != "default":
         raise UsageError("--scale picks a packaged model: it goes with --model default only")
-    from drn_tf.loading import model_path  # loads TensorFlow: after the flags are checked
-
-    return str(model_path(model, scale))
+    try:
+        return str(model_path(model, scale))
+    except ValueError as error:  # no packaged model of that scale: a wrong flag value
+        raise UsageError(f"--scale {scale}: {error}") from None
 
 
 def command(prog: str, flags_cls: type, export: Callable[..., Any], argv: list[str] | None) -> int:

@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from drn_tf import demo
+from drn_tf.bundled import DEFAULT_MODEL_PATHS
 from drn_tf.degrade import imresize, modcrop
 from drn_tf.evaluation import evaluate
 from drn_tf.images import read_image
-from drn_tf.loading import DEFAULT_MODEL_PATHS, load_model
+from drn_tf.loading import load_model
 from drn_tf.metrics import psnr_y, ssim_y
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
@@ -47,9 +48,9 @@ def test_comparison_picture_layout():
 
 
 def test_demo_command_shows_each_packaged_scale(tiny, tiny_x2, tmp_path, monkeypatch, capsys):
-    from drn_tf import cli, loading
+    from drn_tf import bundled, cli
 
-    monkeypatch.setattr(loading, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     assert cli.main(["demo", "--output", str(tmp_path / "out"), "--scales", "2", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:5]] == [

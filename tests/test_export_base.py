@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import run_python
 
 from export import base
 
@@ -21,3 +22,17 @@ def test_require():
     assert message.endswith("install the export extras: pip install '.[export]'")
     with pytest.raises(base.MissingDependency, match="package 'onnx-tool'"):
         base.require("no_such_module_4242", "onnx-tool")
+
+
+@pytest.mark.parametrize("format", ["onnx", "tflite", "openvino", "saved_model"])
+def test_a_scale_with_no_packaged_model_exits_2_before_tensorflow_loads(tmp_path, format):
+    code = f"""
+        import sys
+        from export import {format} as exporter
+        status = exporter.main(sys.argv[1:])
+        print("exit", status, "tensorflow" in sys.modules)
+    """
+    result = run_python(code, "--scale", "3", "--output", str(tmp_path / "out"), timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "exit 2 False", result.stderr
+    assert result.stderr.startswith(f"python -m export.{format}: --scale 3: no packaged ×3 model")
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

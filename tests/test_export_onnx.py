@@ -111,9 +111,9 @@ def test_cli(tiny, tmp_path, capsys):
 
 
 def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, tmp_path, monkeypatch, capsys):
-    from drn_tf import loading
+    from drn_tf import bundled
 
-    monkeypatch.setattr(loading, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     output = tmp_path / "x2.onnx"
     argv = ["--scale", "2", "--output", str(output), "--timing-runs", "0"]
     assert onnx_export.main(argv) == 0

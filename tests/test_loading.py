@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import drn_tf
-from drn_tf import cli, inference, loading
+from drn_tf import bundled, cli, inference, loading
 from drn_tf.degrade import imresize
 from drn_tf.images import read_image, write_image
 from drn_tf.models import DRN, save_model_atomic
@@ -25,8 +25,8 @@ def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def test_default_model_paths():
     weights = Path(loading.__file__).parent / "weights"
-    assert {s: weights / f"drn_x{s}.keras" for s in (2, 4, 8)} == loading.DEFAULT_MODEL_PATHS
-    assert weights / "drn_x4.keras" == loading.DEFAULT_MODEL_PATH
+    assert {s: weights / f"drn_x{s}.keras" for s in (2, 4, 8)} == bundled.DEFAULT_MODEL_PATHS
+    assert weights / "drn_x4.keras" == bundled.DEFAULT_MODEL_PATH
 
 
 def test_load_model_round_trip(tiny):
@@ -39,7 +39,7 @@ def test_load_model_round_trip(tiny):
 
 def test_load_model_default_picks_the_model_of_the_scale(tiny, tiny_x2, monkeypatch, tmp_path):
     paths = {2: tiny_x2, 4: tiny[1], 8: tmp_path / "weights" / "drn_x8.keras"}
-    monkeypatch.setattr(loading, "DEFAULT_MODEL_PATHS", paths)
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_PATHS", paths)
     assert loading.load_model("default", scale=2).scale == 2
     assert loading.load_model("default").scale == 4  # ×4 unless asked
     with pytest.raises(FileNotFoundError, match=r"drn_x8.keras: the packaged ×8 model"):
@@ -49,22 +49,22 @@ def test_load_model_default_picks_the_model_of_the_scale(tiny, tiny_x2, monkeypa
     # A file's model must have the scale asked for.
     with pytest.raises(ValueError, match=r"tiny_x2.keras: a ×2 model, but the scale asked"):
         loading.load_model(tiny_x2, scale=4)
-    assert loading.model_path(tiny_x2) == tiny_x2
+    assert bundled.model_path(tiny_x2) == tiny_x2
 
 
 def _policies(model) -> set[str]:
     return {layer.dtype_policy.name for net in (model.primal, *model.duals) for layer in net.layers}
 
 
-def test_load_model_computes_in_the_global_policy(tiny, tmp_path):
+def test_load_model_computes_in_float32_unless_asked_whatever_the_global_policy(tiny, tmp_path):
     # A file saved by a mixed_bfloat16 run keeps its layers' policy; loaded for inference or
-    # export (global float32) it must compute in float32, and the other way round for training.
+    # export it must compute in float32, and a global policy set by someone else changes nothing.
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
         mixed.set_weights(tiny[0].get_weights())
         path = save_model_atomic(mixed, tmp_path / "mixed.keras")
-        assert "mixed_bfloat16" in _policies(loading.load_model(tiny[1]))
+        assert _policies(loading.load_model(tiny[1])) == {"float32"}
     finally:
         keras.mixed_precision.set_global_policy("float32")
     loaded = loading.load_model(path)
@@ -96,7 +96,7 @@ def test_load_model_computes_in_the_policy_asked_for(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_cli_scale_picks_the_packaged_model(tiny, tiny_x2, monkeypatch, tmp_path):
-    monkeypatch.setattr(loading, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny[1]})
     image = _image(5, 6)
     write_image(tmp_path / "a.png", image)
     assert cli.main(["upscale", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]) == 0

@@ -18,7 +18,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from drn_tf.loading import DEFAULT_MODEL_PATHS
+from drn_tf.bundled import DEFAULT_MODEL_PATHS
 
 SETUP = ROOT / "setup.py"
 CONSTRAINTS = ROOT / "constraints.txt"

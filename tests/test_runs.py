@@ -37,7 +37,7 @@ BAD_CONFIGS = [
     ({"val_dir": ["{tmp}/nope"]}, "--val-dir {tmp}/nope: folder does not exist"),
     ({"init": "{tmp}/nope.keras"}, "--init {tmp}/nope.keras: file does not exist"),
     ({"variant": "drn-m"}, "--variant must be one of drn-s, drn-l, got 'drn-m'"),
-    ({"scale": 3}, "--scale 3 is not a power of two"),
+    ({"scale": 3}, "--scale must be a power of two (2, 4, 8, …), got 3"),
     ({"n_feats": 0}, "--n-feats must be at least 1, got 0"),
     ({"steps": 0}, "--steps must be at least 1, got 0"),
     ({"steps_per_epoch": -1}, "--steps-per-epoch must be at least 1, got -1"),
