@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,10 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from drn_tf.degrade import imresize
-from drn_tf.files import atomic_path
+from drn_tf.files import DiskFull, atomic_path, naming_full_disk
 from drn_tf.models import save_model_atomic
 from drn_tf.progress import LOG_INTERVAL, PlainLines, is_terminal
-from drn_tf.runs import naming_full_disk
 
 
 def _numbers(rows: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
@@ -256,6 +257,29 @@ class TensorBoardLog(keras.callbacks.Callback):
             writer.close()
 
 
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` (what a resumed run starts from, saved every epoch) that
+    first checks the disk has room: h5py ends the whole process with a segmentation fault when
+    the disk fills while it writes the weights, and leaves a half-written backup that no resume
+    can read. Without room, :class:`~drn_tf.files.DiskFull` names the backup folder and the
+    last backup stays as it was."""
+
+    #: Room asked for beyond the weights and the optimizer state: HDF5's own records and the
+    #: epoch's metadata file.
+    MARGIN = 1 << 20
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = [*self.model.variables, *self.model.optimizer.variables]
+        # At most 8 bytes a value (float32 weights and slots, int64 counters).
+        needed = 8 * sum(math.prod(v.shape) for v in variables) + self.MARGIN
+        folder = Path(self.backup_dir)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if shutil.disk_usage(folder).free < needed:
+            raise DiskFull(f"{self.backup_dir}: cannot write, no space left on device")
+        super().on_epoch_end(epoch, logs)
+
+
 class SaveModel(keras.callbacks.Callback):
     """Saves the model atomically at each epoch end (``latest``) and on a new best ``monitor``."""
 
@@ -309,6 +333,6 @@ def plot_curves(log_csv: Path, output: Path) -> None:
         psnr_axis.plot(*psnr, color="tab:red", marker=".", label="validation PSNR")
         psnr_axis.set_ylabel("validation Y-PSNR (dB)", color="tab:red")
     figure.tight_layout()
-    with naming_full_disk(output), atomic_path(output) as temp:
+    with atomic_path(output) as temp:  # names the file on a full disk
         figure.savefig(temp, dpi=100, format="png")
     plt.close(figure)

@@ -18,15 +18,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     When the block succeeds the temporary file replaces ``path`` in one ``os.replace``; when it
     fails or is interrupted the temporary file is removed and ``path`` is untouched. Missing
-    parent folders are created.
+    parent folders are created. A full disk met in the block is a :class:`DiskFull` naming
+    ``path`` (:func:`naming_full_disk`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The stem is cut short: a legal 255-byte name must not make an illegal temporary one.
     temp = path.with_name(f".{path.stem[:32]}.{os.getpid()}.{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        yield temp
-        os.replace(temp, path)
+        with naming_full_disk(path):
+            yield temp
+            os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
 
@@ -116,7 +118,9 @@ def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None) 
     that only says so (TensorFlow's ``ResourceExhaustedError``, h5py's), or, given the
     ``folder`` being written, a C++ writer's bare failure (OpenVINO: "basic_ios::clear:
     iostream error") with under 1 MiB left there."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(error, DiskFull) or (
+        isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    ):
         return True
     if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
         return True
@@ -126,3 +130,23 @@ def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None) 
         return shutil.disk_usage(folder).free < 1 << 20
     except OSError:
         return False
+
+
+class DiskFull(OSError):
+    """A file or folder could not be written: its disk (or quota) is full. The message is one
+    line that starts with the path."""
+
+
+@contextmanager
+def naming_full_disk(path: str | os.PathLike) -> Iterator[None]:
+    """Turns a full disk (or quota) met in the block (:func:`is_disk_full`) into
+    :class:`DiskFull` naming ``path``; any other error, and a :class:`DiskFull` raised within
+    (naming its own path), goes through as it is."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as error:
+        if is_disk_full(error):
+            raise DiskFull(f"{path}: cannot write, no space left on device") from error
+        raise

@@ -56,7 +56,11 @@ class ImageSet:
     def at(cls, folder: PathLike, lr_kind: str = "bicubic") -> ImageSet:
         """The set in ``folder`` (not checked to exist: :func:`find_images` reports that)."""
         folder = Path(folder)
-        if (folder / "HR").is_dir():
+        try:
+            benchmark = (folder / "HR").is_dir()
+        except PermissionError as error:  # a folder we may not look into
+            raise OSError(f"{folder}: cannot read the folder ({error.strerror})") from error
+        if benchmark:
             return cls(folder / "HR", folder / f"LR_{lr_kind}", lr_kind)
         return cls(folder, None, lr_kind)
 

@@ -3,21 +3,17 @@
 Checks a run's flags and paths before any work (:func:`validate_config`), decides between a
 fresh start and resuming the run in ``--output`` (:func:`check_run_folder`: the flags saved in
 ``run.json`` must match, cosmetic ones aside), and starts a folder afresh
-(:func:`start_run_folder`: ``--overwrite`` deletes exactly :data:`RUN_OUTPUTS`). A full disk
-met while writing a run's files is one line naming what could not be written
-(:func:`naming_full_disk`).
+(:func:`start_run_folder`: ``--overwrite`` deletes exactly :data:`RUN_OUTPUTS`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-from drn_tf.files import atomic_path, is_disk_full, unwritable_folder
+from drn_tf.files import atomic_path, unwritable_folder
 from drn_tf.flags import flag_name
 from drn_tf.frames import is_video
 from drn_tf.models import VARIANTS, DRNConfig
@@ -175,25 +171,5 @@ def start_run_folder(config: RunConfig) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-    with naming_full_disk(run / RUN_FILE), atomic_path(run / RUN_FILE) as temp:
+    with atomic_path(run / RUN_FILE) as temp:  # names the file on a full disk
         temp.write_text(json.dumps(run_record(config), indent=2) + "\n")
-
-
-class DiskFull(OSError):
-    """A file or folder of a run could not be written: its disk (or quota) is full."""
-
-
-@contextlib.contextmanager
-def naming_full_disk(path: Path) -> Iterator[None]:
-    """Turns a full disk (or quota) met in the block into :class:`DiskFull`, one line naming
-    ``path``: an ``OSError`` with that errno, or any error that says so (h5py's, TensorFlow's
-    ``ResourceExhaustedError``). Any other error, and a :class:`DiskFull` raised within (naming
-    its own path), goes through as it is."""
-    try:
-        yield
-    except DiskFull:
-        raise
-    except Exception as error:
-        if is_disk_full(error):
-            raise DiskFull(f"{path}: cannot write, no space left on device") from error
-        raise

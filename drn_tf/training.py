@@ -24,6 +24,7 @@ import tensorflow as tf
 from drn_tf import data, distribute
 from drn_tf import precision as precision_rule
 from drn_tf.callbacks import (
+    Backup,
     ProgressBar,
     RunLog,
     SaveModel,
@@ -33,7 +34,7 @@ from drn_tf.callbacks import (
     plot_curves,
 )
 from drn_tf.dual_regression import DualRegressionModel
-from drn_tf.files import remove_stale_temp_files
+from drn_tf.files import naming_full_disk, remove_stale_temp_files
 from drn_tf.image_sets import load_eval_pairs
 from drn_tf.loading import check_trained_duals, load_model
 from drn_tf.models import build_drn_bundle, save_model_atomic
@@ -41,7 +42,6 @@ from drn_tf.runs import (
     RunConfig,
     check_run_folder,
     effective_steps_per_epoch,
-    naming_full_disk,
     start_run_folder,
     validate_config,
 )
@@ -262,9 +262,7 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
     steps_per_epoch = effective_steps_per_epoch(config)
     callbacks = [
         StopWhenDiverged(steps_per_epoch),  # first: before anything saves a diverged model
-        keras.callbacks.BackupAndRestore(
-            str(run / "backup"), save_freq="epoch", delete_checkpoint=False
-        ),
+        Backup(str(run / "backup"), save_freq="epoch", delete_checkpoint=False),
         RunLog(run / "log.csv", steps_per_epoch, config.steps, resumed=note is not None),
         StopAtStep(config.steps, steps_per_epoch),
         SaveModel(

@@ -196,6 +196,8 @@ MIRRORED_SCRIPT = """
 
     from drn_tf import training
     from drn_tf.models import build_drn, build_duals
+    from drn_tf.dual_regression import DualRegressionModel
+    from drn_tf.settings import TrainConfig
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     results = {"replicas": strategy.num_replicas_in_sync}
@@ -218,14 +220,14 @@ MIRRORED_SCRIPT = """
     dataset = tf.data.Dataset.from_tensors((lr, targets)).repeat()
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
-    initial = training.DualRegressionModel(
+    initial = DualRegressionModel(
         build_drn("drn-s", 4, **SMALL), build_duals("drn-s", 4, **SMALL)).get_weights()
 
 
     def update(policy, on):
         keras.mixed_precision.set_global_policy(policy)
         with on.scope():
-            model = training.DualRegressionModel(
+            model = DualRegressionModel(
                 build_drn("drn-s", 4, **SMALL), build_duals("drn-s", 4, **SMALL))
             model.set_weights(initial)
             model.compile(optimizer=keras.optimizers.SGD(1e-3))  # a LossScaleOptimizer in fp16

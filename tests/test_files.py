@@ -118,3 +118,15 @@ def test_is_disk_full_knows_the_ways_a_full_disk_is_reported(tmp_path, monkeypat
     monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: Usage(1 << 30, 1 << 30, 4096))
     assert files.is_disk_full(bare, tmp_path)
     assert not files.is_disk_full(ValueError("bad value"), tmp_path)
+
+
+def test_a_full_disk_while_writing_atomically_names_the_file_and_leaves_nothing(tmp_path):
+    target = tmp_path / "out" / "model.keras"
+    with pytest.raises(files.DiskFull) as error, atomic_path(target) as temp:
+        temp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(error.value) == f"{target}: cannot write, no space left on device"
+    assert files.is_disk_full(error.value)
+    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(ValueError, match="^other$"), atomic_path(target):
+        raise ValueError("other")  # anything else goes through as it is

@@ -156,3 +156,20 @@ def test_other_lr_kinds_are_never_computed(tmp_path):
     assert [(p.name, r) for p, r in skipped] == [("b.png", "no LR_nearest/X4 file for it")]
     with pytest.raises(ValueError, match="no HR/ and LR_nearest"):  # a plain folder
         load_eval_pairs(tmp_path / "HR", 4, lr_kind="nearest")
+
+
+def test_a_folder_that_cannot_be_looked_into_is_one_line_naming_it(tmp_path, monkeypatch):
+    # As a chmod 000 folder fails for a user who is not root (root reads any folder).
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    is_dir = Path.is_dir
+
+    def denied(path):
+        if path.parent == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_dir(path)
+
+    monkeypatch.setattr(Path, "is_dir", denied)
+    with pytest.raises(OSError) as error:
+        load_eval_pairs(locked, 4)
+    assert str(error.value) == f"{locked}: cannot read the folder (Permission denied)"

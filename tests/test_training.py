@@ -6,6 +6,7 @@ own checks: tests/test_runs.py; the callbacks: tests/test_callbacks.py).
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import errno
 import importlib
@@ -31,7 +32,7 @@ from helpers import (
 from PIL import Image
 
 import drn_tf
-from drn_tf import cli
+from drn_tf import callbacks, cli
 from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.models import DRN, save_model_atomic
 from drn_tf.settings import TrainConfig
@@ -383,3 +384,16 @@ def test_skipped_training_images_are_one_plain_line_each(tmp_path, capsys):
     assert f"skipped {junk}: not an image file (PIL cannot identify it)\n" in err
     assert "WARNING" not in err
     assert all(line.count(str(junk)) <= 1 for line in err.splitlines())  # not path: path: …
+
+
+def test_a_backup_the_disk_has_no_room_for_is_not_started(tmp_path, monkeypatch):
+    """h5py crashes the process when the disk fills during a weights save: the backup checks
+    the free space first, and stops the run with one line naming the backup folder."""
+    config = tiny_config(tmp_path, steps=1, val_dir=[])
+    run = Path(config["output"])
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(callbacks.shutil, "disk_usage", lambda path: Usage(1 << 30, 1 << 30, 4096))
+    with pytest.raises(OSError) as error:
+        train(TrainConfig(**config))
+    assert str(error.value) == f"{run / 'backup'}: cannot write, no space left on device"
+    assert not list((run / "backup").glob("*.h5"))  # nothing half-written
