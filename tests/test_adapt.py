@@ -394,6 +394,7 @@ def test_resumed_adapt_run_took_exactly_the_steps(resumed_adapt):
     assert backup["epoch"] == 3  # 2 + 2 + 1 steps: three epochs in all, none repeated
 
 
+@pytest.mark.slow
 def test_adaptation_starts_from_the_given_weights(tiny, tmp_path):
     model, path = tiny
     config = adapt_config(tmp_path, path, steps=1, learning_rate=1e-3, min_learning_rate=1e-3)
@@ -413,6 +414,7 @@ def test_adaptation_starts_from_the_given_weights(tiny, tmp_path):
     assert int(adapted.optimizer.iterations.numpy()) == 1
 
 
+@pytest.mark.slow
 def test_kernel_loop_adapt_run_trains_the_kernel_and_its_model_upscales(tiny, tmp_path):
     import drn_tf
     from drn_tf.kernel_dual import initial_kernel

@@ -91,6 +91,7 @@ def test_bfloat16_copy_computes_in_bfloat16_with_float32_tails(tiny):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @needs_data
 def test_bfloat16_agrees_with_float32_on_set5(default_model):
     hr = np.asarray(Image.open(SHARED / "Set5" / "HR" / "baby.png").convert("RGB"))

@@ -271,10 +271,7 @@ WRITERS = {
 
 @pytest.mark.parametrize(
     "written",
-    [
-        w if w in ("run.json", "latest.keras") else pytest.param(w, marks=pytest.mark.slow)
-        for w in WRITERS
-    ],
+    [w if w == "run.json" else pytest.param(w, marks=pytest.mark.slow) for w in WRITERS],
 )
 def test_a_full_disk_names_what_could_not_be_written(tmp_path, monkeypatch, written):
     config = tiny_config(tmp_path, steps=1, val_dir=[])
@@ -355,6 +352,7 @@ def test_init_starts_from_a_saved_model(tiny):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_leaves_the_global_policy_as_it_found_it(tmp_path, monkeypatch):
     from drn_tf import training
 
@@ -386,6 +384,7 @@ def test_skipped_training_images_are_one_plain_line_each(tmp_path, capsys):
     assert all(line.count(str(junk)) <= 1 for line in err.splitlines())  # not path: path: …
 
 
+@pytest.mark.slow
 def test_a_backup_the_disk_has_no_room_for_is_not_started(tmp_path, monkeypatch):
     """h5py crashes the process when the disk fills during a weights save: the backup checks
     the free space first, and stops the run with one line naming the backup folder."""

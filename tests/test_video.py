@@ -334,6 +334,7 @@ def long_clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", 300, size=(64, 48))
 
 
+@pytest.mark.slow
 def test_sigterm_ends_with_one_line_and_leaves_nothing(long_clip, tmp_path):
     out = tmp_path / "out"
     status, last = stop_midway(long_clip, out, signal.SIGTERM)
