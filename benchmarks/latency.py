@@ -27,7 +27,6 @@ import importlib
 import math
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import time
@@ -145,24 +144,11 @@ def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | Non
             elif isinstance(command, tuple):  # ("output", other_input)
                 conn.send(np.asarray(runner(command[1]), np.float32))
             else:
-                conn.send(peak_rss_mb())
+                conn.send(R.peak_rss_mb())
                 return
         except Exception as error:  # noqa: BLE001 - any failure: the parent raises it as one line
             conn.send(("error", " ".join(f"{type(error).__name__}: {error}".split())[:300]))
             return
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``, the
-    high-water mark of this process image alone. (``ru_maxrss`` would not do in a spawned
-    worker: Linux carries the forking parent's peak over ``exec`` into it.)"""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Worker:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import queue
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,3 +47,37 @@ def write(
         figure.savefig(output / f"{name}.png", dpi=110)
         pyplot().close(figure)
     print(text)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``, the
+    high-water mark of this process image alone. (``ru_maxrss`` would not do in a spawned
+    worker: Linux carries the forking parent's peak over ``exec`` into it.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_fresh_process(target: Callable, *args):
+    """``target(*args, results)`` in a spawned process (its own runtime, its own peak memory);
+    returns what it put on ``results``. ``args[0]`` names the run in the error of a worker
+    that died (an import error, the OOM killer), which must not hang the benchmark."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=target, args=(*args, results))
+    process.start()
+    while True:
+        try:
+            result = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(
+                    f"{args[0]}: the worker died (exit {process.exitcode})"
+                ) from None
+    process.join()
+    return result

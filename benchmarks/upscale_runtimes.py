@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import os
-import queue
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -80,13 +77,6 @@ def _choice(spec: str):
     return runtime.choose(name)
 
 
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
 def _worker(spec: str, photo: str, out: str, tile_batch: int | None, results) -> None:
     """One upscale in this fresh process: the CLI's steps, timed from reading the photo."""
     from drn_tf.console import quiet_tensorflow
@@ -112,29 +102,11 @@ def _worker(spec: str, photo: str, out: str, tile_batch: int | None, results) ->
             "seconds": seconds,
             "cpu_seconds": cpu,  # all threads: less sensitive to other processes' load
             "load_average": os.getloadavg()[0],
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": R.peak_rss_mb(),
             "ran": choice.describe(),
             "precision": choice.precision,
         }
     )
-
-
-def _run(spec: str, photo: Path, out: Path, tile_batch: int | None) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(
-        target=_worker, args=(spec, str(photo), str(out), tile_batch, results)
-    )
-    process.start()
-    while True:  # a worker that died (an import error, the OOM killer) must not hang the run
-        try:
-            result = results.get(timeout=5)
-            break
-        except queue.Empty:
-            if not process.is_alive():
-                raise RuntimeError(f"{spec}: the worker died (exit {process.exitcode})") from None
-    process.join()
-    return result
 
 
 def _psnr_chunked(path: Path, reference: Path) -> float:
@@ -193,7 +165,7 @@ def run(config: UpscaleRuntimesConfig, positionals: list[str], verbose: bool) ->
         for batch in batches:
             for spec in config.runtimes:
                 out = work / f"{width}x{height}_{spec.replace(':', '_')}_b{batch}_x4.png"
-                result = _run(spec, photo, out, batch)
+                result = R.in_fresh_process(_worker, spec, str(photo), str(out), batch)
                 precision = result["precision"]  # what the worker ran
                 if spec == "keras" and reference is None:
                     reference = out

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import os
-import queue
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +126,6 @@ def _choice(run: str):
     return runtime.Runtime(name, _KERAS_PRECISIONS[precision] if name == "keras" else precision)
 
 
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
 def _worker(run: str, model_name: str, clip: str, warmup: str, out: str, results) -> None:
     """Upscales ``warmup`` (start-up) and then ``clip`` in this fresh process, as the CLI
     does; puts the timings on ``results``."""
@@ -170,30 +161,11 @@ def _worker(run: str, model_name: str, clip: str, warmup: str, out: str, results
             "cpu_seconds": cpu,  # all threads: less sensitive to other processes' load
             "load_average": os.getloadavg()[0],
             "startup_s": startup,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": R.peak_rss_mb(),
             "resolved": f"{choice.name}:{precision}",
             "reason": choice.reason,
         }
     )
-
-
-def _in_fresh_process(target: Callable, *args) -> dict[str, Any]:
-    """``target(*args, results)`` in a spawned process; what it put on ``results``."""
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=target, args=(*args, results))
-    process.start()
-    while True:  # a worker that died (an import error, the OOM killer) must not hang the run
-        try:
-            result = results.get(timeout=5)
-            break
-        except queue.Empty:
-            if not process.is_alive():
-                raise RuntimeError(
-                    f"{args[0]}: the worker died (exit {process.exitcode})"
-                ) from None
-    process.join()
-    return result
 
 
 def video_psnr(path: Path, reference: Path) -> float:
@@ -258,7 +230,7 @@ def run(config: VideoSpeedConfig, positionals: list[str], verbose: bool) -> None
     rows = []
     for name in config.runs:
         out = work / f"clip_{name.replace(':', '_')}_x{scale}.mp4"
-        result = _in_fresh_process(_worker, name, config.model, str(clip), str(warmup), str(out))
+        result = R.in_fresh_process(_worker, name, config.model, str(clip), str(warmup), str(out))
         label, compute = ran_as(result.pop("resolved"), cpu["flags"])
         reason = result.pop("reason")
         rows.append(
