@@ -16,13 +16,13 @@ import pytest
 from helpers import DUAL_PT, PRIMAL_PT, needs_reference
 from torch_files import (
     LEGACY_MAGIC,
-    LEGACY_PROTOCOL,
     PAYLOADS,
     Tensor,
     authors_dual_states,
     new_storage,
     payload_pickle,
     to_state_dict,
+    write_legacy_header,
     write_torch_legacy,
     write_torch_zip,
 )
@@ -185,17 +185,7 @@ def test_legacy_payload_is_refused(tmp_path, kind, position):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as file:
         if position == "object":
-            pickle.dump(LEGACY_MAGIC, file, protocol=2)
-            pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
-            pickle.dump(
-                {
-                    "protocol_version": LEGACY_PROTOCOL,
-                    "little_endian": True,
-                    "type_sizes": {"short": 2, "int": 4, "long": 4},
-                },
-                file,
-                protocol=2,
-            )
+            write_legacy_header(file)
         file.write(payload_pickle(kind, marker, 2))
         pickle.dump([], file, protocol=2)
     with pytest.raises(CheckpointError) as info:

@@ -27,6 +27,21 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
 
+def write_legacy_header(file) -> None:
+    """The legacy ``torch.save`` header: pickled magic number, protocol version, system info."""
+    pickle.dump(LEGACY_MAGIC, file, protocol=2)
+    pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
+    pickle.dump(
+        {
+            "protocol_version": LEGACY_PROTOCOL,
+            "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 4},
+        },
+        file,
+        protocol=2,
+    )
+
+
 class TorchGlobal:
     """A name the pickle refers to with a GLOBAL opcode (``torch._utils._rebuild_tensor_v2``)."""
 
@@ -132,17 +147,7 @@ def write_torch_legacy(path: Path, obj) -> Path:
     the pickled list of storage keys, then each storage as an int64 element count followed by
     its raw little-endian bytes."""
     with open(path, "wb") as file:
-        pickle.dump(LEGACY_MAGIC, file, protocol=2)
-        pickle.dump(LEGACY_PROTOCOL, file, protocol=2)
-        pickle.dump(
-            {
-                "protocol_version": LEGACY_PROTOCOL,
-                "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4},
-            },
-            file,
-            protocol=2,
-        )
+        write_legacy_header(file)
         pickler = TorchPickler(file, legacy=True)
         pickler.dump(obj)
         keys = sorted(pickler.storages)
