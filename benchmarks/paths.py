@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks import kernels
+from drn_tf import cpu
 from export import base, photo_sets, staging
 
 
@@ -99,19 +100,16 @@ def conv_macs(model: Any, height: int, width: int) -> int:
 
 # --- CPU ----------------------------------------------------------------------------------
 
-#: /proc/cpuinfo flags that decide which precisions run natively.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-             "amx_tile", "amx_bf16", "amx_int8")  # fmt: skip
+#: The flags that decide which precisions run natively.
+CPU_FLAGS = cpu.FEATURES
 
 
-def cpu_info(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
-    """The CPU's model name, logical CPUs, and which of :data:`CPU_FLAGS` it has."""
-    text = Path(cpuinfo).read_text() if Path(cpuinfo).exists() else ""
-    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    have = set(flags.group(1).split()) if flags else set()
+def cpu_info(cpuinfo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The CPU's model name, logical CPUs, and which of :data:`CPU_FLAGS` it has (as
+    :func:`drn_tf.cpu.cpu_flags`: those above ``ONEDNN_MAX_CPU_ISA`` count as absent)."""
+    have = cpu.cpu_flags(cpuinfo)
     return {
-        "model": name.group(1).strip() if name else "unknown CPU",
+        "model": cpu.cpu_model(cpuinfo),
         "cpus": os.cpu_count(),
         "flags": {flag: flag in have for flag in CPU_FLAGS},
     }
@@ -242,6 +240,8 @@ def _write_state(temp: Path, source: base.Source) -> None:
 
 def make_runner(spec: dict, threads: int | None = None) -> base.Runner:
     """The runner of the path in ``spec`` (from :func:`prepare`), loaded in this process.
+    Runners of OpenVINO and PyTorch have ``kernels(image)``: the kernels a run used
+    (:mod:`benchmarks.kernels`).
 
     ``threads``: threads for the runtimes that take a number (LiteRT, onnxruntime, PyTorch;
     default all CPUs); TensorFlow and OpenVINO use their own defaults (all cores).
@@ -249,7 +249,9 @@ def make_runner(spec: dict, threads: int | None = None) -> base.Runner:
     name, artifact = spec["path"], spec["artifact"]
     threads = threads or os.cpu_count()
     if name in TORCH:
-        return _torch_runner(artifact, TORCH[name], threads)
+        runner = _torch_runner(artifact, TORCH[name], threads)
+        runner.kernels = lambda image: kernels.onednn_kernels(lambda: runner(image))
+        return runner
     if name in TFLITE:
         from export.tflite import litert_runner
 
@@ -261,7 +263,9 @@ def make_runner(spec: dict, threads: int | None = None) -> base.Runner:
     if name in OPENVINO:
         from export.openvino import openvino_runner
 
-        return openvino_runner(artifact)  # the hint stored in the IR, as deployed
+        runner = openvino_runner(artifact)  # the hint stored in the IR, as deployed
+        runner.kernels = lambda _: kernels.openvino_kernels(runner.compiled)
+        return runner
     if name == "tensorrt":
         from export.trt_engine import EngineRunner
 

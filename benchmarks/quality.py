@@ -40,7 +40,8 @@ class QualityConfig:
     """Set5/Set14 PSNR/SSIM of each exported artifact and precision next to Keras fp32."""
 
     model: str = setting(
-        "default", "default (packaged), drn-s (converted from --checkpoint) or a .keras path."
+        "default",
+        "default or fast (packaged), drn-s (converted from --checkpoint) or a .keras path.",
     )
     checkpoint: str = setting(
         str(_BENCHMARK.parents[1] / "reference" / "drn_s_x4.pt"), "The authors' .pt for drn-s."

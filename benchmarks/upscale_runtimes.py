@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report as R
+from drn_tf import cpu
 from drn_tf.flags import UsageError, setting
 
 PROG = "python -m benchmarks.upscale_runtimes"
@@ -56,16 +57,11 @@ class UpscaleRuntimesConfig:
 
 def cpu_name() -> str:
     """The CPU's model name and its flags that :data:`export.runtime.AUTO_TABLE` reads."""
-    from export.runtime import AUTO_TABLE, cpu_flags
+    from export.runtime import AUTO_TABLE
 
-    name = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-        if line.startswith("model name"):
-            name = line.partition(":")[2].strip()
-            break
-    flags = cpu_flags()
+    flags = cpu.cpu_flags()
     found = [label for flag, label, _ in AUTO_TABLE if flag in flags]
-    return f"{name} ({', '.join(found) or 'none of the table'})"
+    return f"{cpu.cpu_model()} ({', '.join(found) or 'none of the table'})"
 
 
 def _choice(spec: str):

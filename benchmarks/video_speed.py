@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import report as R
-from drn_tf.bundled import SAMPLE_IMAGE
+from drn_tf.bundled import SAMPLE_IMAGE, is_packaged
 from drn_tf.flags import UsageError, setting
 
 PROG = "python -m benchmarks.video_speed"
@@ -53,6 +53,8 @@ _KERAS_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 #: The flags that decide which paths are fast (:func:`benchmarks.paths.cpu_info` reads them).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 FPS = 24
+#: How the report names ``--model``'s packaged models.
+_PACKAGED_LABELS = {"default": "the packaged ×4 model", "fast": "the packaged fast ×4 model"}
 
 
 @dataclasses.dataclass
@@ -63,7 +65,9 @@ class VideoSpeedConfig:
     frames: int = setting(12, "Frames in the clip.")
     size: str = setting("480x270", "The clip's frame size WIDTHxHEIGHT (even sides).")
     runs: list[str] = setting(list(RUNS), f"Runs RUNTIME:PRECISION: {', '.join(RUNS)}.")
-    model: str = setting("default", "'default' (the packaged x4 model) or a .keras path.")
+    model: str = setting(
+        "default", "'default' or 'fast' (the packaged x4 models) or a .keras path."
+    )
     photo: str = setting(str(SAMPLE_IMAGE), "The photo the clip pans across.")
     output: str = setting("runs/benchmarks", "Folder for video_speed.md and .json.")
 
@@ -198,7 +202,7 @@ def _check(config: VideoSpeedConfig, positionals: list[str]) -> tuple[int, int]:
         raise UsageError(f"--size: {config.size!r} is not WIDTHxHEIGHT with even sides (4:2:0)")
     if not Path(config.photo).is_file():
         raise FileNotFoundError(f"--photo {config.photo}: file does not exist")
-    if config.model != "default" and not Path(config.model).is_file():
+    if not is_packaged(config.model) and not Path(config.model).is_file():
         raise FileNotFoundError(f"--model {config.model}: file does not exist")
     return int(width), int(height)
 
@@ -260,7 +264,7 @@ def run(config: VideoSpeedConfig, positionals: list[str], verbose: bool) -> None
     lines = [
         f"# Video ×{scale} frames/s by runtime and precision: {describe_cpu(cpu)}",
         "",
-        f"`{command}`; {'the packaged ×4 model' if config.model == 'default' else 'that model'}"
+        f"`{command}`; {_PACKAGED_LABELS.get(config.model, 'that model')}"
         f"; a {config.frames}-frame {width}×{height} H.264 clip → {out_size} (libx264 crf 18, tile "
         "128, overlap 16: `drn-tf upscale`'s defaults); one fresh process per run. Frames/s "
         "count decoding, upscaling and encoding, after a one-frame start-up run (shown apart); "

@@ -22,32 +22,51 @@ SAMPLE_IMAGE = ASSETS / "chelsea.png"
 CALIBRATION_SET = ASSETS / "calibration"
 HELD_OUT_SET = ASSETS / "held_out"
 
+WEIGHTS = Path(__file__).parent / "weights"
+
 #: The packaged models, one per scale: ``load_model("default", scale=s)``.
-DEFAULT_MODEL_PATHS = {s: Path(__file__).parent / "weights" / f"drn_x{s}.keras" for s in (2, 4, 8)}
+DEFAULT_MODEL_PATHS = {s: WEIGHTS / f"drn_x{s}.keras" for s in (2, 4, 8)}
 #: The packaged ×4 model, ``load_model("default")``.
 DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS[4]
+#: The fast tier, ×4 only: ``load_model("fast")``, about 1/9 of the default ×4 model's
+#: multiply-accumulates (for video), at lower quality.
+FAST_MODEL_PATHS = {4: WEIGHTS / "drn_fast_x4.keras"}
+
+#: The names ``--model`` and :func:`model_path` take for packaged models.
+PACKAGED_NAMES = ("default", "fast")
+
+
+def is_packaged(name_or_path: str | os.PathLike[str]) -> bool:
+    """Whether ``name_or_path`` names packaged models (``"default"``, ``"fast"``), not a file."""
+    return str(name_or_path) in PACKAGED_NAMES
 
 
 def model_path(name_or_path: str | os.PathLike[str] = "default", scale: int | None = None) -> Path:
     """The file ``name_or_path`` names: for ``"default"`` the packaged model of ``scale``
-    (:data:`DEFAULT_MODEL_PATHS`; 4 when ``None``), otherwise the path itself (unchecked).
+    (:data:`DEFAULT_MODEL_PATHS`; 4 when ``None``), for ``"fast"`` the fast tier's
+    (:data:`FAST_MODEL_PATHS`, ×4 only), otherwise the path itself (unchecked).
 
     Raises:
-        ValueError: no model is packaged for ``scale``.
+        ValueError: no model of that name is packaged for ``scale``.
         FileNotFoundError: the packaged model's file is missing from this installation.
     """
-    if str(name_or_path) != "default":
+    if not is_packaged(name_or_path):
         return Path(name_or_path)
+    # Looked up on each call, not bound at import: tests put their own files in place.
+    fast = str(name_or_path) == "fast"
+    paths = FAST_MODEL_PATHS if fast else DEFAULT_MODEL_PATHS
+    kind = "fast " if fast else ""
     scale = 4 if scale is None else scale
-    if scale not in DEFAULT_MODEL_PATHS:
-        packaged = ", ".join(f"×{s}" for s in DEFAULT_MODEL_PATHS)
+    if scale not in paths:
+        packaged = ", ".join(f"×{s}" for s in paths)
         raise ValueError(
-            f"no packaged ×{scale} model (packaged: {packaged}); pass the path of a .keras model"
+            f"no packaged {kind}×{scale} model (packaged: {packaged}); "
+            "pass the path of a .keras model"
         )
-    path = DEFAULT_MODEL_PATHS[scale]
+    path = paths[scale]
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: the packaged ×{scale} model is not installed; "
+            f"{path}: the packaged {kind}×{scale} model is not installed; "
             "pass the path of a .keras model instead"
         )
     return path

@@ -64,7 +64,7 @@ def _resolve_model(model: DRN | Bicubic | PathLike) -> DRN | Bicubic:
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError(
-            "model must be a DRN, 'default', 'bicubic' or a .keras path, "
+            "model must be a DRN, 'default', 'fast', 'bicubic' or a .keras path, "
             f"got a {type(model).__name__}"
         )
     if str(model) == "bicubic":
@@ -261,8 +261,8 @@ def upscale(
             4 (RGBA); uint8, uint16 or float on 0..1; any ``H, W >= 1``. Or a list of such
             images (or an ``(N, H, W, C)`` array): those of one size and type that fit in a
             tile together run as one batch.
-        model: a :class:`~drn_tf.models.DRN`, ``"default"``, a ``.keras`` path, ``"bicubic"``
-            or a :class:`Bicubic`.
+        model: a :class:`~drn_tf.models.DRN`, ``"default"`` or ``"fast"`` (packaged), a
+            ``.keras`` path, ``"bicubic"`` or a :class:`Bicubic`.
         tile: tile side in input pixels for images larger than it (memory then depends on
             the tile); ``None`` or 0 runs every image in one pass.
         tile_overlap: overlap of neighbouring tiles in input pixels, at most ``tile / 4``.

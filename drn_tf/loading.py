@@ -5,6 +5,7 @@ precision asked for.
 
     model = load_model("default")                               # the packaged ×4 model
     model_x2 = load_model("default", scale=2)                   # the packaged ×2 (also ×8)
+    model_fast = load_model("fast")                             # the fast ×4 tier (video)
     model = load_model("run/best.keras", policy="mixed_bfloat16")  # computes in bfloat16
 
 A file that is not a complete DRN model of the scale asked for fails with a one-line
@@ -37,7 +38,8 @@ def load_model(
 
     Args:
         name_or_path: ``"default"`` for the packaged model of ``scale``
-            (:data:`drn_tf.bundled.DEFAULT_MODEL_PATHS`), or the path of a ``.keras`` file
+            (:data:`drn_tf.bundled.DEFAULT_MODEL_PATHS`), ``"fast"`` for the packaged fast ×4
+            model (:data:`drn_tf.bundled.FAST_MODEL_PATHS`), or the path of a ``.keras`` file
             written by ``drn-tf convert``, ``drn-tf train`` or
             :func:`drn_tf.models.save_model_atomic`.
         scale: the upscaling factor wanted: picks the packaged model (×4 when ``None``), and a

@@ -5,9 +5,12 @@ so the choice is instant and the same on every run):
 
 * a GPU: ``mixed_float16`` for training (tensor cores, loss scaling in Keras); ``float32`` for
   upscaling, whose exact pixels are the reference (a GPU is fast enough in float32);
-* a CPU with AMX (``amx_bf16`` among the ``/proc/cpuinfo`` flags, Intel Sapphire Rapids and
+* a CPU with AMX (``amx_bf16`` among :func:`drn_tf.cpu.cpu_flags`, Intel Sapphire Rapids and
   later): ``mixed_bfloat16``, 2-3× faster than float32 there, within 0.05 dB on Set5 ×4;
-* any other CPU: ``float32`` (bfloat16 without AMX is emulated and several times slower).
+* a CPU with AVX-512 BF16 but no AMX (``avx512_bf16``, AMD Zen 4 and later): ``mixed_bfloat16``
+  for upscaling (1.8-2.0× float32 on an AMD EPYC, ``docs/speed_epyc_avx512.md``), ``float32``
+  for training (mixed_bfloat16 training ran 8× slower than float32 on such a CPU);
+* any other CPU: ``float32`` (bfloat16 without bf16 instructions is emulated and slower).
 
 The names returned are Keras dtype policies (``keras.mixed_precision.set_global_policy``).
 This module imports TensorFlow only to look for a GPU, and only when asked.
@@ -15,14 +18,12 @@ This module imports TensorFlow only to look for a GPU, and only when asked.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from drn_tf.cpu import cpu_flags
 
 __all__ = [
     "TRAINING_PRECISIONS",
     "UPSCALE_PRECISIONS",
     "auto_policy",
-    "cpu_has_amx_bf16",
     "resolve_precision",
 ]
 
@@ -30,24 +31,6 @@ __all__ = [
 UPSCALE_PRECISIONS = ("auto", "float32", "bfloat16")
 #: What ``--precision`` takes for training: Keras policy names, or ``auto``.
 TRAINING_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
-#: Where the CPU's feature flags are read (Linux); a missing file means "no AMX".
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_has_amx_bf16(cpuinfo: str | os.PathLike[str] | None = None) -> bool:
-    """True when the ``flags`` line of ``cpuinfo`` (default :data:`CPUINFO`) lists ``amx_bf16``
-    (bfloat16 tile matrix multiply). False when the file is missing or unreadable (macOS,
-    Windows)."""
-    try:
-        text = Path(CPUINFO if cpuinfo is None else cpuinfo).read_text(errors="replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags" and "amx_bf16" in value.split():
-            return True
-    return False
 
 
 def _has_gpu() -> bool:
@@ -60,7 +43,10 @@ def auto_policy(training: bool = False) -> str:
     """The Keras dtype policy ``auto`` stands for on this machine (see the module docstring)."""
     if _has_gpu():
         return "mixed_float16" if training else "float32"
-    return "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
+    flags = cpu_flags()
+    if "amx_bf16" in flags or ("avx512_bf16" in flags and not training):
+        return "mixed_bfloat16"
+    return "float32"
 
 
 def resolve_precision(precision: str, training: bool = False) -> str:

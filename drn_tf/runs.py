@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from drn_tf.bundled import is_packaged
 from drn_tf.files import atomic_path, unwritable_folder
 from drn_tf.flags import flag_name
 from drn_tf.frames import is_video
@@ -84,7 +85,7 @@ def validate_config(config: RunConfig) -> None:
                 raise ValueError(f"{flag_name(name)} {folder}: {problem}")
     adapting = isinstance(config, AdaptConfig)
     start = config.model if adapting else config.init
-    if start not in (None, "default") and not Path(start).is_file():
+    if start is not None and not is_packaged(start) and not Path(start).is_file():
         raise ValueError(f"{'--model' if adapting else '--init'} {start}: file does not exist")
     _check_writable_folder(config.output, "--output")
     if config.cache_dir is not None:
@@ -103,7 +104,7 @@ def run_record(config: RunConfig) -> dict:
     for name in _folder_flags(config):
         record[name] = [str(Path(folder).resolve()) for folder in record[name]]
     if isinstance(config, AdaptConfig):
-        if config.model != "default":
+        if not is_packaged(config.model):
             record["model"] = str(Path(config.model).resolve())
     elif config.init is not None:
         record["init"] = str(Path(config.init).resolve())

@@ -16,6 +16,7 @@ import glob
 import os
 import sys
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from drn_tf.files import is_disk_full
@@ -30,6 +31,14 @@ from drn_tf.tiles import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, Runner, _check_tile
 __all__ = ["UpscaleSummary", "is_earlier_output", "output_name", "upscale_files", "upscale_jobs"]
 
 PathLike = str | os.PathLike[str]
+
+#: Outputs of up to this many pixels (a 2000x2000 photo ×4) are written in the background
+#: while the next file computes; larger ones in the foreground with nothing else held, as
+#: before, so the overlap adds nothing to the peak memory of large photos (≤ 2 GB for a
+#: 4000x3000 photo ×4, whose 192-megapixel output takes 576 MB). Below it, the outputs held
+#: at once (at most two: one being written, the next just computed) take ≤ 192 MB each in
+#: 8-bit RGB.
+WRITE_BEHIND_PIXELS = 64_000_000
 
 
 @dataclasses.dataclass
@@ -116,7 +125,7 @@ def _plan(
 def upscale_jobs(
     jobs: list[tuple[Path, Path]],
     summary: UpscaleSummary,
-    upscale_one: Callable[[Path, Path], list[str]],
+    upscale_one: Callable[[Path, Path], list[str] | Future[list[str]]],
     errors: tuple[type[Exception], ...],
     *,
     overwrite: bool,
@@ -128,35 +137,69 @@ def upscale_jobs(
     A job whose output would replace an input, or that another job writes, fails; an existing
     output is kept unless ``overwrite``; ``errors`` raised by ``upscale_one`` fail its job
     alone (a full disk names the destination). ``bar``: a progress bar over the jobs (stderr).
+    ``upscale_one`` may instead return a :class:`~concurrent.futures.Future` of the notes, its
+    output being written in the background: that job is recorded (written or failed) once the
+    next one has run, and before it, so records and messages keep the jobs' order.
     """
     # realpath, not Path.resolve: a symlink loop must fail its own file, not the whole run.
     sources = {Path(os.path.realpath(source)) for source, _ in jobs}
     claimed: dict[Path, Path] = {}
-    for source, destination in Bar(jobs, desc="upscale", unit=summary.unit, disable=not bar):
+
+    def run(source: Path, destination: Path) -> tuple[Callable[[], None], bool]:
+        """Runs a job; returns what records it, and whether its output is still being written."""
         target = Path(os.path.realpath(destination))
         if target in sources:
-            summary.fail(source, f"its output {destination} would replace an input file")
-            continue
+            reason = f"its output {destination} would replace an input file"
+            return lambda: summary.fail(source, reason), False
         if target in claimed:
-            summary.fail(source, f"{claimed[target]} has the same output {destination}")
-            continue
+            reason = f"{claimed[target]} has the same output {destination}"
+            return lambda: summary.fail(source, reason), False
         claimed[target] = source
         if destination.exists() and not overwrite:
-            summary.kept.append(destination)
-            continue
+            return lambda: summary.kept.append(destination), False
         try:
-            notes = upscale_one(source, destination)
+            outcome = upscale_one(source, destination)
         except errors as error:
-            if is_disk_full(error):
-                # The error names no file, and the source is not the one that failed.
-                reason = f"cannot write {destination}: no space left on device"
-            else:
-                reason = str(error).removeprefix(f"{source}: ")
-            summary.fail(source, reason)
-            continue
+            reason = _reason(error, source, destination)
+            return lambda: summary.fail(source, reason), False
+        return lambda: finish(source, destination, outcome), isinstance(outcome, Future)
+
+    def finish(source: Path, destination: Path, outcome: list[str] | Future[list[str]]) -> None:
+        try:
+            notes = outcome.result() if isinstance(outcome, Future) else outcome
+        except errors as error:
+            summary.fail(source, _reason(error, source, destination))
+            return
         summary.written.append(destination)
         for note in notes:
             Bar.write(f"note {destination}: {note}", file=sys.stderr)
+
+    with Bar(total=len(jobs), desc="upscale", unit=summary.unit, disable=not bar) as progress:
+
+        def step(record: Callable[[], None]) -> None:
+            record()
+            progress.update()
+
+        behind: Callable[[], None] | None = None  # records the last job once it is written
+        for source, destination in jobs:
+            record, later = run(source, destination)
+            if behind is not None:
+                step(behind)
+                behind = None
+            if later:
+                behind = record
+            else:
+                step(record)
+        if behind is not None:
+            step(behind)
+
+
+def _reason(error: Exception, source: Path, destination: Path) -> str:
+    """Why a job failed, in words that name the file at fault."""
+    if is_disk_full(error):
+        # The error names no file, and the source is not the one that failed.
+        return f"cannot write {destination}: no space left on device"
+    return str(error).removeprefix(f"{source}: ")
 
 
 def upscale_files(
@@ -186,7 +229,9 @@ def upscale_files(
     Files keep what they are (:func:`drn_tf.pictures.load_picture`, :func:`save_picture`):
     gray stays gray, alpha is kept (upscaled with bicubic), 16 bits stay 16 bits where the
     format holds them, the ICC profile is carried over. Outputs are written atomically; an
-    input is never overwritten; an existing output is kept unless ``overwrite``.
+    input is never overwritten; an existing output is kept unless ``overwrite``. An output of
+    up to :data:`WRITE_BEHIND_PIXELS` is written by a background thread while the next file
+    computes; failures, notes and ``summary`` keep the files' order all the same.
 
     Args:
         inputs: image files and/or folders.
@@ -238,18 +283,34 @@ def upscale_files(
     if not jobs:
         raise ValueError("no image files found in the inputs")
 
-    def upscale_image(source: Path, destination: Path) -> list[str]:
+    # One thread writes each output while the next file computes (zlib and PIL release the GIL).
+    writing: list[Future[list[str]]] = []  # the last output written in the background
+
+    def upscale_image(source: Path, destination: Path) -> list[str] | Future[list[str]]:
         picture = load_picture(source)
+        height, width = picture.pixels.shape[:2]
+        behind = height * width * model.scale**2 <= WRITE_BEHIND_PIXELS
+        if not behind:
+            wait(writing)  # a large output computes with nothing else held, as it always did
         pixels = upscale(
             picture.pixels, model, tile=tile, tile_overlap=tile_overlap,
             self_ensemble=self_ensemble, precision=precision, progress=progress,
             network=network,
         )  # fmt: skip
-        notes = save_picture(destination, Picture(pixels, picture.icc_profile), image_format)
+        result = Picture(pixels, picture.icc_profile)
+        notes = []
         if picture.frames > 1:  # animations and multi-page files: the first frame only
             notes.append(f"only the first of its {picture.frames} frames was upscaled")
-        return notes
+
+        def save() -> list[str]:
+            return save_picture(destination, result, image_format) + notes
+
+        if not behind:
+            return save()
+        writing[:] = [writer.submit(save)]
+        return writing[0]
 
     errors = (ImageReadError, OutOfMemoryError, OSError, ValueError)
-    upscale_jobs(jobs, summary, upscale_image, errors, overwrite=overwrite, bar=progress)
+    with ThreadPoolExecutor(1, thread_name_prefix="drn-tf-write") as writer:
+        upscale_jobs(jobs, summary, upscale_image, errors, overwrite=overwrite, bar=progress)
     return summary

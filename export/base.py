@@ -149,8 +149,8 @@ class Source:
 
 
 def load_source(model: str | os.PathLike) -> Source:
-    """Loads ``"default"`` (the packaged model) or a ``.keras`` path, with the checks and
-    one-line errors of :func:`drn_tf.loading.load_model`."""
+    """Loads ``"default"`` or ``"fast"`` (the packaged models) or a ``.keras`` path, with the
+    checks and one-line errors of :func:`drn_tf.loading.load_model`."""
     from drn_tf.bundled import model_path
     from drn_tf.loading import load_model
 
@@ -169,17 +169,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-MODEL_HELP = "A .keras DRN model, or 'default' for the packaged model of --scale."
+MODEL_HELP = (
+    "A .keras DRN model, 'default' for the packaged model of --scale, or 'fast' for the "
+    "packaged fast ×4 model."
+)
 SCALE_HELP = "With --model default: which packaged model, 2, 4 or 8 (default 4)."
 
 
 def packaged_or_path(model: str, scale: int | None) -> str:
     """``--model`` and ``--scale`` as one model argument: the packaged file for ``default``."""
-    from drn_tf.bundled import model_path
+    from drn_tf.bundled import is_packaged, model_path
     from drn_tf.flags import UsageError
 
-    if scale is not None and model != "default":
-        raise UsageError("--scale picks a packaged model: it goes with --model default only")
+    if scale is not None and not is_packaged(model):
+        raise UsageError(
+            "--scale picks a packaged model: it goes with --model default or fast only"
+        )
     try:
         return str(model_path(model, scale))
     except ValueError as error:  # no packaged model of that scale: a wrong flag value

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from drn_tf import cpu
 from drn_tf.flags import setting
 from export import base, photo_sets, reporting, staging, verification
 from export import onnx as onnx_export
@@ -177,13 +178,24 @@ def stored_hint(ov_model: Any) -> str | None:
     return ov_model.get_rt_info(HINT_KEY).astype(str) if ov_model.has_rt_info(HINT_KEY) else None
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN may use it
+    (:func:`drn_tf.cpu.cpu_flags`)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu.cpu_flags())
+
+
 def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
     """The IR in ``folder`` compiled for the CPU with ``hint`` (default: the stored hint; none
-    stored: ``f32``) as its ``INFERENCE_PRECISION_HINT``."""
+    stored: ``f32``) as its ``INFERENCE_PRECISION_HINT``; ``bf16`` without :func:`native_bf16`
+    compiles ``f32``."""
     ov = base.require(*_OPENVINO, purpose="running OpenVINO")
     core = ov.Core()
     ov_model = core.read_model(Path(folder) / XML)
     hint = hint or stored_hint(ov_model) or "f32"
+    if hint == "bf16" and not native_bf16():
+        # OpenVINO does this itself on such a CPU, but not when oneDNN is only held below
+        # bf16 (ONEDNN_MAX_CPU_ISA): it then fails to create the bf16 convolutions.
+        hint = "f32"
     return core.compile_model(ov_model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
 
 
@@ -205,6 +217,7 @@ def _as_runner(compiled: Any) -> base.Runner:
         output = compiled(onnx_export.to_model_input(images, io, layout))[0]
         return onnx_export.from_model_output(output, layout)
 
+    run.compiled = compiled  # for who asks which kernels ran (benchmarks.kernels)
     return run
 
 
@@ -271,7 +284,8 @@ def cpu_note(compiled: Any) -> str:
     capabilities = list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
     name = core.get_property(DEVICE, "FULL_DEVICE_NAME")
     compiled_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    bf16 = "native bf16" if "BF16" in capabilities else "NO native bf16 (bf16 runs emulated/f32)"
+    native = "BF16" in capabilities and native_bf16()
+    bf16 = "native bf16" if native else "NO native bf16 (bf16 runs emulated/f32)"
     return (
         f"runtime: OpenVINO {ov.__version__.split('-')[0]} on {DEVICE} {name}, {bf16}; "
         f"OPTIMIZATION_CAPABILITIES {' '.join(capabilities)}; compiled precision {compiled_as}"

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from drn_tf import cpu
 from export import base
 
 
@@ -106,36 +107,13 @@ def strict_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(finite(value), indent=indent, default=jsonable, allow_nan=False)
 
 
-#: The ``/proc/cpuinfo`` flags that decide which kernels int8, bf16 and float32 run on.
-CPU_FEATURES = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-)
-
-
 def host_cpu() -> dict[str, Any]:
-    """This machine's CPU: ``{"model": ..., "features": [...]}``, the :data:`CPU_FEATURES`
-    it has, read from ``/proc/cpuinfo`` (elsewhere: the platform's name and no features)."""
-    import platform
-
-    model, flags = platform.processor() or platform.machine(), set()
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    return {"model": model, "features": [f for f in CPU_FEATURES if f in flags]}
+    """This machine's CPU: ``{"model": ..., "features": [...]}``, the
+    :data:`drn_tf.cpu.FEATURES` it has (:func:`drn_tf.cpu.cpu_flags`), and
+    ``onednn_max_cpu_isa`` when oneDNN is held below them."""
+    flags = cpu.cpu_flags()
+    found = {"model": cpu.cpu_model(), "features": [f for f in cpu.FEATURES if f in flags]}
+    return found | ({"onednn_max_cpu_isa": cpu.isa_cap()} if cpu.isa_cap() else {})
 
 
 def jsonable(value: Any) -> Any:

@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from drn_tf.cpu import cpu_flags
 from drn_tf.files import remove_stale_temp_files
 from drn_tf.settings import RUNTIMES  # what ``--runtime`` takes
 from export import base, onnx, openvino, photo_sets, reporting, tflite
@@ -67,7 +68,6 @@ __all__ = [
     "Runtime",
     "cache_root",
     "choose",
-    "cpu_flags",
     "network",
     "upscale",
 ]
@@ -122,19 +122,6 @@ class Runtime:
         """``OpenVINO bf16 (auto: AVX-512 BF16)``, for progress lines."""
         why = f" ({self.reason})" if self.reason else ""
         return f"{self.name} {self.precision}{why}"
-
-
-def cpu_flags(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> set[str]:
-    """The ``flags`` of the first CPU in ``cpuinfo``; empty when unreadable (not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
-    return set()
 
 
 def _installed(runtime: str) -> bool:

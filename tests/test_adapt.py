@@ -547,3 +547,19 @@ def test_adapt_scale_picks_the_packaged_model(tiny, tiny_x2, tmp_path, monkeypat
         build_model(AdaptConfig(**{**config, "model": str(tiny[1])}, scale=2))
     with pytest.raises(ValueError, match="--scale must be a power of two"):
         train(AdaptConfig(**config, scale=3))
+
+
+def test_adapt_model_fast_is_the_packaged_fast_x4_model(tiny, tiny_x2, tmp_path, monkeypatch):
+    from drn_tf import bundled, runs
+
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny_x2})
+    monkeypatch.setattr(bundled, "FAST_MODEL_PATHS", {4: tiny[1]})
+    config = adapt_config(tmp_path, "fast")
+    runs.validate_config(AdaptConfig(**config))  # a packaged name, not a missing file
+    assert runs.run_record(AdaptConfig(**config))["model"] == "fast"
+    with pytest.raises(ValueError, match="--model fastest: file does not exist"):
+        runs.validate_config(AdaptConfig(**{**config, "model": "fastest"}))
+    model = build_model(AdaptConfig(**config))
+    assert model.scale == 4 and model.primal.count_params() == tiny[0].primal.count_params()
+    with pytest.raises(ValueError, match=r"no packaged fast ×2 model \(packaged: ×4\)"):
+        build_model(AdaptConfig(**config, scale=2))

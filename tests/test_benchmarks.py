@@ -129,14 +129,14 @@ def test_keras_state_dict_converts_back_to_the_same_weights(tiny):
         np.testing.assert_array_equal(a, b)
 
 
-def test_cpu_info_reads_the_flags(tmp_path):
+def test_cpu_info_reads_the_flags(tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu avx2 amx_bf16 avx512f\n")
     info = bench_paths.cpu_info(cpuinfo)
     assert info["model"] == "Test CPU 9000"
     assert info["flags"]["amx_bf16"] and info["flags"]["avx2"] and not info["flags"]["amx_int8"]
-    missing = bench_paths.cpu_info(tmp_path / "absent")
-    assert missing["model"] == "unknown CPU" and not any(missing["flags"].values())
+    assert not any(bench_paths.cpu_info(tmp_path / "absent")["flags"].values())
 
 
 def test_torch_module_reproduces_the_authors_outputs():
@@ -188,7 +188,8 @@ def test_latency_quick_run(tmp_path, capsys):
         assert row["mp_per_s"] == pytest.approx(128 * 128 / 1e6 / (row["median_ms"] / 1000))
     assert rows["tf_function"]["psnr_db"] == float("inf")  # it is the reference's arithmetic
     assert rows["tflite_fp32"]["psnr_db"] > 60 and rows["tflite_fp32"]["meets_floor"]
-    assert model["gemm"]["fp32"]["median_ms"] > 0
+    assert model["gemm"]["gemm_fp32"]["median_ms"] > 0
+    assert model["gemm"]["gemm_fp32"]["compute"] == "fp32"
     text = (out / "latency.md").read_text()
     assert text.startswith(f"## Latency: {report['cpu']['model']}") and "amx_bf16" in text
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
@@ -228,8 +229,15 @@ def test_targets_are_ratios_of_the_measured_times():
             row("mixed_bfloat16", "bf16", 50),
             row("tflite_int8", "int8", 10, floor=False),
         ],  # fmt: skip
-        "gemm": {"fp32": {"n": 1000, "min_ms": 10.0}, "bf16": {"n": 1000, "min_ms": 1.0}},
+        "gemm": {
+            "gemm_fp32": {"compute": "fp32", "n": 1000, "min_ms": 10.0},
+            "gemm_bf16": {"compute": "bf16", "n": 1000, "min_ms": 1.0},
+            "gemm_int8": {"compute": "int8", "n": 1000, "min_ms": 2.0},
+            "gemm_int8_openvino": {"compute": "int8", "n": 1000, "min_ms": 0.5},
+        },
     }
+    # A precision's peak is its fastest GEMM: int8 is OpenVINO's 2·1000³ / 0.5 ms.
+    assert latency.peaks_of(record)["int8"] == pytest.approx(4000)
     targets = {t["target"]: t for t in latency.evaluate_targets(record, {"flags": {}})}
     fastest = targets["fastest path (mixed_bfloat16) / fastest PyTorch (torch_bf16)"]
     assert fastest["value"] == pytest.approx(2.0) and not fastest["met"]  # int8 is below floor
@@ -239,6 +247,32 @@ def test_targets_are_ratios_of_the_measured_times():
     assert share["value"] == pytest.approx(5 / 200)  # 5 GFLOP/s of a 2·1000³ / 10 ms peak
     keras_bf16 = targets["Keras mixed_bfloat16 tf.function / PyTorch bf16 autocast"]
     assert keras_bf16["value"] == pytest.approx(2.0) and keras_bf16["met"]
+    assert fastest["bar"] == latency.TARGETS["fastest_vs_torch"]
+    amx = latency.evaluate_targets(record, {"flags": {"amx_int8": True}})
+    assert amx[0]["bar"] == latency.TARGETS["fastest_vs_torch_amx"]  # the AMX bar is higher
+
+
+@pytest.mark.parametrize("precision, suffix", [("int8", "_I8"), ("fp32", "_f32")])
+def test_openvino_gemm_names_the_kernels_of_its_precision(precision, suffix):
+    pytest.importorskip("openvino")
+    from benchmarks import kernels
+
+    run, ran = kernels.openvino_gemm(precision, 64)
+    run(None)
+    # Every CPU this project runs on has AVX2: an int8 MatMul must run an int8 kernel there.
+    assert ran and all(name.endswith(suffix) for name in ran), ran
+    assert f"{suffix} ×1" in kernels.kernel_summary(ran)
+    assert kernels.kernel_summary(None) == "not logged"
+
+
+def test_onednn_kernels_names_what_pytorch_ran():
+    torch = pytest.importorskip("torch")
+    from benchmarks import kernels
+
+    a = torch.randint(-128, 128, (64, 64), dtype=torch.int8)
+    ran = kernels.onednn_kernels(lambda: torch._int_mm(a, a))
+    assert ran and all(k.startswith(("gemm_api", "matmul:")) for k in ran), ran
+    assert kernels.onednn_kernels(lambda: None) == {}
 
 
 def test_loss_curve_comparison():
@@ -334,3 +368,71 @@ def test_a_failing_worker_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("python -m benchmarks.train_throughput: error: ") and "\n" not in err
     assert "small.png" in err or "no image" in err.lower() or "too small" in err
+
+
+# --- model_table ----------------------------------------------------------------------------
+
+
+def test_model_table_usage_examples_parse():
+    from benchmarks import model_table
+
+    examples = re.findall(r"python -m benchmarks\.model_table( [^\n]*)", model_table.__doc__)
+    assert examples, "the docstring shows how to run it"
+    for example in examples:
+        parse_config(model_table.ModelTableConfig, shlex.split(example), model_table.PROG)
+
+
+def test_model_table_bad_frame_is_a_usage_error(capsys):
+    from benchmarks import model_table
+
+    assert model_table.main(["--frame", "1920by1080"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"{model_table.PROG}: --frame: '1920by1080' is not WIDTHxHEIGHT"
+
+
+@pytest.mark.slow
+def test_model_table_tiny_run(tiny, tmp_path):
+    from benchmarks import model_table
+    from drn_tf.evaluation import evaluate
+
+    model, path = tiny
+    data = tmp_path / "Set5"  # named as the set, so the published Set5 cells line up with it
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "out"
+    argv = ["--models", str(path), "--data", str(data), "--frame", "64x48", "--frames", "3"]
+    argv += ["--runtimes", "keras", "--output", str(out)]
+    assert model_table.main(argv) == 0
+    report = json.loads((out / "model_table.json").read_text())
+    assert report["command"] == " ".join([model_table.PROG, *argv])  # the flags given
+    rows = {(r["model"], r["scale"]): r for r in report["rows"]}
+    ours, bicubic = rows[(path.name, 4)], rows[("bicubic", 4)]
+    assert ours["macs_per_frame"] == expected_macs(1, 4, 48 // 4, 64 // 4)
+    assert ours["primal_parameters"] == sum(int(np.prod(w.shape)) for w in model.primal.weights)
+    assert ours["dual_parameters"] == sum(
+        int(np.prod(w.shape)) for d in model.duals for w in d.weights
+    )
+    for name, row in (("bicubic", bicubic), (model, ours)):
+        expected = evaluate(name, [data], 4, progress=False)["Set5"]
+        assert row["sets"]["Set5"] == {"psnr": expected["psnr"], "ssim": expected["ssim"]}
+    keras_timing = ours["timings"]["keras"]
+    assert len(keras_timing["seconds"]) == 3 and keras_timing["ran"] == "keras float32"
+    assert keras_timing["frames_per_s"] == pytest.approx(1 / np.median(keras_timing["seconds"]))
+    assert set(ours["timings"]) == {"keras"}
+    # Sorted by scale, then by Set5 PSNR; only the published rows of the models' scales.
+    psnrs = [r["sets"]["Set5"]["psnr"] for r in report["rows"]]
+    assert psnrs == sorted(psnrs) and {r["scale"] for r in report["rows"]} == {4}
+    text = (out / "model_table.md").read_text()
+    assert text.startswith("## Models: quality, size and speed on ")
+    table = {}  # model name, its source number dropped -> its cells
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| model "):
+            cells = line.strip("| ").split(" | ")
+            table[re.sub(r" \[\d+\]$", "", cells[0])] = cells[1:]
+    x4 = [p for p in model_table.PUBLISHED if p.scale == 4]
+    assert set(table) == {path.name, "bicubic", *(p.model for p in x4)}
+    for published in x4:
+        cells = " / ".join(published.sets["Set5"])
+        assert table[published.model][:3] == ["×4", published.training, cells]

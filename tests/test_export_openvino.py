@@ -19,7 +19,7 @@ from export import base, openvino, photo_sets, reporting, verification
 from export import onnx as onnx_export
 
 PRECISIONS = list(openvino.HINTS)
-NATIVE_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+NATIVE_BF16 = openvino.native_bf16()
 AVX2 = "avx2" in reporting.host_cpu()["features"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,12 +38,15 @@ def test_metadata_is_strict_json_with_null_for_an_infinite_psnr(tmp_path):
         reporting.read_metadata(tmp_path / "a.bin")
 
 
-def test_host_cpu_reads_proc_cpuinfo():
-    cpu = reporting.host_cpu()
-    assert set(cpu["features"]) <= set(reporting.CPU_FEATURES) and cpu["model"]
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        pytest.skip("no /proc/cpuinfo")
-    flags = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags"))
-    words = flags.split(":", 1)[1].split()
-    assert cpu["features"] == [f for f in reporting.CPU_FEATURES if f in words]
+def test_host_cpu_lists_the_features_onednn_may_use(tmp_path, monkeypatch):
+    from drn_tf import cpu
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Test CPU\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n")
+    monkeypatch.setattr(cpu, "CPUINFO", cpuinfo)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    expected = ["avx2", "fma", "avx512f", "avx512_vnni"]
+    assert reporting.host_cpu() == {"model": "Test CPU", "features": expected}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    held = {"model": "Test CPU", "features": ["avx2", "fma"], "onednn_max_cpu_isa": "AVX2"}
+    assert reporting.host_cpu() == held

@@ -80,16 +80,6 @@ def test_named_runtimes_and_precisions():
         runtime.choose("auto", "int4")
 
 
-def test_cpu_flags_reads_the_first_flags_line(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512_vnni\n\n"
-        "processor\t: 1\nflags\t\t: fpu\n"
-    )
-    assert runtime.cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512_vnni"}
-    assert runtime.cpu_flags(tmp_path / "missing") == set()
-
-
 # --- the hook: only the network call changes --------------------------------------------------
 
 

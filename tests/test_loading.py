@@ -52,6 +52,22 @@ def test_load_model_default_picks_the_model_of_the_scale(tiny, tiny_x2, monkeypa
     assert bundled.model_path(tiny_x2) == tiny_x2
 
 
+def test_load_model_fast_is_the_packaged_fast_x4_model(tiny, tiny_x2, monkeypatch):
+    # "fast" reads FAST_MODEL_PATHS only: the default models of every scale are other files.
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_PATHS", {2: tiny_x2, 4: tiny_x2, 8: tiny_x2})
+    monkeypatch.setattr(bundled, "FAST_MODEL_PATHS", {4: tiny[1]})
+    for loaded in (loading.load_model("fast"), loading.load_model("fast", scale=4)):
+        assert loaded.scale == 4
+        for a, b in zip(loaded.get_weights(), tiny[0].get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"^no packaged fast ×2 model \(packaged: ×4\)"):
+        loading.load_model("fast", scale=2)
+    image = _image(4, 3)
+    np.testing.assert_array_equal(
+        inference.upscale(image, "fast"), inference.upscale(image, tiny[0])
+    )
+
+
 def _policies(model) -> set[str]:
     return {layer.dtype_policy.name for net in (model.primal, *model.duals) for layer in net.layers}
 

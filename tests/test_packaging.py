@@ -18,7 +18,12 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from drn_tf.bundled import DEFAULT_MODEL_PATHS
+from drn_tf.bundled import DEFAULT_MODEL_PATHS, FAST_MODEL_PATHS
+
+#: Every packaged file by (name, scale): the default models and the fast tier.
+PACKAGED = [("default", s) for s in sorted(DEFAULT_MODEL_PATHS)] + [
+    ("fast", s) for s in sorted(FAST_MODEL_PATHS)
+]
 
 SETUP = ROOT / "setup.py"
 CONSTRAINTS = ROOT / "constraints.txt"
@@ -140,7 +145,8 @@ def test_model_card_describes_each_packaged_file():
     import drn_tf
 
     rows = card_rows()
-    for scale, path in sorted(DEFAULT_MODEL_PATHS.items()):
+    for name, scale in PACKAGED:
+        path = (FAST_MODEL_PATHS if name == "fast" else DEFAULT_MODEL_PATHS)[scale]
         model = drn_tf.load_model(path)
         config = model.drn_config
         size, recipe, metrics = rows[path.name]  # the model, recipe and metrics tables
@@ -157,7 +163,7 @@ def test_model_card_describes_each_packaged_file():
 # Y-PSNR (dB) / SSIM as the card writes them: "31.26 / 0.8807".
 PSNR_SSIM = re.compile(r"(\d+\.\d{2}) / (0\.\d{4})")
 # What a metrics row is about: a packaged file or the bicubic baseline of a scale.
-SUBJECT = re.compile(r"[`*]*(drn_x\d+\.keras|bicubic ×\d+)")
+SUBJECT = re.compile(r"[`*]*(drn_(?:fast_)?x\d+\.keras|bicubic ×\d+)")
 
 
 def card_metrics() -> dict[str, list[tuple[str, str]]]:
@@ -173,7 +179,7 @@ def test_model_card_metrics_agree_with_the_docs():
     """Every table row of the docs (README.md, docs/*.md) that reports Set5 / Set14 of a
     packaged file or of bicubic says what the model card says."""
     card = card_metrics()
-    assert len(card) == 2 * len(DEFAULT_MODEL_PATHS)
+    assert len(card) == 2 * len(DEFAULT_MODEL_PATHS) + len(FAST_MODEL_PATHS)
     found = set()
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for line in doc.read_text().splitlines():
@@ -187,16 +193,16 @@ def test_model_card_metrics_agree_with_the_docs():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SET5.is_dir(), reason=f"benchmark data not found under {SHARED}")
-@pytest.mark.parametrize("scale", sorted(DEFAULT_MODEL_PATHS))
-def test_model_card_metrics_are_what_the_files_measure(scale):
+@pytest.mark.parametrize("name, scale", PACKAGED)
+def test_model_card_metrics_are_what_the_files_measure(name, scale):
     from drn_tf.evaluation import evaluate
     from drn_tf.loading import load_model
 
     folders = [SET5, SET5.parent / "Set14"]
-    measured = {
-        f"drn_x{scale}.keras": evaluate(load_model("default", scale), folders, scale, False),
-        f"bicubic ×{scale}": evaluate("bicubic", folders, scale, False),
-    }
+    file = f"drn_{'fast_' if name == 'fast' else ''}x{scale}.keras"
+    measured = {file: evaluate(load_model(name, scale), folders, scale, False)}
+    if name == "default":
+        measured[f"bicubic ×{scale}"] = evaluate("bicubic", folders, scale, False)
     card = card_metrics()
     for name, results in measured.items():
         got = [(f"{r['psnr']:.2f}", f"{r['ssim']:.4f}") for r in results.values()]

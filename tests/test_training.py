@@ -47,9 +47,9 @@ pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 def test_resolve_precision():
-    from drn_tf.precision import cpu_has_amx_bf16
+    from drn_tf.cpu import cpu_flags
 
-    cpu = "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
+    cpu = "mixed_bfloat16" if "amx_bf16" in cpu_flags() else "float32"  # training: AMX only
     expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else cpu
     assert resolve_precision("auto") == expected
     for name in ("float32", "mixed_float16", "mixed_bfloat16"):

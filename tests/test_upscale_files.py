@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image, ImageCms
 
 import drn_tf
 from drn_tf import cli, inference, loading, pictures, precision, settings, tiles
+from drn_tf import upscale_files as upscale_files_module
 from drn_tf.degrade import imresize
 from drn_tf.images import read_image, write_image
 from drn_tf.pictures import FORMAT_SUFFIXES, Picture, load_picture, save_picture
@@ -268,6 +270,21 @@ def test_animations_and_multi_page_files_say_only_the_first_frame_is_upscaled(tm
     ]
 
 
+def test_the_last_files_note_comes_before_the_bar_ends(tmp_path, capsys):
+    # The last output is written in the background after the loop over the files: its note
+    # still comes within the bar (stderr is no terminal here: the bar is plain lines).
+    Image.fromarray(_image(4, 4)).save(tmp_path / "a.png")
+    frames = [Image.fromarray(_image(4, 4, seed=s)) for s in range(2)]
+    frames[0].save(tmp_path / "b.gif", save_all=True, append_images=frames[1:])
+    upscale_files([tmp_path], tmp_path / "out", "bicubic")
+    lines = capsys.readouterr().err.splitlines()
+    assert (
+        lines[-2]
+        == f"note {tmp_path / 'out' / 'b_x4.png'}: only the first of its 2 frames was upscaled"
+    )
+    assert lines[-1].startswith("upscale: 100%") and "2/2" in lines[-1]
+
+
 def test_existing_outputs_are_kept_unless_overwrite(tiny, tmp_path):
     Image.fromarray(_image(4, 4)).save(tmp_path / "a.png")
     out = tmp_path / "out"
@@ -337,6 +354,119 @@ def test_a_full_disk_names_the_file_that_could_not_be_written(tiny, tmp_path, mo
     reason = f"cannot write {tmp_path / 'out' / 'a_x4.png'}: no space left on device"
     assert summary.failed == [(tmp_path / "a.png", reason)] and summary.written == []
     assert f"failed {tmp_path / 'a.png'}: {reason}" in capsys.readouterr().err
+
+
+# --- outputs written while the next file computes ------------------------------------------
+
+
+def _nearest(tiles: np.ndarray) -> np.ndarray:
+    """A network (``network=``): each pixel repeated 4x4, float32 on 0..255 in and out."""
+    return np.repeat(np.repeat(tiles, 4, axis=1), 4, axis=2).astype(np.float32)
+
+
+def _squares(folder: Path, names: str) -> None:
+    """``a.png`` 4x4, ``b.png`` 5x5, …: the network tells the files apart by their size."""
+    for i, name in enumerate(names):
+        write_image(folder / f"{name}.png", _image(4 + i, 4 + i, seed=i))
+
+
+def test_each_output_is_written_while_the_next_file_computes(tiny, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    _squares(src, "abc")
+    computing = {size: threading.Event() for size in (4, 5, 6)}  # by input size
+
+    def network(tiles):
+        computing[tiles.shape[1]].set()
+        return _nearest(tiles)
+
+    saves = []
+    save_picture_ = upscale_files_module.save_picture
+
+    def save(path, picture, image_format):
+        # a's output is written once b computes, b's once c does: a loop that writes before it
+        # computes the next file never gets there (and gives up after 20 s).
+        size = len(picture.pixels) // 4
+        seen = computing[size + 1].wait(timeout=20) if size + 1 in computing else True
+        saves.append((path.name, seen, threading.current_thread() is threading.main_thread()))
+        return save_picture_(path, picture, image_format)
+
+    monkeypatch.setattr(upscale_files_module, "save_picture", save)
+    summary = _files(tiny, [src], tmp_path / "out", network=network)
+    assert summary.failed == []
+    assert [p.name for p in summary.written] == ["a_x4.png", "b_x4.png", "c_x4.png"]
+    assert saves == [(f"{name}_x4.png", True, False) for name in "abc"]
+    for name in "abc":  # the bytes a sequential read, upscale, write gives
+        lr = load_picture(src / f"{name}.png").pixels
+        expected = tmp_path / "expected" / f"{name}.png"
+        save_picture(expected, Picture(inference.upscale(lr, tiny[0], network=_nearest)), "png")
+        assert (tmp_path / "out" / f"{name}_x4.png").read_bytes() == expected.read_bytes()
+
+
+def test_failures_in_the_overlap_are_named_against_their_file(tiny, tmp_path, monkeypatch, capsys):
+    src = tmp_path / "in"
+    _squares(src, "ac")
+    (src / "b.png").write_bytes(b"not an image at all")
+    reading_b = threading.Event()
+    load_picture_ = upscale_files_module.load_picture
+
+    def load(path):
+        if path.name == "b.png":
+            reading_b.set()
+        return load_picture_(path)
+
+    seen = []
+
+    def save(path, picture, image_format):
+        if path.name == "a_x4.png":  # fails on a full disk while b is being read
+            seen.append(reading_b.wait(timeout=20))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save_picture(path, picture, image_format)
+
+    monkeypatch.setattr(upscale_files_module, "load_picture", load)
+    monkeypatch.setattr(upscale_files_module, "save_picture", save)
+    summary = _files(tiny, [src], tmp_path / "out", network=_nearest)
+    assert seen == [True]  # a's write failed while b was read
+    a_reason = f"cannot write {tmp_path / 'out' / 'a_x4.png'}: no space left on device"
+    (a, a_failure), (b, b_failure) = summary.failed
+    assert (a, a_failure) == (src / "a.png", a_reason)
+    assert b == src / "b.png" and b_failure.startswith("not an image")
+    assert summary.written == [tmp_path / "out" / "c_x4.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c_x4.png"]
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed")]
+    assert failed == [
+        f"failed {src / 'a.png'}: {a_reason}",
+        f"failed {src / 'b.png'}: {b_failure}",
+    ]
+
+
+def test_large_outputs_are_written_in_the_foreground_with_nothing_held(tiny, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    _squares(src, "ab")  # outputs of 16x16 and 20x20 pixels
+    monkeypatch.setattr(upscale_files_module, "WRITE_BEHIND_PIXELS", 16 * 16)
+    computing_b, written_a = threading.Event(), threading.Event()
+    b_after_a = []
+
+    def network(tiles):
+        if tiles.shape[1] == 5:
+            computing_b.set()
+            b_after_a.append(written_a.is_set())
+        return _nearest(tiles)
+
+    saves = []
+
+    def save(path, picture, image_format):
+        if path.name == "a_x4.png":  # b must not compute before a is written: give it time to
+            computing_b.wait(timeout=0.5)
+        saves.append((path.name, threading.current_thread() is threading.main_thread()))
+        notes = save_picture(path, picture, image_format)
+        written_a.set()
+        return notes
+
+    monkeypatch.setattr(upscale_files_module, "save_picture", save)
+    summary = _files(tiny, [src], tmp_path / "out", network=network)
+    assert [p.name for p in summary.written] == ["a_x4.png", "b_x4.png"]
+    assert saves == [("a_x4.png", False), ("b_x4.png", True)]
+    assert b_after_a == [True]
 
 
 def test_progress_bars_over_images_and_tiles(tiny, tmp_path, capsys):
