@@ -40,6 +40,7 @@ import numpy as np
 from benchmarks import kernels
 from benchmarks import paths as P
 from benchmarks import report as R
+from drn_tf import cpu
 from drn_tf.console import quiet_tensorflow
 from drn_tf.flags import UsageError, setting
 from export import reporting, verification
@@ -104,8 +105,7 @@ def _gemm_runner(path: str, n: int) -> P.base.Runner:
     if path.endswith("_openvino"):
         if not importlib.util.find_spec("openvino"):
             raise P.Skipped(f"OpenVINO's {precision} GEMM needs openvino (pip install '.[export]')")
-        flags = P.cpu_info()["flags"]
-        if precision == "bf16" and not (flags["avx512_bf16"] or flags["amx_bf16"]):
+        if precision == "bf16" and not cpu.native_bf16():
             raise P.Skipped("no native bf16 here: OpenVINO would compute it in fp32")
         run, ran = kernels.openvino_gemm(precision, n)
         run.kernels = lambda _: ran
@@ -287,20 +287,6 @@ def resolve_model(
     return Path(name).name, Path(name), None
 
 
-def as_run(path: str, flags: dict[str, bool]) -> tuple[str, str]:
-    """``(label, compute)`` of ``path`` as it runs on a CPU with ``flags`` (those of
-    :func:`benchmarks.paths.cpu_info`): a bf16 path on a CPU without bf16 instructions
-    (avx512_bf16, amx_bf16) is not labelled bf16. OpenVINO then drops the bf16 hint and
-    computes float32 (``export.openvino``); TensorFlow and PyTorch keep bf16 tensors and
-    convert them to float32 to compute, op by op ("bf16 emulated", no bf16 GEMM peak)."""
-    info = P.PATHS[path]
-    if info.compute != "bf16" or flags.get("avx512_bf16") or flags.get("amx_bf16"):
-        return info.label, info.compute
-    if info.runtime == "openvino":
-        return f"{info.label} hint (no native bf16: ran fp32)", "fp32"
-    return f"{info.label} (no native bf16: emulated)", "bf16 emulated"
-
-
 def measure_model(
     name: str, config: LatencyConfig, work_dir: Path, image: np.ndarray, gemm: dict, verbose: bool
 ) -> dict[str, Any]:
@@ -317,8 +303,9 @@ def measure_model(
     results: dict[str, dict] = {}
     workers: dict[str, Worker] = {}
     for path in config.paths:
-        path_label, compute = as_run(path, flags)
-        results[path] = {"path": path, "label": path_label, "compute": compute}
+        info = P.PATHS[path]
+        label, compute = P.ran_as(info.runtime, info.label, info.compute, flags)
+        results[path] = {"path": path, "label": label, "compute": compute}
         try:
             spec = P.prepare(path, source, folder, checkpoint)
         except P.Skipped as reason:

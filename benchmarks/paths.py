@@ -115,6 +115,20 @@ def cpu_info(cpuinfo: str | os.PathLike | None = None) -> dict[str, Any]:
     }
 
 
+def ran_as(runtime: str, label: str, compute: str, flags: dict[str, bool]) -> tuple[str, str]:
+    """``(label, compute)`` of a path labelled ``label`` that computes in ``compute`` through
+    ``runtime``, as it runs on a CPU with ``flags`` (those of :func:`cpu_info`): bf16 on a CPU
+    without native bf16 (:func:`drn_tf.cpu.native_bf16`) is not labelled bf16. OpenVINO then
+    drops the bf16 hint and computes float32 (``export.openvino``); TensorFlow and PyTorch keep
+    bf16 tensors and convert them to float32 to compute, op by op ("bf16 emulated", no bf16
+    GEMM peak)."""
+    if compute != "bf16" or cpu.native_bf16(flag for flag, has in flags.items() if has):
+        return label, compute
+    if runtime == "openvino":
+        return f"{label} hint (no native bf16: ran fp32)", "fp32"
+    return f"{label} (no native bf16: emulated)", "bf16 emulated"
+
+
 # --- artifacts (parent process) -----------------------------------------------------------
 
 

@@ -27,12 +27,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from benchmarks import paths as P
 from benchmarks import report as R
 from drn_tf.bundled import SAMPLE_IMAGE, is_packaged
+from drn_tf.cpu import describe_cpu
 from drn_tf.flags import UsageError, setting
 
 PROG = "python -m benchmarks.video_speed"
@@ -50,8 +51,6 @@ RUNS = (
 )
 #: The Keras ``--precision`` of each ``keras:`` run.
 _KERAS_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
-#: The flags that decide which paths are fast (:func:`benchmarks.paths.cpu_info` reads them).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 FPS = 24
 #: How the report names ``--model``'s packaged models.
 _PACKAGED_LABELS = {"default": "the packaged ×4 model", "fast": "the packaged fast ×4 model"}
@@ -72,25 +71,11 @@ class VideoSpeedConfig:
     output: str = setting("runs/benchmarks", "Folder for video_speed.md and .json.")
 
 
-def describe_cpu(info: dict[str, Any]) -> str:
-    """``AMD EPYC (2 CPUs; avx2, avx512f; without avx512_vnni, …)`` from
-    :func:`benchmarks.paths.cpu_info`: the model name and :data:`CPU_FLAGS`."""
-    have = [f for f in CPU_FLAGS if info["flags"].get(f)]
-    lacks = [f for f in CPU_FLAGS if not info["flags"].get(f)]
-    parts = [", ".join(have)] * bool(have) + [f"without {', '.join(lacks)}"] * bool(lacks)
-    return f"{info['model']} ({info['cpus']} CPUs; {'; '.join(parts)})"
-
-
 def ran_as(run: str, flags: dict[str, bool]) -> tuple[str, str]:
-    """``(label, compute)`` of ``run`` on a CPU with ``flags``: bf16 without bf16 instructions
-    (avx512_bf16, amx_bf16) is not bf16. OpenVINO then drops the bf16 hint and computes
-    float32; Keras keeps bf16 tensors and converts them to float32 op by op (emulated)."""
+    """``(label, compute)`` of ``run`` (``RUNTIME:PRECISION``) on a CPU with ``flags``
+    (:func:`benchmarks.paths.ran_as`: bf16 without native bf16 is not labelled bf16)."""
     runtime, _, precision = run.partition(":")
-    if precision != "bf16" or flags.get("avx512_bf16") or flags.get("amx_bf16"):
-        return f"{runtime} {precision}", precision
-    if runtime == "openvino":
-        return "openvino bf16 hint (no native bf16: ran fp32)", "fp32"
-    return f"{runtime} bf16 (no native bf16: emulated)", "bf16 emulated"
+    return P.ran_as(runtime, f"{runtime} {precision}", precision, flags)
 
 
 def make_clip(photo: str | os.PathLike, path: Path, frames: int, size: tuple[int, int]) -> None:
@@ -208,7 +193,6 @@ def _check(config: VideoSpeedConfig, positionals: list[str]) -> tuple[int, int]:
 
 
 def run(config: VideoSpeedConfig, positionals: list[str], verbose: bool) -> None:
-    from benchmarks.paths import cpu_info
     from drn_tf.console import quiet_tensorflow
 
     width, height = _check(config, positionals)
@@ -217,7 +201,7 @@ def run(config: VideoSpeedConfig, positionals: list[str], verbose: bool) -> None
     import drn_tf
     from export import runtime
 
-    cpu = cpu_info()
+    cpu = P.cpu_info()
     work = Path(config.output) / "video_speed"
     work.mkdir(parents=True, exist_ok=True)
     clip, warmup = work / "clip.mp4", work / "warmup.mp4"
@@ -262,7 +246,7 @@ def run(config: VideoSpeedConfig, positionals: list[str], verbose: bool) -> None
         if getattr(config, flag) != default:
             command += f" --{flag} {getattr(config, flag)}"
     lines = [
-        f"# Video ×{scale} frames/s by runtime and precision: {describe_cpu(cpu)}",
+        f"# Video ×{scale} frames/s by runtime and precision: {describe_cpu()}, {cpu['cpus']} CPUs",
         "",
         f"`{command}`; {_PACKAGED_LABELS.get(config.model, 'that model')}"
         f"; a {config.frames}-frame {width}×{height} H.264 clip → {out_size} (libx264 crf 18, tile "
@@ -287,7 +271,7 @@ def run(config: VideoSpeedConfig, positionals: list[str], verbose: bool) -> None
             f"| {psnr} | {r['conversion_s']:.1f} |"
         )
     report = {
-        "cpu": {**cpu, "described": describe_cpu(cpu)},
+        "cpu": {**cpu, "described": describe_cpu()},
         "config": dataclasses.asdict(config),
         "clip": {"frames": config.frames, "size": [width, height], "scale": scale},
         "rows": rows,

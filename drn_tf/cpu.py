@@ -13,9 +13,19 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CPUINFO", "FEATURES", "cpu_flags", "cpu_model", "describe_cpu", "isa_cap"]
+__all__ = [
+    "BF16_FEATURES",
+    "CPUINFO",
+    "FEATURES",
+    "cpu_flags",
+    "cpu_model",
+    "describe_cpu",
+    "isa_cap",
+    "native_bf16",
+]
 
 #: Where the CPU is described (Linux); elsewhere the CPU has no known flags.
 CPUINFO = Path("/proc/cpuinfo")
@@ -35,6 +45,10 @@ FEATURES = (
     "amx_int8",
     "amx_bf16",
 )
+
+#: A CPU with any of these computes bf16 natively (AVX-512 BF16, AMX); elsewhere bf16 tensors
+#: are converted to float32 op by op (TensorFlow, PyTorch) or compiled float32 (OpenVINO).
+BF16_FEATURES = ("avx512_bf16", "amx_bf16")
 
 # oneDNN's ISA levels (the values ONEDNN_MAX_CPU_ISA takes, lowest first) and the flags each
 # adds; a cap keeps the flags of its level and those below it.
@@ -97,6 +111,12 @@ def cpu_flags(cpuinfo: str | os.PathLike[str] | None = None) -> frozenset[str]:
     if allowed is not None:
         flags -= set(FEATURES) - allowed
     return frozenset(flags)
+
+
+def native_bf16(flags: Iterable[str] | None = None) -> bool:
+    """Whether a CPU with ``flags`` (default: this one's, :func:`cpu_flags`) computes bf16
+    natively: any of :data:`BF16_FEATURES`."""
+    return bool(set(BF16_FEATURES) & set(cpu_flags() if flags is None else flags))
 
 
 def cpu_model(cpuinfo: str | os.PathLike[str] | None = None) -> str:

@@ -5,11 +5,10 @@ so the choice is instant and the same on every run):
 
 * a GPU: ``mixed_float16`` for training (tensor cores, loss scaling in Keras); ``float32`` for
   upscaling, whose exact pixels are the reference (a GPU is fast enough in float32);
-* a CPU with AMX (``amx_bf16`` among :func:`drn_tf.cpu.cpu_flags`, Intel Sapphire Rapids and
-  later): ``mixed_bfloat16``, 2-3× faster than float32 there, within 0.05 dB on Set5 ×4;
-* a CPU with AVX-512 BF16 but no AMX (``avx512_bf16``, AMD Zen 4 and later): ``mixed_bfloat16``
-  for upscaling (1.8-2.0× float32 on an AMD EPYC, ``docs/speed_epyc_avx512.md``), ``float32``
-  for training (mixed_bfloat16 training ran 8× slower than float32 on such a CPU);
+* a CPU that computes bf16 natively (:func:`drn_tf.cpu.native_bf16`: AMX, Intel Sapphire Rapids
+  and later, or AVX-512 BF16, AMD Zen 4 and later): ``mixed_bfloat16``. With AMX it is 2-3×
+  faster than float32, within 0.05 dB on Set5 ×4; on an AMD EPYC with AVX-512 BF16 upscaling is
+  1.8-2.0× and a training step 1.3-2.0× faster (``docs/speed_epyc_avx512.md``);
 * any other CPU: ``float32`` (bfloat16 without bf16 instructions is emulated and slower).
 
 The names returned are Keras dtype policies (``keras.mixed_precision.set_global_policy``).
@@ -18,7 +17,7 @@ This module imports TensorFlow only to look for a GPU, and only when asked.
 
 from __future__ import annotations
 
-from drn_tf.cpu import cpu_flags
+from drn_tf.cpu import native_bf16
 
 __all__ = [
     "TRAINING_PRECISIONS",
@@ -43,10 +42,7 @@ def auto_policy(training: bool = False) -> str:
     """The Keras dtype policy ``auto`` stands for on this machine (see the module docstring)."""
     if _has_gpu():
         return "mixed_float16" if training else "float32"
-    flags = cpu_flags()
-    if "amx_bf16" in flags or ("avx512_bf16" in flags and not training):
-        return "mixed_bfloat16"
-    return "float32"
+    return "mixed_bfloat16" if native_bf16() else "float32"
 
 
 def resolve_precision(precision: str, training: bool = False) -> str:

@@ -186,7 +186,10 @@ class _RunSettings:
     dual_weight: float = setting(0.1, "Weight of the dual (closed-loop) loss.")
     augment: bool = setting(True, "Random flips and transposes.")
     precision: str = setting(
-        "auto", "float32, mixed_float16, mixed_bfloat16 or auto.", choices=TRAINING_PRECISIONS
+        "auto",
+        "float32, mixed_float16, mixed_bfloat16 or auto (mixed_float16 on a GPU, mixed_bfloat16 "
+        "on a CPU with AMX or AVX-512 BF16, else float32).",
+        choices=TRAINING_PRECISIONS,
     )
     strategy: str = setting(
         "default",
@@ -299,7 +302,9 @@ class UpscaleConfig:
         False, "Average the outputs of the 8 flips and rotations (8x the time; +0.1 dB on Set5)."
     )
     precision: str = setting(
-        "auto", "auto: bfloat16 where the CPU has AMX, else float32.", choices=UPSCALE_PRECISIONS
+        "auto",
+        "auto: bfloat16 where the CPU computes it natively (AMX or AVX-512 BF16), else float32.",
+        choices=UPSCALE_PRECISIONS,
     )
     runtime: str = setting(
         "auto",

@@ -178,21 +178,15 @@ def stored_hint(ov_model: Any) -> str | None:
     return ov_model.get_rt_info(HINT_KEY).astype(str) if ov_model.has_rt_info(HINT_KEY) else None
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN may use it
-    (:func:`drn_tf.cpu.cpu_flags`)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu.cpu_flags())
-
-
 def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
     """The IR in ``folder`` compiled for the CPU with ``hint`` (default: the stored hint; none
-    stored: ``f32``) as its ``INFERENCE_PRECISION_HINT``; ``bf16`` without :func:`native_bf16`
-    compiles ``f32``."""
+    stored: ``f32``) as its ``INFERENCE_PRECISION_HINT``; ``bf16`` on a CPU without native bf16
+    (:func:`drn_tf.cpu.native_bf16`) compiles ``f32``."""
     ov = base.require(*_OPENVINO, purpose="running OpenVINO")
     core = ov.Core()
     ov_model = core.read_model(Path(folder) / XML)
     hint = hint or stored_hint(ov_model) or "f32"
-    if hint == "bf16" and not native_bf16():
+    if hint == "bf16" and not cpu.native_bf16():
         # OpenVINO does this itself on such a CPU, but not when oneDNN is only held below
         # bf16 (ONEDNN_MAX_CPU_ISA): it then fails to create the bf16 convolutions.
         hint = "f32"
@@ -284,7 +278,7 @@ def cpu_note(compiled: Any) -> str:
     capabilities = list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
     name = core.get_property(DEVICE, "FULL_DEVICE_NAME")
     compiled_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    native = "BF16" in capabilities and native_bf16()
+    native = "BF16" in capabilities and cpu.native_bf16()
     bf16 = "native bf16" if native else "NO native bf16 (bf16 runs emulated/f32)"
     return (
         f"runtime: OpenVINO {ov.__version__.split('-')[0]} on {DEVICE} {name}, {bf16}; "

@@ -201,12 +201,17 @@ def test_bf16_paths_are_labelled_by_what_runs():
     and PyTorch emulate bf16: neither is labelled plain bf16."""
     native = dict.fromkeys(bench_paths.CPU_FLAGS, False) | {"avx2": True, "avx512_bf16": True}
     avx2 = native | {"avx512_bf16": False}
-    assert latency.as_run("openvino_bf16", native) == ("OpenVINO bf16", "bf16")
-    assert latency.as_run("openvino_bf16", avx2)[1] == "fp32"
-    assert "ran fp32" in latency.as_run("openvino_bf16", avx2)[0]
-    assert latency.as_run("mixed_bfloat16", avx2)[1] == "bf16 emulated"
-    assert latency.as_run("torch_bf16", avx2 | {"amx_bf16": True})[1] == "bf16"
-    assert latency.as_run("tflite_int8", avx2) == ("TFLite full int8", "int8")
+
+    def ran_as(path, flags):
+        info = bench_paths.PATHS[path]
+        return bench_paths.ran_as(info.runtime, info.label, info.compute, flags)
+
+    assert ran_as("openvino_bf16", native) == ("OpenVINO bf16", "bf16")
+    hinted = ran_as("openvino_bf16", avx2)
+    assert hinted == ("OpenVINO bf16 hint (no native bf16: ran fp32)", "fp32")
+    assert ran_as("mixed_bfloat16", avx2)[1] == "bf16 emulated"
+    assert ran_as("torch_bf16", avx2 | {"amx_bf16": True})[1] == "bf16"
+    assert ran_as("tflite_int8", avx2) == ("TFLite full int8", "int8")
 
 
 def test_latency_bad_flags_are_one_line(capsys):

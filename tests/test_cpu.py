@@ -62,6 +62,15 @@ def test_describe_names_the_model_features_and_cap(cpuinfo, monkeypatch):
     assert cpu.describe_cpu(cpuinfo) == "Test CPU 9000 (avx2, fma; oneDNN held to AVX2)"
 
 
+def test_native_bf16_needs_avx512_bf16_or_amx_and_follows_the_cap(cpuinfo, monkeypatch):
+    monkeypatch.setattr(cpu, "CPUINFO", cpuinfo)
+    assert cpu.native_bf16()
+    assert cpu.native_bf16({"avx512_bf16"}) and cpu.native_bf16(["amx_bf16", "avx2"])
+    assert not cpu.native_bf16({"avx2", "avx512f", "avx512_vnni", "amx_int8"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert not cpu.native_bf16()
+
+
 def test_auto_precision_follows_the_cap(cpuinfo, monkeypatch):
     """An AMX CPU held below AMX is not an AMX CPU for ``--precision auto``."""
     from drn_tf import precision
@@ -69,7 +78,9 @@ def test_auto_precision_follows_the_cap(cpuinfo, monkeypatch):
     monkeypatch.setattr(cpu, "CPUINFO", cpuinfo)
     monkeypatch.setattr(precision, "_has_gpu", lambda: False)
     assert precision.resolve_precision("auto", training=True) == "mixed_bfloat16"
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # AVX-512 BF16 still native
+    assert precision.resolve_precision("auto", training=True) == "mixed_bfloat16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
     assert precision.resolve_precision("auto", training=True) == "float32"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert precision.resolve_precision("auto") == "float32"

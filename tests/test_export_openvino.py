@@ -13,13 +13,13 @@ import openvino as ov
 import pytest
 from helpers import ROOT, SET5, SUBPROCESS_ENV, photo_batch
 
-from drn_tf import serving
+from drn_tf import cpu, serving
 from drn_tf.flags import FlagError
 from export import base, openvino, photo_sets, reporting, verification
 from export import onnx as onnx_export
 
 PRECISIONS = list(openvino.HINTS)
-NATIVE_BF16 = openvino.native_bf16()
+NATIVE_BF16 = cpu.native_bf16()
 AVX2 = "avx2" in reporting.host_cpu()["features"]
 
 

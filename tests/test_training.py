@@ -49,7 +49,8 @@ pytestmark = pytest.mark.usefixtures("float32_policy")
 def test_resolve_precision():
     from drn_tf.cpu import cpu_flags
 
-    cpu = "mixed_bfloat16" if "amx_bf16" in cpu_flags() else "float32"  # training: AMX only
+    native_bf16 = {"amx_bf16", "avx512_bf16"} & cpu_flags()
+    cpu = "mixed_bfloat16" if native_bf16 else "float32"
     expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else cpu
     assert resolve_precision("auto") == expected
     for name in ("float32", "mixed_float16", "mixed_bfloat16"):

@@ -53,14 +53,6 @@ def test_bf16_runs_are_labelled_by_what_the_cpu_computes():
     assert video_speed.ran_as("openvino:int8", {}) == ("openvino int8", "int8")
 
 
-def test_the_cpu_is_named_with_the_flags_that_matter():
-    info = {"model": "Some CPU", "cpus": 2, "flags": {"avx2": True, "avx512f": False}}
-    text = video_speed.describe_cpu(info)
-    assert text == (
-        "Some CPU (2 CPUs; avx2; without avx512f, avx512_vnni, avx512_bf16, amx_bf16, amx_int8)"
-    )
-
-
 def test_the_clip_pans_so_that_every_frame_differs(tmp_path):
     clip = tmp_path / "clip.mp4"
     video_speed.make_clip(SAMPLE_IMAGE, clip, 3, (480, 270))  # the photo is 451x300
