@@ -238,15 +238,21 @@ def _dihedral(patch: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
     return tf.cond(flips[2], lambda: tf.transpose(patch, [1, 0, 2]), lambda: patch)
 
 
-def make_eval_dataset(folder: PathLike, scale: int) -> tf.data.Dataset:
+def make_eval_dataset(
+    folder: PathLike, scale: int, pairs: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+) -> tf.data.Dataset:
     """Full-image evaluation dataset (see :func:`load_eval_pairs` for the pairing rules).
+
+    ``pairs``: ``load_eval_pairs(folder, scale)`` when the caller has read them already (the
+    set is then read once, and a missing LR file's note logged once).
 
     Returns:
         ``tf.data.Dataset`` of ``(lr, hr)`` with batch size 1: ``lr`` float32
         ``(1, H/s, W/s, 3)``, ``hr`` float32 ``(1, H, W, 3)``, both on 0..255 with dynamic H and W,
         in sorted file order. It is finite (one pass over the set).
     """
-    pairs = load_eval_pairs(folder, scale)
+    if pairs is None:
+        pairs = load_eval_pairs(folder, scale)
 
     def generate():
         for _, lr, hr in pairs:

@@ -26,7 +26,7 @@ from drn_tf import dual_regression  # noqa: F401
 from drn_tf.bundled import model_path
 from drn_tf.models import DRN, build_drn_bundle
 
-__all__ = ["check_trained_duals", "load_model"]
+__all__ = ["check_trained_duals", "forget_random_duals", "has_random_duals", "load_model"]
 
 PathLike = str | os.PathLike[str]
 
@@ -85,14 +85,39 @@ def load_model(
     return _in_policy(model, policy)
 
 
+def has_random_duals(model: DRN) -> bool:
+    """Whether ``model`` records random dual networks: converted without the authors' dual
+    checkpoint (``model.info["duals"]``, as :func:`drn_tf.convert.convert_checkpoint` writes)."""
+    return str(model.info.get("duals", "")).startswith("random")
+
+
 def check_trained_duals(model: DRN, path: PathLike, use: str) -> None:
     """Raises ValueError when ``model`` (loaded from ``path``) records random dual networks
     (converted without the authors' dual checkpoint), which ``use`` needs trained."""
-    if str(model.info.get("duals", "")).startswith("random"):  # as drn_tf.convert records it
+    if has_random_duals(model):
         raise ValueError(
             f"{path}: its dual networks are random (converted without --dual-checkpoint), "
             f"so {use} would mean nothing; convert with the authors' dual checkpoint"
         )
+
+
+def forget_random_duals(model: DRN, path: PathLike) -> str | None:
+    """For training ``model`` (loaded from ``path``, ``drn-tf train --init``) further: when it
+    records random dual networks (:func:`has_random_duals`), drops that record and returns
+    the note to show; else None.
+
+    Not refused: a run trains the duals with the primal, as a fresh run trains its own random
+    ones, so the primal's weights are still a head start. The record goes because the duals
+    are trained from the first step: kept, it would make ``drn-tf adapt`` and ``evaluate
+    --lr-only`` refuse the run's models."""
+    if not has_random_duals(model):
+        return None
+    del model.info["duals"]
+    return (
+        f"note: {path} has random dual networks (converted without --dual-checkpoint): they "
+        "start from random weights and train with the primal; convert with the authors' dual "
+        "checkpoint to start from theirs"
+    )
 
 
 def _in_policy(model: DRN, policy: str) -> DRN:

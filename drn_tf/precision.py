@@ -4,7 +4,8 @@
 so the choice is instant and the same on every run):
 
 * a GPU: ``mixed_float16`` for training (tensor cores, loss scaling in Keras); ``float32`` for
-  upscaling, whose exact pixels are the reference (a GPU is fast enough in float32);
+  upscaling, whose exact pixels are the reference (a GPU is fast enough in float32). Without
+  a GPU, ``mixed_float16`` asked for by name is refused: CPUs emulate float16;
 * a CPU that computes bf16 natively (:func:`drn_tf.cpu.native_bf16`: AMX, Intel Sapphire Rapids
   and later, or AVX-512 BF16, AMD Zen 4 and later): ``mixed_bfloat16``. With AMX it is 2-3×
   faster than float32, within 0.05 dB on Set5 ×4; on an AMD EPYC with AVX-512 BF16 upscaling is
@@ -57,11 +58,19 @@ def resolve_precision(precision: str, training: bool = False) -> str:
         ``"float32"``, ``"mixed_bfloat16"`` or (training only) ``"mixed_float16"``.
 
     Raises:
-        ValueError: an unknown name, e.g. ``"float16"`` or, for upscaling, ``"mixed_float16"``.
+        ValueError: an unknown name, e.g. ``"float16"`` or, for upscaling, ``"mixed_float16"``;
+            or ``"mixed_float16"`` on a machine without a GPU, which would train several
+            times slower than float32 (CPUs emulate float16: a DRN-S ×4 step took 8.5×
+            float32's on a 2-core EPYC).
     """
     allowed = TRAINING_PRECISIONS if training else UPSCALE_PRECISIONS
     if precision not in allowed:
         raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
     if precision == "auto":
         return auto_policy(training)
+    if precision == "mixed_float16" and not _has_gpu():
+        raise ValueError(
+            "precision mixed_float16 needs a GPU, and this machine has none (CPUs emulate "
+            "float16, several times slower than float32); use auto, float32 or mixed_bfloat16"
+        )
     return "mixed_bfloat16" if precision == "bfloat16" else precision

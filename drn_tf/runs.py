@@ -18,6 +18,7 @@ from drn_tf.files import atomic_path, unwritable_folder
 from drn_tf.flags import flag_name
 from drn_tf.frames import is_video
 from drn_tf.models import VARIANTS, DRNConfig
+from drn_tf.precision import resolve_precision
 from drn_tf.settings import AdaptConfig, TrainConfig
 
 # Flags that do not change what a run computes: a run resumes whatever they say. Every other
@@ -73,9 +74,12 @@ def validate_config(config: RunConfig) -> None:
 
     Raises:
         ValueError: the first problem found, in one line naming the flag (:class:`FlagError`
-            for a wrong flag value).
+            for a wrong flag value), or ``--precision mixed_float16`` without a GPU
+            (:func:`drn_tf.precision.resolve_precision`).
     """
     config.check()
+    # Before the cluster, the run folder, the model and the images: mixed_float16 without a GPU.
+    resolve_precision(config.precision, training=True)
     for name in _folder_flags(config):
         for folder in getattr(config, name):
             if name == "unpaired_dir" and is_video(folder) and Path(folder).is_file():

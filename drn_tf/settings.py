@@ -187,8 +187,8 @@ class _RunSettings:
     augment: bool = setting(True, "Random flips and transposes.")
     precision: str = setting(
         "auto",
-        "float32, mixed_float16, mixed_bfloat16 or auto (mixed_float16 on a GPU, mixed_bfloat16 "
-        "on a CPU with AMX or AVX-512 BF16, else float32).",
+        "float32, mixed_float16 (GPU only), mixed_bfloat16 or auto (mixed_float16 on a GPU, "
+        "mixed_bfloat16 on a CPU with AMX or AVX-512 BF16, else float32).",
         choices=TRAINING_PRECISIONS,
     )
     strategy: str = setting(

@@ -36,7 +36,7 @@ from drn_tf.callbacks import (
 from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.files import naming_full_disk, remove_stale_temp_files
 from drn_tf.image_sets import load_eval_pairs
-from drn_tf.loading import check_trained_duals, load_model
+from drn_tf.loading import check_trained_duals, forget_random_duals, load_model
 from drn_tf.models import build_drn_bundle, save_model_atomic
 from drn_tf.runs import (
     RunConfig,
@@ -82,6 +82,9 @@ def build_model(config: RunConfig, policy: str = "float32") -> DualRegressionMod
                     f"{config.init}: a {saved.variant} model (--n-blocks {saved.n_blocks}, "
                     f"--n-feats {saved.n_feats}), but {flag} is {given}; match it or leave it out"
                 )
+        note = forget_random_duals(loaded, config.init)  # random duals: trained from here
+        if note:
+            print(note, file=sys.stderr)
         return DualRegressionModel.from_drn(loaded, config.dual_weight)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # what the layers built here compute in
@@ -172,7 +175,7 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
     for folder in config.val_dir:
         pairs = load_eval_pairs(folder, scale)
         val_pairs += [(lr, hr) for _, lr, hr in pairs]
-        ds = data.make_eval_dataset(folder, scale)
+        ds = data.make_eval_dataset(folder, scale, pairs)  # read once: its notes shown once
         val_ds = ds if val_ds is None else val_ds.concatenate(ds)
     return train_ds, val_ds, val_pairs
 

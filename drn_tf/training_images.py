@@ -260,7 +260,8 @@ def load_pyramids(
       and its levels are ``degrade.imresize(degrade.modcrop(hr, scale), 1 / k)``.
 
     Unreadable/corrupt images and images smaller than ``min_size`` in height or width (after
-    modcrop) are skipped and reported, not fatal. Images are processed by a thread pool.
+    modcrop) are skipped, not fatal, and returned with the reason (nothing is printed or
+    logged: the caller tells the user). Images are processed by a thread pool.
 
     Args:
         folders: one folder or a list of folders.
@@ -342,14 +343,9 @@ def load_pyramids(
                 f"no usable training image in {folder}: all {len(reasons)} image file(s) were "
                 f"skipped (scale {scale}, min_size {min_size}): {shown}"
             )
-    if skipped:
-        logger.warning(
-            "skipped %d of %d images (first: %s: %s)",
-            len(skipped),
-            len(jobs),
-            skipped[0][0],
-            skipped[0][1],
-        )
+    # Not logged here: the caller names each skipped file once (`drn-tf train` prints a line
+    # for each, and its count in "training on N images (M skipped)"); a summary logged here
+    # too said the same twice.
     return pyramids, skipped
 
 
@@ -385,7 +381,7 @@ def load_lr_images(
     each of ``frames_per_video`` frames spread over every video file, given itself or found
     in a folder (:func:`drn_tf.frames.sample_frames`; a frame's path is
     ``clip.mp4/frame_000012``). As for :func:`load_pyramids`, unreadable files and images
-    smaller than ``min_size`` in height or width are skipped and reported, not fatal.
+    smaller than ``min_size`` in height or width are skipped and returned, not fatal.
 
     Args:
         folders: one folder or video file, or a list of them.

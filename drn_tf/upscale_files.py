@@ -249,7 +249,8 @@ def upscale_files(
 
     Raises:
         FileNotFoundError: an input does not exist (checked before any work).
-        ValueError: no image files in the inputs, or a bad setting.
+        ValueError: no image files in the inputs, or only earlier outputs (the message
+            says which), or a bad setting.
     """
     inputs, output = [Path(p) for p in inputs], Path(output)
     missing = [str(p) for p in inputs if not p.exists()]
@@ -280,6 +281,13 @@ def upscale_files(
     model = _resolve_model(model)
     summary = UpscaleSummary(output)
     jobs = _plan(inputs, output, model.scale, image_format, summary)
+    if not jobs and summary.earlier_outputs:  # e.g. `drn-tf upscale out/ --output out/`
+        found = summary.earlier_outputs
+        raise ValueError(
+            f"nothing to upscale: the {len(found)} image(s) in the inputs are earlier outputs "
+            f"of drn-tf, skipped (named <name>_x<n>, inside {output} or beside their source; "
+            f"first: {found[0]})"
+        )
     if not jobs:
         raise ValueError("no image files found in the inputs")
 

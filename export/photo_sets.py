@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def calibration_images(
     Photos from ``folders`` (recursive) are downscaled ×``scale`` with MATLAB bicubic, like
     the LR images the model sees, and cut into up to ``count`` crops spread over the images.
     No folders: the bundled calibration set (:data:`CALIBRATION_SET`, 32 LR crops of 48×48
-    from 32 varied photos) as it is, whatever ``scale``, ``count`` and ``size``.
+    from 32 varied photos) as it is, whatever ``scale``, ``count`` and ``size``. Photos under
+    ``size * scale`` pixels on a side give no crop: they are named in one note line on stderr,
+    or in the error when no photo is large enough.
 
     Why a varied set: int8 activation ranges come from what calibration sees. Calibrated on
     the one sample photo (LR peak 209), the packaged ×4 model's OpenVINO int8 lost 0.165 dB
@@ -88,13 +91,17 @@ def calibration_images(
             raise base.ExportError(f"{folder}: no images found for calibration")
         paths += found
     crops: list[np.ndarray] = []
+    too_small: list[str] = []  # "path (WxH)" of the images that give no crop
     per_image = max(1, math.ceil(count / len(paths)))
     for path in paths:
         if len(crops) >= count:
             break
         image = read_image(path)  # names the file on error
         if min(image.shape[:2]) < size * scale:
-            continue  # too small for one crop (a 1×1 image would not even survive modcrop)
+            # Too small for one crop (a 1×1 image would not even survive modcrop): named
+            # below, so that a folder calibrating on fewer photos than it holds says why.
+            too_small.append(f"{path} ({image.shape[1]}x{image.shape[0]})")
+            continue
         lr = imresize(modcrop(image, scale), 1 / scale)
         side = math.ceil(math.sqrt(per_image))
         rows = np.linspace(0, lr.shape[0] - size, num=side, dtype=int)
@@ -102,6 +109,20 @@ def calibration_images(
         corners = [(top, left) for top in rows for left in cols][:per_image]
         for top, left in corners[: count - len(crops)]:
             crops.append(lr[None, top : top + size, left : left + size].astype(np.float32))
+    why = f"under {size * scale} pixels on a side ({size}-pixel LR crops at ×{scale})"
     if not crops:
-        raise base.ExportError(f"no calibration image is at least {size * scale} pixels on a side")
+        raise base.ExportError(
+            f"no calibration image is large enough: all {why}: {_listed(too_small)}"
+        )
+    if too_small:
+        print(
+            f"note: calibration skipped {len(too_small)} image(s) {why}: {_listed(too_small)}",
+            file=sys.stderr,
+        )
     return crops
+
+
+def _listed(names: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` and how many more, for a one-line message."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

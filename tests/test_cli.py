@@ -15,7 +15,16 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import DUAL_PT, IO_NPZ, PRIMAL_PT, REFERENCE, needs_reference, run_python
+from helpers import (
+    DUAL_PT,
+    IO_NPZ,
+    PRIMAL_PT,
+    REFERENCE,
+    needs_reference,
+    read_log,
+    run_python,
+    tiny_config,
+)
 from PIL import Image
 
 from drn_tf import cli
@@ -411,6 +420,52 @@ def test_signal_ends_upscale_with_one_line(signum, tiny, tmp_path):
     written = list(out.iterdir())
     assert 0 < len(written) < 300
     assert [p.name for p in written if p.name.startswith(".")] == []  # no temp file left
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_with_one_line_and_it_resumes(tmp_path):
+    """``kill -TERM`` of ``drn-tf train`` once two epochs are saved: the Ctrl-C line and
+    status 130 (README: Ctrl-C or SIGTERM), and the same command resumes where it stopped."""
+    config = tiny_config(tmp_path, steps=2000, steps_per_epoch=2)
+    del config["val_dir"]  # no validation: epochs end sooner
+    argv = [sys.executable, "-m", "drn_tf", "train"]
+    for name, value in config.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, *map(str, value if isinstance(value, list) else [value])]
+    log = Path(config["output"]) / "log.csv"
+
+    def start() -> subprocess.Popen:
+        env = {**_user_env(), "PYTHONUNBUFFERED": "1"}  # its lines as they are printed
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
+
+    process = start()
+    deadline = time.monotonic() + 240
+    while not (log.is_file() and len(read_log(log)) >= 2) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)  # until two epochs are logged (and backed up): mid-run
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    ours = [line for line in stderr.splitlines() if line.startswith("drn-tf")]
+    assert ours == ["drn-tf train: interrupted; run the same command again to resume"], stderr
+    assert "wrote" not in stdout
+    stopped_at = int(read_log(log)[-1]["step"])
+    assert 4 <= stopped_at < 2000
+    # Resumed with the same flags, but only to check where: a SIGTERM as soon as it says so.
+    process = start()
+    line = process.stdout.readline()  # "training on …", then whether it resumes
+    while line.startswith("training on"):
+        line = process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert line.startswith(f"resuming run {config['output']} at step ")
+    assert int(line.split()[-1]) >= stopped_at  # an epoch may end between log and signal
 
 
 # --- upscale: paths first -----------------------------------------------------------------------

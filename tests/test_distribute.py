@@ -327,8 +327,11 @@ WORKER_SCRIPT = """
     import keras
     import numpy as np
 
-    from drn_tf import cli, distribute
+    from drn_tf import cli, distribute, precision
 
+    # A GPU as far as --precision goes: mixed_float16 (loss scaling, its state in checkpoints)
+    # runs on these CPU workers on purpose, where drn-tf train refuses it (CPUs emulate it).
+    precision._has_gpu = lambda: True
     argv, die_at_epoch, weights = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     val_psnr = []

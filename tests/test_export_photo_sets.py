@@ -70,6 +70,24 @@ def test_calibration_images_bad_folders(tmp_path):
     (tmp_path / "empty" / "readme.txt").write_text("x")
     with pytest.raises(base.ExportError, match="empty: no images found for calibration"):
         photo_sets.calibration_images([tmp_path / "empty"], scale=4)
-    _photos(tmp_path / "small", [(40, 40)])
-    with pytest.raises(base.ExportError, match="at least 192 pixels on a side"):
+    _photos(tmp_path / "small", [(40, 40), (1, 1)])
+    with pytest.raises(base.ExportError, match="no calibration image is large enough") as error:
         photo_sets.calibration_images([tmp_path / "small"], scale=4, size=48)
+    assert "under 192 pixels on a side" in str(error.value)
+    assert f"{tmp_path / 'small' / 'p0.jpg'} (40x40)" in str(error.value)
+    assert f"{tmp_path / 'small' / 'p1.png'} (1x1)" in str(error.value)
+
+
+def test_calibration_images_name_the_photos_too_small_for_a_crop(tmp_path, capsys):
+    """A photo under ``size * scale`` pixels on a side gives no crop: it is named in one note
+    line, not dropped silently (a 1×1 image, and one a pixel short of 4 × 16)."""
+    _photos(tmp_path / "mixed", [(1, 1), (300, 200), (63, 80)])
+    crops = photo_sets.calibration_images([tmp_path / "mixed"], scale=4, count=6, size=16)
+    assert len(crops) == 2  # ceil(6 / 3 photos) from the one large enough
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "note: calibration skipped 2 image(s) under 64 pixels on a side (16-pixel LR crops at "
+        f"×4): {tmp_path / 'mixed' / 'p0.jpg'} (1x1), {tmp_path / 'mixed' / 'p2.jpg'} (80x63)"
+    ]
+    photo_sets.calibration_images([tmp_path / "mixed"], scale=2, count=6, size=16)
+    assert f"{tmp_path / 'mixed' / 'p2.jpg'}" not in capsys.readouterr().err  # 63 ≥ 2 × 16

@@ -207,3 +207,20 @@ def test_load_model_rejects_missing_folder_and_other_suffixes(tiny, tmp_path):
         path.write_bytes(tiny[1].read_bytes())
         with pytest.raises(ValueError, match=message):
             loading.load_model(path)
+
+
+def test_random_duals_are_recognised_and_forgotten_for_training(tiny):
+    """The record :func:`drn_tf.convert.convert_checkpoint` writes without a dual checkpoint
+    makes adapt refuse the model, and is dropped (with a note) when a run trains its duals."""
+    model, path = tiny
+    converted = DRN(model.primal, model.duals, drn_config=model.drn_config)
+    assert not loading.has_random_duals(converted)
+    assert loading.forget_random_duals(converted, path) is None
+    converted.info["duals"] = "random initialisation: no dual checkpoint was converted"
+    assert loading.has_random_duals(converted)
+    with pytest.raises(ValueError, match="its dual networks are random"):
+        loading.check_trained_duals(converted, path, "adapting it")
+    note = loading.forget_random_duals(converted, path)
+    assert note.startswith(f"note: {path} has random dual networks") and "\n" not in note
+    assert converted.info == {} and not loading.has_random_duals(converted)
+    loading.check_trained_duals(converted, path, "adapting it")

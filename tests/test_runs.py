@@ -8,6 +8,7 @@ and modification times.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -79,6 +80,34 @@ def test_bad_configs_are_refused_up_front(tmp_path, monkeypatch, changes, messag
     assert str(error.value).startswith(message.format(tmp=tmp_path))
     assert "\n" not in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no run folder
+
+
+def test_mixed_float16_without_a_gpu_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """CPUs emulate float16 (several times slower than float32): one line, exit status 1,
+    before the strategy, the model, the images and the run folder."""
+    from drn_tf import cli, distribute, precision, runs, training
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --precision was checked")
+
+    for module, name in ((distribute, "make_strategy"), (training, "build_model")):
+        monkeypatch.setattr(module, name, no_work)
+    monkeypatch.setattr(training, "_load_data", no_work)
+    monkeypatch.setattr(precision, "_has_gpu", lambda: False)
+    images = write_images(tmp_path / "images", 1, seed=0, size=8)
+    argv = ["train", "--train-dir", str(images), "--output", str(tmp_path / "run")]
+    assert cli.main([*argv, "--precision", "mixed_float16"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "drn-tf train: error: precision mixed_float16 needs a GPU, and this machine has none "
+        "(CPUs emulate float16, several times slower than float32); use auto, float32 or "
+        "mixed_bfloat16"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no run folder
+    config = TrainConfig(train_dir=[str(images)], output=str(tmp_path / "run"))
+    for name in ("auto", "float32", "mixed_bfloat16"):
+        runs.validate_config(dataclasses.replace(config, precision=name))
+    monkeypatch.setattr(precision, "_has_gpu", lambda: True)  # with a GPU: accepted
+    runs.validate_config(dataclasses.replace(config, precision="mixed_float16"))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")

@@ -53,7 +53,9 @@ def test_resolve_precision():
     cpu = "mixed_bfloat16" if native_bf16 else "float32"
     expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else cpu
     assert resolve_precision("auto") == expected
-    for name in ("float32", "mixed_float16", "mixed_bfloat16"):
+    names = ("float32", "mixed_float16", "mixed_bfloat16")
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    for name in names if gpu else names[::2]:  # mixed_float16 needs a GPU (test_precision)
         assert resolve_precision(name) == name
     for bad in ("float16", "fp16", "bfloat16", "", "AUTO"):
         with pytest.raises(ValueError, match="precision must be one of"):
@@ -346,6 +348,55 @@ def test_init_starts_from_a_saved_model(tiny):
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(plain)
     with pytest.raises(ValueError, match="not a DRN"):
         build_model(TrainConfig(train_dir=["unused"], init=str(plain)))
+
+
+def test_init_with_random_duals_says_so_and_the_run_no_longer_records_them(tiny, capsys):
+    """``--init`` of a model converted without the authors' dual checkpoint: one note line
+    (the duals start from random weights), and the run's model, whose duals it trains, is
+    not refused later by adapt and ``evaluate --lr-only`` for random duals."""
+    from drn_tf.loading import check_trained_duals
+    from drn_tf.training import build_model
+
+    model, path = tiny
+    converted = DRN(model.primal, model.duals, drn_config=model.drn_config, info={
+        "duals": "random initialisation: no dual checkpoint was converted", "kept": "yes"
+    })  # fmt: skip
+    no_duals = save_model_atomic(converted, path.with_name("no_duals.keras"))
+    started = build_model(TrainConfig(train_dir=["unused"], init=str(no_duals)))
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {no_duals} has random dual networks (converted without --dual-checkpoint): "
+        "they start from random weights and train with the primal; convert with the authors' "
+        "dual checkpoint to start from theirs"
+    ]
+    assert started.info == {"kept": "yes"}
+    check_trained_duals(started, "the run's model", "adapting it")  # not refused
+    build_model(TrainConfig(train_dir=["unused"], init=str(path)))  # trained duals: no note
+    assert capsys.readouterr().err == ""
+
+
+def test_validation_set_is_read_once_so_a_missing_lr_file_is_noted_once(tmp_path, caplog):
+    """``--val-dir`` with a benchmark set missing one LR file: "… missing; computing it" once
+    (it was logged twice: the TensorBoard samples and the dataset each read the set)."""
+    from drn_tf.training import _load_data
+
+    val = tmp_path / "val"
+    write_images(val / "HR", 2, seed=1, size=24)
+    (val / "LR_bicubic" / "X4").mkdir(parents=True)
+    Image.new("RGB", (6, 6)).save(val / "LR_bicubic" / "X4" / "img0x4.png")
+    config = TrainConfig(
+        train_dir=[str(write_images(tmp_path / "train", 2, seed=0, size=32))],
+        val_dir=[str(val)], patch_size=32, batch_size=2, progress=0,
+    )  # fmt: skip
+    _, val_ds, val_pairs = _load_data(config, replicas=1, scale=4)
+    missing = val / "LR_bicubic" / "X4" / "img1x4.png"
+    notes = [r.getMessage() for r in caplog.records if "missing; computing" in r.getMessage()]
+    assert notes == [
+        f"{missing} missing; computing it from {val / 'HR' / 'img1.png'} with imresize"
+    ]
+    lrs = [lr for lr, _ in val_ds.as_numpy_iterator()]
+    assert len(lrs) == len(val_pairs) == 2
+    for lr, (expected, _) in zip(lrs, val_pairs, strict=True):  # the dataset is the pairs read
+        np.testing.assert_array_equal(lr[0], expected)
 
 
 # --------------------------------------------------------------------------------------------

@@ -222,6 +222,26 @@ def test_earlier_outputs_of_any_scale_are_skipped_and_look_alikes_are_not(tiny, 
     assert third.earlier_outputs == [beside / "b_x4.png"]
 
 
+def test_a_folder_of_earlier_outputs_alone_says_so(tiny, tmp_path, capsys):
+    """``drn-tf upscale out/ --output out/`` where out/ holds only earlier outputs: the error
+    says they are earlier outputs, skipped, not that there are no images."""
+    out = tmp_path / "out"
+    write_image(out / "a_x4.png", _image(8, 8, seed=1))
+    write_image(out / "sub" / "b_x2.jpg", _image(8, 8, seed=2))
+    argv = ["upscale", str(out), "--output", str(out), "--model", str(tiny[1])]
+    assert cli.main([*argv, "--runtime", "keras"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "drn-tf upscale: error: nothing to upscale: the 2 image(s) in the inputs are earlier "
+        f"outputs of drn-tf, skipped (named <name>_x<n>, inside {out} or beside their source; "
+        f"first: {out / 'a_x4.png'})"
+    )
+    assert sorted(p.name for p in out.rglob("*")) == ["a_x4.png", "b_x2.jpg", "sub"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="^no image files found in the inputs$"):
+        upscale_files([empty], out, tiny[0], progress=False)
+
+
 def _unreadable(monkeypatch, folder: Path) -> None:
     """``folder`` cannot be listed, as for a user without read permission (tests run as root,
     who reads everything)."""
