@@ -12,7 +12,8 @@ Every path runs in its own worker process (:mod:`benchmarks.paths`): artifacts a
 in this process and cached under ``--work-dir``; each worker loads its runtime, warms up, then
 the workers take turns, one repetition each per round (rotating who goes first), so a change
 of machine load hits every path alike. GEMM micro-benchmarks (fp32, bf16, int8, PyTorch's
-oneDNN) take turns with them and give the machine's peak per precision (their best round).
+oneDNN, OpenVINO: :mod:`benchmarks.peaks`) take turns with them and give the machine's peak
+per precision (their best round).
 Per path: median and p90 latency, output megapixels/s, effective GFLOP/s (2 × the exact
 multiply-accumulate count of the traced graph / median), its share of the GEMM peak of its
 precision, the worker's peak RSS (``VmHWM``: the runtime and the model), and agreement with
@@ -37,10 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import kernels
+from benchmarks import kernels, peaks
 from benchmarks import paths as P
 from benchmarks import report as R
-from drn_tf import cpu
 from drn_tf.console import quiet_tensorflow
 from drn_tf.flags import UsageError, setting
 from export import reporting, verification
@@ -52,15 +52,6 @@ DEFAULT_CHECKPOINT = _REPO.parent / "shared" / "reference" / "drn_s_x4.pt"
 #: precision is measured twice, through PyTorch (fp32: MKL; bf16: oneDNN's matmul; int8:
 #: ``_int_mm``, oneDNN's s8s8s32 GEMM API) and through OpenVINO's MatMul (the brgemm kernels its
 #: convolutions use): a precision's peak is the faster one.
-GEMMS = {
-    "gemm_fp32": ("fp32", 2048),
-    "gemm_bf16": ("bf16", 4096),
-    "gemm_int8": ("int8", 4096),
-    "gemm_fp32_openvino": ("fp32", 2048),
-    "gemm_bf16_openvino": ("bf16", 4096),
-    "gemm_int8_openvino": ("int8", 4096),
-}
-QUICK_GEMM = 256
 #: The paths' targets (issue 9), checked in the report.
 TARGETS = {
     "fastest_vs_torch": 2.5,  # fastest path meeting its floor / fastest PyTorch (AMX: 4.0)
@@ -97,38 +88,6 @@ class LatencyConfig:
 # --- workers ---------------------------------------------------------------------------------
 
 
-def _gemm_runner(path: str, n: int) -> P.base.Runner:
-    """One n×n×n matrix product of :data:`GEMMS` ``path`` (PyTorch, or OpenVINO's int8); fp32
-    falls back to numpy without torch. The image argument is ignored. ``runner.kernels(image)``
-    names the kernels it ran (:mod:`benchmarks.kernels`)."""
-    precision = GEMMS[path][0]
-    if path.endswith("_openvino"):
-        if not importlib.util.find_spec("openvino"):
-            raise P.Skipped(f"OpenVINO's {precision} GEMM needs openvino (pip install '.[export]')")
-        if precision == "bf16" and not cpu.native_bf16():
-            raise P.Skipped("no native bf16 here: OpenVINO would compute it in fp32")
-        run, ran = kernels.openvino_gemm(precision, n)
-        run.kernels = lambda _: ran
-        return run
-    try:
-        import torch
-    except ImportError:
-        if precision != "fp32":
-            raise P.Skipped(
-                f"the {precision} GEMM peak needs torch (pip install '.[compare]')"
-            ) from None
-        a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-        return lambda _: a @ a
-    if precision == "int8":
-        a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
-        run = lambda _: torch._int_mm(a, a)  # noqa: E731 - it gets an attribute below
-    else:
-        a = torch.randn(n, n, dtype=torch.float32 if precision == "fp32" else torch.bfloat16)
-        run = lambda _: torch.matmul(a, a)  # noqa: E731
-    run.kernels = lambda _: kernels.onednn_kernels(lambda: run(None))
-    return run
-
-
 def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | None, verbose: bool):
     """A worker process: builds one runner (a path of :mod:`benchmarks.paths`, a GEMM, or
     ``spec["factory"]``), warms it up, then answers ``run`` (its time in ms), ``output`` (its
@@ -144,7 +103,7 @@ def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | Non
                 import torch
 
                 torch.set_num_threads(threads)
-            runner = _gemm_runner(spec["path"], spec["n"])
+            runner = peaks.gemm_runner(spec["path"], spec["n"])
         else:
             runner = P.make_runner(spec, threads)
         for _ in range(warmup):
@@ -360,24 +319,12 @@ def _add_worker(workers, record, spec, image, config, verbose) -> None:
         workers[spec["path"]] = worker
 
 
-def peaks_of(model_record: dict) -> dict[str, float]:
-    """The machine's peak GFLOP/s (int8: GOP/s) per precision, from the best (fastest) GEMM
-    of this model's rounds: a peak is what the machine can do, and the best round is the one
-    least disturbed by other load. Shares of it are therefore conservative."""
-    peaks: dict[str, float] = {}
-    for record in model_record["gemm"].values():
-        if "min_ms" in record:
-            peak = 2 * record["n"] ** 3 / (record["min_ms"] / 1000) / 1e9
-            peaks[record["compute"]] = max(peak, peaks.get(record["compute"], 0.0))
-    return peaks
-
-
 def evaluate_targets(model_record: dict, cpu: dict) -> list[dict]:
     """The issue's targets for one model: each with its measured value, the bar and met."""
-    peaks = peaks_of(model_record)
+    machine_peaks = peaks.peaks_of(model_record)
     ok = {r["path"]: r for r in model_record["paths"] if "median_ms" in r}
     for record in ok.values():
-        peak = peaks.get(record["compute"])
+        peak = machine_peaks.get(record["compute"])
         record["peak_share"] = record["gflops"] / peak if peak else None
     torch_paths = [r for p, r in ok.items() if p in P.TORCH]
     targets = []
@@ -446,17 +393,6 @@ def _fmt(value, digits=1, unit="") -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
-def _gemm_line(path: str, gemm: dict) -> str:
-    """``- `gemm_int8` (int8, 4096³): 1,234 GOP/s; kernels: …`` for the report."""
-    unit = "GOP/s" if gemm["compute"] == "int8" else "GFLOP/s"
-    if "min_ms" in gemm:
-        speed = f"{_fmt(2 * gemm['n'] ** 3 / gemm['min_ms'] / 1e6, 0)} {unit}"
-    else:
-        speed = gemm.get("skipped") or gemm.get("error") or "not run"
-    ran = kernels.kernel_summary(gemm.get("kernels"))
-    return f"- `{path}` ({gemm['compute']}, {gemm['n']}³): {speed}; kernels: {ran}"
-
-
 def markdown(report: dict) -> str:
     """The report as Markdown: the CPU heading, the GEMM peaks, one table per model, targets."""
     cpu = report["cpu"]
@@ -474,7 +410,7 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`",
     ]
     for model in report["models"]:
-        peaks = peaks_of(model)
+        machine_peaks = peaks.peaks_of(model)
         lines += [
             "",
             f"### {model['label']}: {model['config']['n_blocks']} blocks, "
@@ -484,11 +420,12 @@ def markdown(report: dict) -> str:
             "GEMM peaks in the same rounds (best round; a precision's peak is its fastest "
             "GEMM): "
             + ", ".join(
-                f"{p} {_fmt(v, 0)} G{'OP' if p == 'int8' else 'FLOP'}/s" for p, v in peaks.items()
+                f"{p} {_fmt(v, 0)} G{'OP' if p == 'int8' else 'FLOP'}/s"
+                for p, v in machine_peaks.items()
             )
             + ".",
             "",
-            *[_gemm_line(path, g) for path, g in model["gemm"].items()],
+            *[peaks.gemm_line(path, g) for path, g in model["gemm"].items()],
             "",
             "| path | compute | median ms | p90 ms | MP/s | GFLOP/s | % of peak | peak RSS MB "
             "| PSNR vs Keras fp32 dB (floor) |",
@@ -575,7 +512,7 @@ def run(config: LatencyConfig, positionals: list[str], verbose: bool = False) ->
     output = Path(config.output)
     work_dir = Path(config.work_dir) if config.work_dir else output / "artifacts"
     work_dir.mkdir(parents=True, exist_ok=True)
-    gemm = {p: (c, QUICK_GEMM if config.quick else n) for p, (c, n) in GEMMS.items()}
+    gemm = {p: (c, peaks.QUICK_GEMM if config.quick else n) for p, (c, n) in peaks.GEMMS.items()}
 
     cpu = P.cpu_info()
     image = benchmark_image(config.size)

@@ -13,7 +13,15 @@ import pytest
 from PIL import Image
 
 import drn_tf
-from benchmarks import checkpoints, data_pipeline, latency, precision, quality, train_throughput
+from benchmarks import (
+    checkpoints,
+    data_pipeline,
+    latency,
+    peaks,
+    precision,
+    quality,
+    train_throughput,
+)
 from benchmarks import paths as bench_paths
 from drn_tf.flags import parse_config
 from export import verification
@@ -242,7 +250,7 @@ def test_targets_are_ratios_of_the_measured_times():
         },
     }
     # A precision's peak is its fastest GEMM: int8 is OpenVINO's 2·1000³ / 0.5 ms.
-    assert latency.peaks_of(record)["int8"] == pytest.approx(4000)
+    assert peaks.peaks_of(record)["int8"] == pytest.approx(4000)
     targets = {t["target"]: t for t in latency.evaluate_targets(record, {"flags": {}})}
     fastest = targets["fastest path (mixed_bfloat16) / fastest PyTorch (torch_bf16)"]
     assert fastest["value"] == pytest.approx(2.0) and not fastest["met"]  # int8 is below floor
