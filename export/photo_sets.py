@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from drn_tf.bundled import CALIBRATION_SET, HELD_OUT_SET, SAMPLE_IMAGE
 from export import base
@@ -90,19 +91,18 @@ def calibration_images(
         if not found:
             raise base.ExportError(f"{folder}: no images found for calibration")
         paths += found
+    # Photos too small for one crop (a 1×1 image would not even survive modcrop) are told
+    # from their headers first, so that the crops are spread over the photos that give some;
+    # they are named below, so that a folder calibrating on fewer photos than it holds says why.
+    sizes = {path: _header_size(path) for path in paths}
+    too_small = [f"{p} ({w}x{h})" for p, (w, h) in sizes.items() if min(w, h) < size * scale]
+    usable = [p for p, (w, h) in sizes.items() if min(w, h) >= size * scale]
     crops: list[np.ndarray] = []
-    too_small: list[str] = []  # "path (WxH)" of the images that give no crop
-    per_image = max(1, math.ceil(count / len(paths)))
-    for path in paths:
+    per_image = max(1, math.ceil(count / max(1, len(usable))))
+    for path in usable:
         if len(crops) >= count:
             break
-        image = read_image(path)  # names the file on error
-        if min(image.shape[:2]) < size * scale:
-            # Too small for one crop (a 1×1 image would not even survive modcrop): named
-            # below, so that a folder calibrating on fewer photos than it holds says why.
-            too_small.append(f"{path} ({image.shape[1]}x{image.shape[0]})")
-            continue
-        lr = imresize(modcrop(image, scale), 1 / scale)
+        lr = imresize(modcrop(read_image(path), scale), 1 / scale)  # names the file on error
         side = math.ceil(math.sqrt(per_image))
         rows = np.linspace(0, lr.shape[0] - size, num=side, dtype=int)
         cols = np.linspace(0, lr.shape[1] - size, num=side, dtype=int)
@@ -120,6 +120,20 @@ def calibration_images(
             file=sys.stderr,
         )
     return crops
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` from its header, without decoding the
+    pixels; a file PIL cannot open is decoded by :func:`drn_tf.images.read_image`, which reads
+    what PIL alone does not or names the problem."""
+    from drn_tf.images import read_image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        height, width = read_image(path).shape[:2]  # raises, naming the file and the problem
+        return width, height
 
 
 def _listed(names: Sequence[str], shown: int = 3) -> str:
