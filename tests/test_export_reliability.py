@@ -298,7 +298,8 @@ def test_a_tiny_calibration_image_is_one_line(tiny, tmp_path, capsys, format, si
     module = {"tflite": tflite, "openvino": openvino}[format]
     assert module.main([*argv, "--calibration-data", str(photos)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"python -m export.{format}: error: no calibration image is at least 192 pixels on a side"
+        f"python -m export.{format}: error: no calibration image is large enough: all under 192 "
+        f"pixels on a side (48-pixel LR crops at ×4): {photos / 'tiny.png'} ({side}x{side})"
     ]
     assert not output.parent.exists()
 
