@@ -178,6 +178,19 @@ def tiny_config(root: Path, **changes) -> dict:
     return {**config, **changes}
 
 
+def as_flags(config: dict) -> list[str]:
+    """The command-line flags of a settings dict (:func:`tiny_config`): ``--name value``,
+    lists as several values, booleans as ``--name`` / ``--no-name``."""
+    flags = []
+    for name, value in config.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return flags
+
+
 def make_clip(
     path: Path,
     frames: int = 24,

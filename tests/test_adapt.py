@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import SMALL, run_killed
+from helpers import SMALL, as_flags, run_killed
 from PIL import Image
 
 from drn_tf import cli, data
@@ -328,19 +328,6 @@ def adapt_config(root: Path, model: Path, **changes) -> dict:
         "progress": 0,
     }
     return {**config, **changes}
-
-
-def as_flags(config: dict) -> list[str]:
-    flags = []
-    for name, value in config.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list):
-            flags += [flag, *map(str, value)]
-        else:
-            flags += [flag, str(value)]
-    return flags
 
 
 @pytest.fixture(scope="module")

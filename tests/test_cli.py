@@ -20,6 +20,7 @@ from helpers import (
     IO_NPZ,
     PRIMAL_PT,
     REFERENCE,
+    as_flags,
     needs_reference,
     read_log,
     run_python,
@@ -428,13 +429,7 @@ def test_sigterm_stops_training_with_one_line_and_it_resumes(tmp_path):
     status 130 (README: Ctrl-C or SIGTERM), and the same command resumes where it stopped."""
     config = tiny_config(tmp_path, steps=2000, steps_per_epoch=2)
     del config["val_dir"]  # no validation: epochs end sooner
-    argv = [sys.executable, "-m", "drn_tf", "train"]
-    for name, value in config.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        else:
-            argv += [flag, *map(str, value if isinstance(value, list) else [value])]
+    argv = [sys.executable, "-m", "drn_tf", "train", *as_flags(config)]
     log = Path(config["output"]) / "log.csv"
 
     def start() -> subprocess.Popen:

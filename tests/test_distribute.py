@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     SMALL,
     SUBPROCESS_ENV,
+    as_flags,
     last_json,
     read_log,
     run_python,
@@ -40,18 +41,6 @@ from drn_tf.training import train
 from drn_tf.training_images import load_lr_images, load_pyramids
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
-
-
-def argv_of(config: dict) -> list[str]:
-    """``drn-tf train`` flags of a :func:`tiny_config` dict."""
-    argv = ["train"]
-    for name, value in config.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        else:
-            argv += [flag, *map(str, value if isinstance(value, list) else [value])]
-    return argv
 
 
 def one_device_run(root: Path, config: dict) -> dict:
@@ -123,7 +112,7 @@ def test_cli_multi_worker_without_a_good_tf_config_fails_before_reading_data(
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
     config = tiny_config(tmp_path, strategy="multi_worker")
-    assert cli.main(argv_of(config)) == 1
+    assert cli.main(["train", *as_flags(config)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("drn-tf train: error:") and message in error and "\n" not in error
     assert not Path(config["output"]).exists()
@@ -164,7 +153,7 @@ def test_each_worker_reads_its_own_share_of_the_files(tmp_path, loader):
 
 @pytest.mark.slow
 def test_adapt_runs_under_mirrored(tiny, tmp_path, capsys):
-    from test_adapt import adapt_config, as_flags
+    from test_adapt import adapt_config
 
     config = adapt_config(tmp_path, tiny[1], steps=2, steps_per_epoch=1)
     assert cli.main(["adapt", *as_flags(config), "--strategy", "mirrored"]) == 0
@@ -394,7 +383,7 @@ def run_workers(config: dict, root: Path, die_at_epoch: int = -1, timeout: float
     processes; returns ``[(exit status, stdout, stderr, weights file)]`` per worker. Both are
     killed if they outlive ``timeout``."""
     ports = free_ports(2)
-    argv = argv_of({**config, "strategy": "multi_worker"})
+    argv = ["train", *as_flags({**config, "strategy": "multi_worker"})]
     workers = [start_worker(argv, ports, index, root, die_at_epoch) for index in range(2)]
     return wait_for(workers, timeout)
 
@@ -473,7 +462,8 @@ def test_only_the_chief_writes_the_run(multi_worker_run):
 def test_a_worker_whose_cluster_never_completes_stops_with_one_line(tmp_path):
     # Two clusters of two, each with one worker missing: the coordination service's leader
     # (worker 0) and a worker waiting for an absent leader (worker 1).
-    argv = argv_of({**tiny_config(tmp_path), "strategy": "multi_worker", "cluster_timeout": 5})
+    config = {**tiny_config(tmp_path), "strategy": "multi_worker", "cluster_timeout": 5}
+    argv = ["train", *as_flags(config)]
     started = time.monotonic()
     workers = [
         start_worker(argv, free_ports(2), index, tmp_path / str(index)) for index in range(2)
