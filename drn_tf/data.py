@@ -23,7 +23,13 @@ from drn_tf.scales import check_scale
 from drn_tf.settings import unpaired_count
 from drn_tf.training_images import Pyramid, pyramid_factors
 
-__all__ = ["make_eval_dataset", "make_mixed_dataset", "make_train_dataset", "unpaired_count"]
+__all__ = [
+    "eval_dataset",
+    "make_eval_dataset",
+    "make_mixed_dataset",
+    "make_train_dataset",
+    "unpaired_count",
+]
 
 
 def _as_levels(pyramid: Pyramid | Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -238,25 +244,23 @@ def _dihedral(patch: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
     return tf.cond(flips[2], lambda: tf.transpose(patch, [1, 0, 2]), lambda: patch)
 
 
-def make_eval_dataset(
-    folder: PathLike, scale: int, pairs: list[tuple[str, np.ndarray, np.ndarray]] | None = None
-) -> tf.data.Dataset:
-    """Full-image evaluation dataset (see :func:`load_eval_pairs` for the pairing rules).
+def make_eval_dataset(folder: PathLike, scale: int) -> tf.data.Dataset:
+    """Full-image evaluation dataset of a folder (see :func:`load_eval_pairs` for the pairing
+    rules): :func:`eval_dataset` of its pairs, in sorted file order."""
+    return eval_dataset([(lr, hr) for _, lr, hr in load_eval_pairs(folder, scale)])
 
-    ``pairs``: ``load_eval_pairs(folder, scale)`` when the caller has read them already (the
-    set is then read once, and a missing LR file's note logged once).
+
+def eval_dataset(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tf.data.Dataset:
+    """Full-image evaluation dataset of ``(lr, hr)`` uint8 ``(H, W, 3)`` pairs already read.
 
     Returns:
         ``tf.data.Dataset`` of ``(lr, hr)`` with batch size 1: ``lr`` float32
         ``(1, H/s, W/s, 3)``, ``hr`` float32 ``(1, H, W, 3)``, both on 0..255 with dynamic H and W,
-        in sorted file order. It is finite (one pass over the set).
+        in the pairs' order. It is finite (one pass over the set).
     """
-    if pairs is None:
-        pairs = load_eval_pairs(folder, scale)
 
     def generate():
-        for _, lr, hr in pairs:
-            yield lr, hr
+        yield from pairs
 
     spec = tf.TensorSpec((None, None, 3), tf.uint8)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=(spec, spec))

@@ -171,12 +171,11 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
         train_ds = data.make_train_dataset(
             pyramids, scale, config.patch_size, batch_size, seed=seed, augment=config.augment
         )
-    val_ds, val_pairs = None, []
-    for folder in config.val_dir:
-        pairs = load_eval_pairs(folder, scale)
-        val_pairs += [(lr, hr) for _, lr, hr in pairs]
-        ds = data.make_eval_dataset(folder, scale, pairs)  # read once: its notes shown once
-        val_ds = ds if val_ds is None else val_ds.concatenate(ds)
+    # Each set read once (its notes shown once), for the dataset and the TensorBoard samples.
+    val_pairs = [
+        (lr, hr) for folder in config.val_dir for _, lr, hr in load_eval_pairs(folder, scale)
+    ]
+    val_ds = data.eval_dataset(val_pairs) if config.val_dir else None
     return train_ds, val_ds, val_pairs
 
 
