@@ -255,7 +255,9 @@ def measure_model(
     flags = P.cpu_info()["flags"]
     source = P.base.load_source(keras_path)
     size = image.shape[1]
+    # drn-tf's paths run the folded top level; PyTorch runs the authors' whole pyramid.
     macs = P.conv_macs(source.model, size, size)
+    torch_macs = P.pyramid_macs(source.model, size, size)
     reference = verification.keras_runner(source.model)(image)
     folder = P.artifact_folder(work_dir, source)
 
@@ -294,7 +296,8 @@ def measure_model(
     for record in results.values():
         if "median_ms" in record and not record["path"].startswith("gemm_"):
             record["mp_per_s"] = output_mp / (record["median_ms"] / 1000)
-            record["gflops"] = 2 * macs / (record["median_ms"] / 1000) / 1e9
+            work = torch_macs if P.PATHS[record["path"]].runtime == "torch" else macs
+            record["gflops"] = 2 * work / (record["median_ms"] / 1000) / 1e9
     cfg = source.model.drn_config
     return {
         "name": name,
@@ -305,6 +308,7 @@ def measure_model(
         "input_shape": list(image.shape),
         "output_megapixels": output_mp,
         "macs": macs,
+        "torch_macs": torch_macs,
         "paths": [r for p, r in results.items() if not p.startswith("gemm_")],
         "gemm": {p: r for p, r in results.items() if p.startswith("gemm_")},
     }
@@ -415,7 +419,8 @@ def markdown(report: dict) -> str:
             "",
             f"### {model['label']}: {model['config']['n_blocks']} blocks, "
             f"{model['config']['n_feats']} features, ×{model['config']['scale']}, "
-            f"{model['macs'] / 1e9:,.2f} G multiply-accumulates",
+            f"{model['macs'] / 1e9:,.2f} G multiply-accumulates "
+            f"(PyTorch, the authors' whole pyramid: {model.get('torch_macs', 0) / 1e9:,.2f} G)",
             "",
             "GEMM peaks in the same rounds (best round; a precision's peak is its fastest "
             "GEMM): "

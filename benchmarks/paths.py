@@ -79,16 +79,29 @@ class Skipped(Exception):
 
 
 def conv_macs(model: Any, height: int, width: int) -> int:
-    """Multiply-accumulates of one forward pass of ``model``'s primal network on a
-    ``(1, height, width, 3)`` input, counted exactly from the traced graph's convolutions:
-    ``kh·kw·C_in`` per output element of each ``Conv2D`` (the bicubic filter, every RCAB,
+    """Multiply-accumulates of upscaling a ``(1, height, width, 3)`` input with ``model`` as
+    every drn-tf path computes it (:func:`drn_tf.serving.super_resolve`: the top level only,
+    projections folded), counted exactly from the traced graph's convolutions: ``kh·kw·C_in``
+    per output element of each ``Conv2D`` (the bicubic filter, mean shifts, every RCAB,
     channel-attention 1×1 and stride-2 conv included; biases, activations, pooling and the
     pixel shuffle are not multiply-accumulates)."""
+    from drn_tf import serving
+
+    return _traced_macs(lambda x: serving.super_resolve(model, x), height, width)
+
+
+def pyramid_macs(model: Any, height: int, width: int) -> int:
+    """As :func:`conv_macs`, of the whole primal network as the authors' code runs it (every
+    level's output, projections unfolded): what the PyTorch paths compute."""
+    network = getattr(model, "primal", model)
+    return _traced_macs(lambda x: network(x, training=False), height, width)
+
+
+def _traced_macs(function: Any, height: int, width: int) -> int:
     import tensorflow as tf
 
-    network = getattr(model, "primal", model)
     spec = tf.TensorSpec((1, height, width, 3), tf.float32)
-    graph = tf.function(lambda x: network(x, training=False)).get_concrete_function(spec).graph
+    graph = tf.function(function).get_concrete_function(spec).graph
     total = 0
     for g in [graph, *(f.graph for f in graph._functions.values())]:
         for op in g.get_operations():

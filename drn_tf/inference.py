@@ -81,7 +81,7 @@ def _resolve_model(model: DRN | Bicubic | PathLike) -> DRN | Bicubic:
 # --------------------------------------------------------------------------------------------
 
 # One traced function per model and precision (weak keys: the cache never keeps a model alive).
-_FUNCTIONS: weakref.WeakKeyDictionary[keras.Model, dict[str, Callable]] = (
+_FUNCTIONS: weakref.WeakKeyDictionary[keras.Model, dict[str, tuple[keras.Model, Callable]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -114,7 +114,8 @@ def bfloat16_primal(model: DRN) -> keras.Model:
 
 def _network_function(model: DRN, policy: str) -> Callable:
     """:func:`drn_tf.serving.super_resolve` of ``model`` under ``policy`` as one
-    ``tf.function``, traced once for every input size."""
+    ``tf.function``, traced once for every input size, with the weights ``model`` has now (the
+    bfloat16 copy is refreshed, for a model trained further since the last call)."""
     functions = _FUNCTIONS.setdefault(model, {})
     if policy not in functions:
         network = model.primal if policy == "float32" else bfloat16_primal(model)
@@ -123,8 +124,11 @@ def _network_function(model: DRN, policy: str) -> Callable:
         def function(images):
             return serving.super_resolve(network, images)
 
-        functions[policy] = function
-    return functions[policy]
+        functions[policy] = network, function
+    network, function = functions[policy]
+    if network is not model.primal:
+        network.set_weights(model.primal.get_weights())
+    return function
 
 
 def _runner(model: DRN | Bicubic, policy: str) -> Runner:

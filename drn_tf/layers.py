@@ -51,6 +51,34 @@ def conv(
     )
 
 
+def fold_projection(upsample: layers.Conv2D, project: layers.Conv2D, scale: int = 2):
+    """One convolution equal to ``upsample`` (k×k, ``C_in → r²·C``), a ×r pixel shuffle, then
+    ``project`` (1×1, ``C → P``): the kernel ``(k, k, C_in, r²·P)`` and bias ``(r²·P,)``, float32,
+    of a k×k convolution that the same shuffle follows.
+
+    The projection is linear and reads one pixel, so it moves before the shuffle: sub-pixel ``s``
+    of output channel ``p`` is ``Σ_c W[c, p] · (K[…, s·C + c] * x + b[s·C + c]) + d[p]`` (DCR
+    order, :class:`PixelShuffle`). The shuffle then carries ``r²·P`` channels instead of
+    ``r²·C``: in DRN (``P ≤ C/2``) half or less of the ×2 convolution's multiply-accumulates, and
+    the 1×1 convolution at the larger size is gone.
+    """
+    kernel = ops.convert_to_tensor(upsample.kernel, "float32")
+    height, width, c_in, channels = kernel.shape
+    mixing = ops.convert_to_tensor(project.kernel, "float32")[0, 0]  # (C, P)
+    subpixels = scale * scale
+    if channels != subpixels * mixing.shape[0]:
+        raise ValueError(
+            f"{upsample.name} gives {channels} channels, not {subpixels} sub-pixels of the "
+            f"{mixing.shape[0]} that {project.name} reads"
+        )
+    kernel = ops.matmul(ops.reshape(kernel, (-1, mixing.shape[0])), mixing)
+    bias = ops.matmul(
+        ops.reshape(ops.convert_to_tensor(upsample.bias, "float32"), (subpixels, -1)), mixing
+    )
+    bias = bias + ops.convert_to_tensor(project.bias, "float32")
+    return ops.reshape(kernel, (height, width, c_in, -1)), ops.reshape(bias, (-1,))
+
+
 def _torch_cubic(x: np.ndarray, a: float = -0.75) -> np.ndarray:
     """The cubic convolution kernel of PyTorch's bicubic interpolation (coefficient a = -0.75)."""
     x = np.abs(x)

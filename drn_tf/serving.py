@@ -4,7 +4,8 @@
 pixel step documented for TFLite, ONNX, OpenVINO and TensorRT) produce pixels exactly as here,
 so they agree byte for byte:
 
-1. the primal network's top output (×scale), float32 on (about) 0..255;
+1. the primal network's top output (×scale), float32 on (about) 0..255, as
+   :func:`drn_tf.models.top_level` computes it;
 2. :func:`to_pixels`: NaN → 0, clip to 0..255, round half to even, cast to uint8.
 
 Only TensorFlow ops that lower to TFLite builtins and ONNX operators are used.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from drn_tf.models import top_level
 
 #: Input of the float serving function: a batch of RGB images, float32 on 0..255, any size.
 FLOAT_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
@@ -34,11 +37,14 @@ def to_pixels(sr: tf.Tensor) -> tf.Tensor:
 
 def super_resolve(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
     """The top SR level of ``model`` (a DRN or its primal network) for float32 NHWC 0..255
-    ``images`` ``(N, H, W, 3)``: float32 ``(N, s·H, s·W, 3)``, not clipped."""
+    ``images`` ``(N, H, W, 3)``: float32 ``(N, s·H, s·W, 3)``, not clipped; computed by
+    :func:`drn_tf.models.top_level` (the projections folded in). Any other Keras model of
+    images gives its (last) output."""
     network = getattr(model, "primal", model)
+    if any(layer.name == "up_0_project" for layer in network.layers):
+        return tf.cast(top_level(network, images), tf.float32)
     outputs = network(images, training=False)
-    top = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-    return tf.cast(top, tf.float32)
+    return tf.cast(outputs[-1] if isinstance(outputs, (list, tuple)) else outputs, tf.float32)
 
 
 def super_resolve_uint8(model: keras.Model, images: tf.Tensor) -> tf.Tensor:

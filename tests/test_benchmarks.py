@@ -80,29 +80,36 @@ def test_bad_values_are_one_line(capsys):
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
-def expected_macs(n_blocks: int, n_feats: int, h: int, w: int, scale: int = 4) -> int:
+def expected_macs(n_blocks: int, n_feats: int, h: int, w: int, pyramid: bool = False) -> int:
     """Multiply-accumulates of DRN-S ×4 written out from the architecture (docs/drn-reference.md
-    §2.3), independently of the traced graph: k·k·C_in·C_out·H_out·W_out per convolution."""
-    f, H, W = n_feats, scale * h, scale * w
+    §2.3), independently of the traced graph: k·k·C_in·C_out·H_out·W_out per convolution.
+    ``pyramid``: every level and the 1×1 projections, as the authors' code; otherwise the top
+    level with each projection folded into the ×2 convolution before it (what drn-tf runs)."""
+    f, H, W = n_feats, 4 * h, 4 * w
 
     def conv(k, c_in, c_out, hh, ww):
         return k * k * c_in * c_out * hh * ww
 
-    total = conv(5, 3, 3 * scale * scale, h, w)  # bicubic: one 5×5 conv, scale² phases per channel
-    total += 2 * conv(1, 3, 3, H, W) + conv(1, 3, 3, h, w) + conv(1, 3, 3, 2 * h, 2 * w)  # means
+    total = conv(5, 3, 3 * 16, h, w)  # bicubic: one 5×5 conv, scale² phases per channel
+    total += 2 * conv(1, 3, 3, H, W)  # mean shifts of the input and the top level
     total += conv(3, 3, f, H, W)  # head
     total += conv(3, f, f, H // 2, W // 2) + conv(3, f, 2 * f, H // 2, W // 2)  # down 0
     total += conv(3, 2 * f, 2 * f, h, w) + conv(3, 2 * f, 4 * f, h, w)  # down 1
     c = 4 * f
-    total += conv(3, c, 3, h, w)  # tail 0
+    if pyramid:  # the lower levels' tails and mean shifts
+        total += conv(3, c, 3, h, w) + conv(1, 3, 3, h, w)
+        total += conv(3, 4 * f, 3, 2 * h, 2 * w) + conv(1, 3, 3, 2 * h, 2 * w)
     for k, skip in ((0, 2 * f), (1, f)):
         hh, ww = h * 2**k, w * 2**k
         squeezed = max(c // 16, 1)
         rcab = 2 * conv(3, c, c, hh, ww) + conv(1, c, squeezed, 1, 1) + conv(1, squeezed, c, 1, 1)
-        total += n_blocks * rcab + conv(3, c, 4 * c, hh, ww)  # RCABs, upsampler conv
-        total += conv(1, c, skip, 2 * hh, 2 * ww) + conv(3, 2 * skip, 3, 2 * hh, 2 * ww)
+        total += n_blocks * rcab
+        if pyramid:  # ×2 conv to 4c channels, shuffle, 1×1 projection to the skip's width
+            total += conv(3, c, 4 * c, hh, ww) + conv(1, c, skip, 2 * hh, 2 * ww)
+        else:  # ×2 conv straight to 4 sub-pixels of the skip's width
+            total += conv(3, c, 4 * skip, hh, ww)
         c = 2 * skip
-    return total
+    return total + conv(3, c, 3, H, W)  # top tail
 
 
 @pytest.mark.slow
@@ -110,10 +117,12 @@ def test_mac_count_is_exact():
     keras.utils.set_random_seed(0)
     tiny = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=2, n_feats=4)
     assert bench_paths.conv_macs(tiny, 12, 20) == expected_macs(2, 4, 12, 20)
+    assert bench_paths.pyramid_macs(tiny, 12, 20) == expected_macs(2, 4, 12, 20, pyramid=True)
     paper = drn_tf.build_drn_bundle("drn-s", 4)
-    macs = bench_paths.conv_macs(paper, 128, 128)
-    assert macs == expected_macs(30, 16, 128, 128)
-    assert round(macs / 1e9, 1) == 195.1  # the issue's figure for DRN-S ×4 at 128×128
+    assert bench_paths.conv_macs(paper, 128, 128) == expected_macs(30, 16, 128, 128)
+    pyramid = bench_paths.pyramid_macs(paper, 128, 128)
+    assert pyramid == expected_macs(30, 16, 128, 128, pyramid=True)
+    assert round(pyramid / 1e9, 1) == 195.1  # the issue's figure for DRN-S ×4 at 128×128
 
 
 def test_checkpoint_sizes_of_the_authors_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -89,6 +90,22 @@ def test_bfloat16_copy_computes_in_bfloat16_with_float32_tails(tiny):
     assert {policies[n] for n in ("upsample", "tail_0", "tail_2", "add_mean")} == {"float32"}
     for a, b in zip(copy.get_weights(), model.primal.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_upscale_uses_the_weights_the_model_has_now(precision):
+    """A notebook upscales, trains further, upscales again: the second call sees the training."""
+    keras.utils.set_random_seed(3)
+    model = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
+    image = _image(6, 5, seed=3)
+    before = drn_tf.upscale(image, model, precision=precision)
+    head = model.primal.get_layer("head")
+    head.set_weights([w * 1.5 for w in head.get_weights()])
+    after = drn_tf.upscale(image, model, precision=precision)
+    fresh = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=1, n_feats=4)
+    fresh.set_weights(model.get_weights())
+    np.testing.assert_array_equal(after, drn_tf.upscale(image, fresh, precision=precision))
+    assert not np.array_equal(before, after)
 
 
 @pytest.mark.slow

@@ -346,3 +346,34 @@ def test_layer_config_round_trip(make, shape):
 
     again = cls.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
+
+
+# --------------------------------------------------------------------------------------------
+# fold_projection
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c_in,channels,projected", [(8, 8, 4), (6, 4, 4), (3, 2, 5)])
+def test_fold_projection_equals_conv_shuffle_then_projection(c_in, channels, projected):
+    keras.utils.set_random_seed(c_in + channels)
+    upsample = drn_layers.conv(4 * channels, 3, c_in)
+    project = drn_layers.conv(projected, 1, channels)
+    x = np.random.default_rng(c_in).normal(size=(2, 5, 7, c_in)).astype(np.float32)
+    want = np.asarray(project(PixelShuffle(2)(upsample(x))))
+
+    kernel, bias = drn_layers.fold_projection(upsample, project)
+    assert tuple(kernel.shape) == (3, 3, c_in, 4 * projected) and tuple(bias.shape) == (
+        4 * projected,
+    )
+    got = tf.nn.depth_to_space(tf.nn.conv2d(x, kernel, 1, "SAME") + bias, 2).numpy()
+    assert want.std() > 0.1  # random weights, biases included: the check means something
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fold_projection_refuses_layers_that_do_not_chain():
+    upsample = drn_layers.conv(12, 3, 4, name="up")
+    project = drn_layers.conv(2, 1, 4, name="proj")
+    upsample.build((None, None, None, 4))
+    project.build((None, None, None, 4))
+    with pytest.raises(ValueError, match="up gives 12 channels.*proj"):
+        drn_layers.fold_projection(upsample, project)

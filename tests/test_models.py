@@ -12,6 +12,7 @@ from helpers import SMALL
 import drn_tf
 from drn_tf import DRN, DRNConfig, build_drn, build_drn_bundle, build_duals
 from drn_tf.layers import RCAB
+from drn_tf.models import top_level
 
 # Paper / authors' code (reference §2.2): primal parameters (MeanShift included) and duals.
 PAPER = {
@@ -119,6 +120,28 @@ SHAPES = {
     8: [(1, 3, 5), (2, 4, 4)],
     16: [(2, 3, 2)],
 }
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_top_level_is_the_top_output_with_fewer_convolutions(small_models, scale):
+    import tensorflow as tf
+
+    primal, _ = small_models[scale]
+    x = images((2, 5, 3, 3), seed=scale)
+    want = np.asarray(primal(x)[-1])
+    np.testing.assert_allclose(np.asarray(top_level(primal, x)), want, rtol=1e-5, atol=1e-3)
+
+    def convolutions(function):
+        spec = tf.TensorSpec((1, 8, 8, 3), tf.float32)
+        graph = tf.function(function).get_concrete_function(spec).graph
+        graphs = [graph, *(f.graph for f in graph._functions.values())]
+        return sum(op.type == "Conv2D" for g in graphs for op in g.get_operations())
+
+    # Per phase, the 1×1 projection (folded) and a lower level's tail and mean shift are gone.
+    phases = scale.bit_length() - 1
+    assert convolutions(lambda t: top_level(primal, t)) == (
+        convolutions(lambda t: primal(t)) - 3 * phases
+    )
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8, 16])
@@ -333,6 +356,18 @@ def test_mixed_bfloat16_outputs_are_float32_and_close(mixed_bfloat16):
     assert not np.array_equal(got[-1], want[-1])  # bfloat16 was really used
     for k, dual in enumerate(mixed_duals):
         assert np.asarray(dual(got[k + 1])).dtype == np.float32
+
+
+def test_top_level_runs_in_the_layers_compute_dtype(mixed_bfloat16):
+    mixed = build_drn("drn-s", 4, **SMALL)
+    x = images((1, 6, 5, 3), seed=12)
+    got, want = np.asarray(top_level(mixed, x)), np.asarray(mixed(x)[-1])
+    assert got.dtype == np.float32  # the float32 tail
+    assert np.mean(np.abs(got - want)) < 1.0  # both bfloat16, rounded in different places
+    keras.mixed_precision.set_global_policy("float32")
+    reference = build_drn("drn-s", 4, **SMALL)
+    reference.set_weights(mixed.get_weights())
+    assert not np.array_equal(got, np.asarray(top_level(reference, x)))  # bfloat16 was used
 
 
 def test_export_as_keras_users_call_it(tmp_path):
