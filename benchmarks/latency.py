@@ -265,8 +265,8 @@ def measure_model(
     workers: dict[str, Worker] = {}
     for path in config.paths:
         info = P.PATHS[path]
-        label, compute = P.ran_as(info.runtime, info.label, info.compute, flags)
-        results[path] = {"path": path, "label": label, "compute": compute}
+        path_label, compute = P.ran_as(info.runtime, info.label, info.compute, flags)
+        results[path] = {"path": path, "label": path_label, "compute": compute}
         try:
             spec = P.prepare(path, source, folder, checkpoint)
         except P.Skipped as reason:

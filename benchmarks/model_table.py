@@ -10,9 +10,10 @@ when installed, or a ``.keras`` path) and for bicubic at each of their scales:
 - Set5/Set14 (or the ``--data`` folders) Y-PSNR/SSIM by :func:`drn_tf.evaluation.evaluate`,
   the protocol and numbers of ``drn-tf evaluate``;
 - parameters of the primal network and of the dual networks;
-- GMAC (10⁹ multiply-accumulates) of the primal network on the LR frame of one ``--frame``
-  output (1920×1080 by default: a 480×270 input at ×4), counted exactly from the traced graph
-  by :func:`benchmarks.paths.conv_macs` (one pass over the whole frame; upscaling in tiles adds
+- GMAC (10⁹ multiply-accumulates) of upscaling (:func:`drn_tf.models.top_level`: the top
+  level, projections folded) the LR frame of one ``--frame`` output (1920×1080 by default: a
+  480×270 input at ×4), counted exactly from the traced graph by
+  :func:`benchmarks.paths.conv_macs` (one pass over the whole frame; upscaling in tiles adds
   the tiles' overlaps on top);
 - frames/s of ``drn_tf.upscale`` (tiles as the defaults) on one such LR frame (the bundled
   photo resized) with ``runtime="keras"`` in float32 and with ``runtime="auto"`` (what it
@@ -171,9 +172,9 @@ def model_files(names: Sequence[str]) -> tuple[list[tuple[str, Path]], list[str]
 
 def training_data(info: dict) -> str:
     """The training data a model file names in ``model.info["training"]`` (``drn-tf train on
-    T91 + BSD200, …`` → ``T91 + BSD200``); "–" when it names none."""
+    T91 + BSD200 (a remark), …`` → ``T91 + BSD200``); "–" when it names none."""
     text = str(info.get("training", ""))
-    found = re.search(r"\bon (.+?)(?:,|$)", text)
+    found = re.search(r"\bon (.+?)(?:,| \(|$)", text)
     return found.group(1).strip() if found else (text or "–")
 
 
@@ -364,8 +365,9 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`; load average {report['load_average']:.1f} at the end"
         f"{during} ({report['cpus']} CPUs). "
-        "PSNR/SSIM: Y channel, scale pixels shaved (`drn-tf evaluate`); GMAC: the primal "
-        f"network's multiply-accumulates on the LR frame of one {width}×{height} output; "
+        "PSNR/SSIM: Y channel, scale pixels shaved (`drn-tf evaluate`); GMAC: upscaling's "
+        "multiply-accumulates (top level, projections folded) on the LR frame of one "
+        f"{width}×{height} output; "
         f"frames/s: `drn_tf.upscale` on that frame (default tiles), median of "
         f"{report['frames']} after a warm-up, each runtime in a fresh process; auto runs "
         f"{report['auto']} here. Published rows: the papers' numbers [n].",

@@ -266,6 +266,27 @@ def build_drn_bundle(variant: str = "drn-s", scale: int = 4, **overrides) -> DRN
     )
 
 
+def deepen(model: DRN, n_blocks: int) -> DRN:
+    """``model`` with ``n_blocks`` RCABs per up-phase instead of its fewer: the same outputs, more
+    depth to train. Built under the current dtype policy; every layer ``model`` has keeps its
+    weights (by name), and each new RCAB (after the old ones of its phase) starts as an identity:
+    its second convolution is zero, so its residual adds nothing."""
+    cfg = model.drn_config
+    if n_blocks < cfg.n_blocks:
+        raise ValueError(f"cannot deepen a model of {cfg.n_blocks} RCABs per phase to {n_blocks}")
+    deeper = build_drn_bundle(cfg.variant, cfg.scale, n_blocks=n_blocks, n_feats=cfg.n_feats)
+    pairs = [(deeper.primal, model.primal), *zip(deeper.duals, model.duals, strict=True)]
+    for network, source in pairs:
+        names = {layer.name for layer in source.layers}
+        for layer in network.layers:
+            if layer.name in names:
+                layer.set_weights(source.get_layer(layer.name).get_weights())
+            elif isinstance(layer, RCAB):
+                layer.conv2.set_weights([w * 0 for w in layer.conv2.get_weights()])
+    deeper.info = dict(model.info)
+    return deeper
+
+
 def save_model_atomic(model: keras.Model, output: str | os.PathLike) -> Path:
     """Saves ``model`` to ``output`` (``.keras``) through a temporary file, so a failure or an
     interruption never leaves a partial file, and an existing file is replaced only when the

@@ -130,7 +130,11 @@ class _TrainData:
 class _TrainModel(ModelSize, _TrainData):
     """What ``train`` trains, and on what."""
 
-    init: str | None = setting(None, "Start from this .keras model (e.g. a converted checkpoint).")
+    init: str | None = setting(
+        None,
+        "Start from this .keras model (e.g. a converted checkpoint); with more --n-blocks than "
+        "it has, a deeper copy whose new RCABs start as identities.",
+    )
 
 
 @dataclasses.dataclass
@@ -283,7 +287,7 @@ class UpscaleConfig:
     model: str = setting(
         "default",
         "A .keras model, 'default' (the packaged model for --scale), 'fast' (the packaged "
-        "fast ×4 model, about 1/9 of the compute) or 'bicubic' (MATLAB bicubic, the baseline).",
+        "fast ×4 model, about 1/8.6 of the compute) or 'bicubic' (MATLAB bicubic, the baseline).",
     )
     scale: int | None = setting(
         None,

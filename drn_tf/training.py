@@ -13,8 +13,10 @@ samples (:func:`drn_tf.data.make_mixed_dataset`); what it gains: ``docs/adaptati
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -37,7 +39,7 @@ from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.files import naming_full_disk, remove_stale_temp_files
 from drn_tf.image_sets import load_eval_pairs
 from drn_tf.loading import check_trained_duals, forget_random_duals, load_model
-from drn_tf.models import build_drn_bundle, save_model_atomic
+from drn_tf.models import build_drn_bundle, deepen, save_model_atomic
 from drn_tf.runs import (
     RunConfig,
     check_run_folder,
@@ -72,29 +74,46 @@ def build_model(config: RunConfig, policy: str = "float32") -> DualRegressionMod
                 f"{config.init}: a ×{loaded.scale} model, but --scale is {config.scale}"
             )
         saved = loaded.drn_config  # run.json must say what is trained
+        deeper = config.n_blocks is not None and config.n_blocks > saved.n_blocks
         for flag, given, real in (
             ("--variant", config.variant, saved.variant),
-            ("--n-blocks", config.n_blocks, saved.n_blocks),
+            ("--n-blocks", None if deeper else config.n_blocks, saved.n_blocks),
             ("--n-feats", config.n_feats, saved.n_feats),
         ):
             if given is not None and given != real:
                 raise ValueError(
                     f"{config.init}: a {saved.variant} model (--n-blocks {saved.n_blocks}, "
-                    f"--n-feats {saved.n_feats}), but {flag} is {given}; match it or leave it out"
+                    f"--n-feats {saved.n_feats}), but {flag} is {given}; match it or leave it "
+                    "out (or give more --n-blocks to deepen it)"
                 )
         note = forget_random_duals(loaded, config.init)  # random duals: trained from here
         if note:
             print(note, file=sys.stderr)
+        if deeper:
+            with _building_in(policy):
+                loaded = deepen(loaded, config.n_blocks)
+            print(
+                f"{config.init}: deepened from {saved.n_blocks} to {config.n_blocks} RCABs per "
+                "phase; the new ones start as identities",
+                file=sys.stderr,
+            )
         return DualRegressionModel.from_drn(loaded, config.dual_weight)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)  # what the layers built here compute in
-    try:
+    with _building_in(policy):
         fresh = build_drn_bundle(
             config.variant, config.scale, n_blocks=config.n_blocks, n_feats=config.n_feats
         )
+    return DualRegressionModel.from_drn(fresh, config.dual_weight)
+
+
+@contextlib.contextmanager
+def _building_in(policy: str) -> Iterator[None]:
+    """Layers built inside compute in the Keras dtype ``policy``."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
     finally:
         keras.config.set_dtype_policy(previous)
-    return DualRegressionModel.from_drn(fresh, config.dual_weight)
 
 
 def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:

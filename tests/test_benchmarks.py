@@ -209,6 +209,8 @@ def test_latency_quick_run(tmp_path, capsys):
     assert model["gemm"]["gemm_fp32"]["compute"] == "fp32"
     text = (out / "latency.md").read_text()
     assert text.startswith(f"## Latency: {report['cpu']['model']}") and "amx_bf16" in text
+    assert f"### {model['label']}: 1 blocks, 4 features" in text  # the model, not a path
+    assert model["label"] not in {row["label"] for row in model["paths"]}
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert text in capsys.readouterr().out
 
@@ -458,3 +460,12 @@ def test_model_table_tiny_run(tiny, tmp_path):
     for published in x4:
         cells = " / ".join(published.sets["Set5"])
         assert table[published.model][:3] == ["×4", published.training, cells]
+
+
+def test_training_data_is_read_from_the_model_note():
+    from benchmarks.model_table import training_data
+
+    note = "drn-tf train on T91 + BSD200 (BSD200 every 20th held out for validation), n_blocks 3"
+    assert training_data({"training": note}) == "T91 + BSD200"
+    assert training_data({"training": "drn-tf train on T91, 5,000 steps"}) == "T91"
+    assert training_data({}) == "–"

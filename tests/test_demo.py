@@ -83,6 +83,14 @@ def test_packaged_models_meet_their_bars_on_set5_and_set14(scale):
         assert ours[name]["psnr"] >= bar, (name, ours[name]["psnr"], bar)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"benchmark data not found at {SHARED}")
+def test_the_fast_tier_is_above_fsrcnn_on_set5_and_set14():
+    # Issue 23's bar for the fast tier: FSRCNN ×4 (Set5 30.71, Set14 27.59, its paper).
+    ours = evaluate(load_model("fast"), [SHARED / "Set5", SHARED / "Set14"], 4, progress=False)
+    assert ours["Set5"]["psnr"] > 30.71 and ours["Set14"]["psnr"] > 27.59, ours
+
+
 def test_demo_names_the_scales_flag(tmp_path, capsys):
     from drn_tf import cli
 

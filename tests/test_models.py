@@ -12,7 +12,7 @@ from helpers import SMALL
 import drn_tf
 from drn_tf import DRN, DRNConfig, build_drn, build_drn_bundle, build_duals
 from drn_tf.layers import RCAB
-from drn_tf.models import top_level
+from drn_tf.models import deepen, top_level
 
 # Paper / authors' code (reference §2.2): primal parameters (MeanShift included) and duals.
 PAPER = {
@@ -356,6 +356,20 @@ def test_mixed_bfloat16_outputs_are_float32_and_close(mixed_bfloat16):
     assert not np.array_equal(got[-1], want[-1])  # bfloat16 was really used
     for k, dual in enumerate(mixed_duals):
         assert np.asarray(dual(got[k + 1])).dtype == np.float32
+
+
+def test_deepen_keeps_every_output_and_refuses_to_remove_blocks():
+    keras.utils.set_random_seed(4)
+    model = build_drn_bundle("drn-s", 2, **SMALL)
+    deeper = deepen(model, 2)
+    assert deeper.drn_config.n_blocks == 2
+    x = images((1, 5, 6, 3), seed=4)
+    for ours, theirs in zip(deeper(x), model(x), strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-6, atol=1e-4)
+    y = images((1, 10, 12, 3), seed=5)
+    np.testing.assert_array_equal(np.asarray(deeper.duals[0](y)), np.asarray(model.duals[0](y)))
+    with pytest.raises(ValueError, match="cannot deepen a model of 2 RCABs per phase to 1"):
+        deepen(deeper, 1)
 
 
 def test_top_level_runs_in_the_layers_compute_dtype(mixed_bfloat16):

@@ -336,18 +336,43 @@ def test_init_starts_from_a_saved_model(tiny):
             np.testing.assert_array_equal(ours, saved)
     with pytest.raises(ValueError, match="×4 model, but --scale is 8"):
         build_model(TrainConfig(train_dir=["unused"], init=str(path), scale=8))
-    for flag, value in (("n_feats", 8), ("n_blocks", 2), ("variant", "drn-l")):
+    for flag, value in (("n_feats", 8), ("variant", "drn-l")):
         with pytest.raises(ValueError) as error:  # the run.json would say what is not trained
             build_model(TrainConfig(train_dir=["unused"], init=str(path), **{flag: value}))
         assert str(error.value) == (
             f"{path}: a drn-s model (--n-blocks 1, --n-feats 4), but "
-            f"--{flag.replace('_', '-')} is {value}; match it or leave it out"
+            f"--{flag.replace('_', '-')} is {value}; match it or leave it out (or give more "
+            "--n-blocks to deepen it)"
         )
     build_model(TrainConfig(train_dir=["unused"], init=str(path), n_feats=4, n_blocks=1))
     plain = path.with_name("plain.keras")
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(plain)
     with pytest.raises(ValueError, match="not a DRN"):
         build_model(TrainConfig(train_dir=["unused"], init=str(plain)))
+
+
+def test_init_with_more_blocks_deepens_the_model_and_keeps_its_outputs(tiny, tmp_path, capsys):
+    from drn_tf.training import build_model
+
+    model, path = tiny
+    deeper = build_model(TrainConfig(train_dir=["unused"], init=str(path), n_blocks=3))
+    assert capsys.readouterr().err.strip() == (
+        f"{path}: deepened from 1 to 3 RCABs per phase; the new ones start as identities"
+    )
+    names = {layer.name for layer in deeper.primal.layers}
+    assert {f"up_{k}_rcab_{j}" for k in (0, 1) for j in (0, 1, 2)} <= names
+    lr = np.random.default_rng(5).uniform(0, 255, (1, 6, 5, 3)).astype(np.float32)
+    for ours, saved in zip(deeper.primal(lr), model.primal(lr), strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(saved), rtol=1e-6, atol=1e-4)
+    # The new blocks are trainable layers like the others, not frozen identities.
+    new_block = deeper.primal.get_layer("up_1_rcab_2")
+    assert new_block.trainable and not np.any(new_block.conv2.get_weights()[0])
+    assert np.any(new_block.conv1.get_weights()[0])
+
+    two = drn_tf.build_drn_bundle("drn-s", 4, n_blocks=2, n_feats=4)
+    fewer = save_model_atomic(two, tmp_path / "two.keras")
+    with pytest.raises(ValueError, match="--n-blocks 2, --n-feats 4\\), but --n-blocks is 1"):
+        build_model(TrainConfig(train_dir=["unused"], init=str(fewer), n_blocks=1))
 
 
 def test_init_with_random_duals_says_so_and_the_run_no_longer_records_them(tiny, capsys):
