@@ -17,6 +17,7 @@ from benchmarks import (
     checkpoints,
     data_pipeline,
     latency,
+    latency_report,
     peaks,
     precision,
     quality,
@@ -262,7 +263,7 @@ def test_targets_are_ratios_of_the_measured_times():
     }
     # A precision's peak is its fastest GEMM: int8 is OpenVINO's 2·1000³ / 0.5 ms.
     assert peaks.peaks_of(record)["int8"] == pytest.approx(4000)
-    targets = {t["target"]: t for t in latency.evaluate_targets(record, {"flags": {}})}
+    targets = {t["target"]: t for t in latency_report.evaluate_targets(record, {"flags": {}})}
     fastest = targets["fastest path (mixed_bfloat16) / fastest PyTorch (torch_bf16)"]
     assert fastest["value"] == pytest.approx(2.0) and not fastest["met"]  # int8 is below floor
     fp32 = targets["fastest fp32 (tf_function) / fastest PyTorch fp32 (torch_fp32)"]
@@ -271,9 +272,9 @@ def test_targets_are_ratios_of_the_measured_times():
     assert share["value"] == pytest.approx(5 / 200)  # 5 GFLOP/s of a 2·1000³ / 10 ms peak
     keras_bf16 = targets["Keras mixed_bfloat16 tf.function / PyTorch bf16 autocast"]
     assert keras_bf16["value"] == pytest.approx(2.0) and keras_bf16["met"]
-    assert fastest["bar"] == latency.TARGETS["fastest_vs_torch"]
-    amx = latency.evaluate_targets(record, {"flags": {"amx_int8": True}})
-    assert amx[0]["bar"] == latency.TARGETS["fastest_vs_torch_amx"]  # the AMX bar is higher
+    assert fastest["bar"] == latency_report.TARGETS["fastest_vs_torch"]
+    amx = latency_report.evaluate_targets(record, {"flags": {"amx_int8": True}})
+    assert amx[0]["bar"] == latency_report.TARGETS["fastest_vs_torch_amx"]  # the AMX bar is higher
 
 
 @pytest.mark.parametrize("precision, suffix", [("int8", "_I8"), ("fp32", "_f32")])
