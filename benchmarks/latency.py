@@ -246,9 +246,11 @@ def measure_model(
     flags = P.cpu_info()["flags"]
     source = P.base.load_source(keras_path)
     size = image.shape[1]
-    # drn-tf's paths run the folded top level; PyTorch runs the authors' whole pyramid.
+    # drn-tf's paths run the folded top level; PyTorch runs the authors' whole pyramid (traced
+    # only when a PyTorch path runs: a second trace of the model).
     macs = P.conv_macs(source.model, size, size)
-    torch_macs = P.pyramid_macs(source.model, size, size)
+    with_torch = any(P.PATHS[p].runtime == "torch" for p in config.paths)
+    torch_macs = P.pyramid_macs(source.model, size, size) if with_torch else None
     reference = verification.keras_runner(source.model)(image)
     folder = P.artifact_folder(work_dir, source)
 

@@ -112,12 +112,15 @@ def markdown(report: dict) -> str:
     ]
     for model in report["models"]:
         machine_peaks = peaks.peaks_of(model)
+        torch_macs = model.get("torch_macs")
+        pyramid = (
+            f" (PyTorch, the authors' pyramid: {torch_macs / 1e9:,.2f} G)" if torch_macs else ""
+        )
         lines += [
             "",
             f"### {model['label']}: {model['config']['n_blocks']} blocks, "
             f"{model['config']['n_feats']} features, ×{model['config']['scale']}, "
-            f"{model['macs'] / 1e9:,.2f} G multiply-accumulates "
-            f"(PyTorch, the authors' whole pyramid: {model.get('torch_macs', 0) / 1e9:,.2f} G)",
+            f"{model['macs'] / 1e9:,.2f} G multiply-accumulates{pyramid}",
             "",
             "GEMM peaks in the same rounds (best round; a precision's peak is its fastest "
             "GEMM): "

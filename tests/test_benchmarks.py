@@ -212,6 +212,7 @@ def test_latency_quick_run(tmp_path, capsys):
     assert text.startswith(f"## Latency: {report['cpu']['model']}") and "amx_bf16" in text
     assert f"### {model['label']}: 1 blocks, 4 features" in text  # the model, not a path
     assert model["label"] not in {row["label"] for row in model["paths"]}
+    assert model["torch_macs"] is None and "pyramid" not in text  # no PyTorch path ran
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert text in capsys.readouterr().out
 
