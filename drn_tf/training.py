@@ -173,7 +173,7 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
         what += f" (worker {shard[1]} of {shard[0]}: its share of the files)"
     print(
         f"{'adapting' if adapting else 'training'} on {what} ({len(skipped)} skipped), "
-        f"precision {resolve_precision(config.precision)}, {replicas} replica(s)"
+        f"precision {keras.config.dtype_policy().name}, {replicas} replica(s)"
     )
     if adapting:
         train_ds = data.make_mixed_dataset(

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from drn_tf.bundled import CALIBRATION_SET, HELD_OUT_SET, SAMPLE_IMAGE
+from drn_tf.degrade import imresize, modcrop
+from drn_tf.images import find_images, read_image
 from export import base
 
 
@@ -31,8 +33,6 @@ def probe_images(scale: int) -> list[tuple[str, np.ndarray]]:
     calibration image (:func:`calibration_images`), so int8 is checked on photos it was not
     calibrated on.
     """
-    from drn_tf.degrade import imresize, modcrop
-
     hr = modcrop(read_rgb(SAMPLE_IMAGE), scale)
     lr = imresize(hr, 1 / scale)
     crop = lr[3:40, 5:57]  # 37 × 52
@@ -54,8 +54,6 @@ def bundled_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -76,9 +74,6 @@ def calibration_images(
     the one sample photo (LR peak 209), the packaged ×4 model's OpenVINO int8 lost 0.165 dB
     Set5 PSNR; on the bundled set 0.057 dB (AVX-512 VNNI EPYC, with NNCF's overflow fix).
     """
-    from drn_tf.degrade import imresize, modcrop
-    from drn_tf.images import find_images, read_image
-
     if not folders:
         return [image for _, image in bundled_images(CALIBRATION_SET)]
 
@@ -126,8 +121,6 @@ def _header_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of the image at ``path`` from its header, without decoding the
     pixels; a file PIL cannot open is decoded by :func:`drn_tf.images.read_image`, which reads
     what PIL alone does not or names the problem."""
-    from drn_tf.images import read_image
-
     try:
         with Image.open(path) as image:
             return image.size
