@@ -206,13 +206,21 @@ def evaluate(config: EvaluateConfig, folders: list[str]) -> None:
         )
         print(format_loop_table(results))
     else:
-        results = run_evaluation(model, folders, scale, lr_kind=config.lr_kind)
+        results = run_evaluation(
+            model, folders, scale, lr_kind=config.lr_kind, self_ensemble=config.self_ensemble
+        )
         print(format_table(results))
     if config.json:
         remove_stale_temp_files(Path(config.json).parent)
         write_json(
             config.json,
-            {"model": config.model, "scale": scale, "lr_kind": config.lr_kind, "sets": results},
+            {
+                "model": config.model,
+                "scale": scale,
+                "lr_kind": config.lr_kind,
+                "self_ensemble": config.self_ensemble,
+                "sets": results,
+            },
         )
         print(f"wrote {config.json}")
     _fail_if_skipped(sum(len(r["skipped"]) for r in results.values()))

@@ -58,6 +58,7 @@ def evaluate(
     scale: int,
     progress: bool = True,
     lr_kind: str = "bicubic",
+    self_ensemble: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """PSNR/SSIM of ``model`` on each folder.
 
@@ -72,6 +73,8 @@ def evaluate(
         lr_kind: the LR the model gets: a benchmark set's ``LR_<lr_kind>/X{scale}`` files
             (``nearest`` etc., written by ``drn-tf degrade``); only ``bicubic`` is computed
             where there are none.
+        self_ensemble: the model's output is the mean over the 8 flips and rotations of the
+            input (8× the time); a result to report apart from the plain model's.
 
     Returns:
         ``{set_name: {"psnr": mean dB, "ssim": mean, "images": {name: {"psnr": dB,
@@ -84,11 +87,14 @@ def evaluate(
 
     Raises:
         ValueError: ``model`` is neither a DRN nor ``"bicubic"``, its scale differs from
-            ``scale``, or a folder has no image, or none that can be measured.
+            ``scale``, or a folder has no image, or none that can be measured, or
+            ``self_ensemble`` with bicubic.
     """
     if isinstance(model, str):
         if model != "bicubic":
             raise ValueError(f"model must be a DRN or 'bicubic', got {model!r}")
+        if self_ensemble:
+            raise ValueError("self-ensemble needs a DRN model: bicubic is the same under flips")
     elif not isinstance(model, DRN):
         raise ValueError(f"model must be a DRN or 'bicubic', got a {type(model).__name__}")
     elif model.scale != scale:
@@ -99,7 +105,10 @@ def evaluate(
         pairs = load_eval_pairs(folder, scale, smallest_measurable(scale), skipped, lr_kind)
         images: dict[str, dict[str, float]] = {}
         for image_name, lr, hr in Bar(pairs, desc=set_name, unit="image", disable=not progress):
-            sr = imresize(lr, scale) if isinstance(model, str) else upscale(model, lr)
+            if isinstance(model, str):
+                sr = imresize(lr, scale)
+            else:  # one pass in float32: the protocol measures the network, not tiles or bf16
+                sr = upscale(lr, model, tile=None, precision="float32", self_ensemble=self_ensemble)
             if sr.shape != hr.shape:  # a model that does not upscale by `scale`
                 raise ValueError(f"{folder}/{image_name}: SR {sr.shape} vs HR {hr.shape}")
             images[image_name] = {

@@ -388,8 +388,17 @@ class EvaluateConfig:
     frames_per_video: int = setting(
         16, "--lr-only: frames sampled from each video, spread evenly over the clip."
     )
+    self_ensemble: bool = setting(
+        False,
+        "Score the mean of the 8 flips and rotations of each input (8x the time), reported "
+        "apart from the plain model's score.",
+    )
 
     def check(self) -> None:
+        if self.self_ensemble and (self.model == "bicubic" or self.lr_only):
+            raise FlagError(
+                "--self-ensemble scores a DRN's SR output: not with bicubic or --lr-only"
+            )
         if self.scale is not None:  # a DRN is ×2^k; bicubic also does ×3
             check_scale_flag(self.scale, power_of_two=self.model != "bicubic")
         check_at_least("--frames-per-video", self.frames_per_video)

@@ -64,6 +64,25 @@ def test_model_evaluation_matches_independent_metrics(tiny, plain_set):
     assert results["mine"]["ssim"] == pytest.approx(np.mean([v["ssim"] for v in images.values()]))
 
 
+def test_self_ensemble_scores_the_mean_of_the_eight_transformed_outputs(tiny, plain_set):
+    model = tiny[0]
+    results = evaluate(model, plain_set, 4, progress=False, self_ensemble=True)["mine"]
+    hr = modcrop(read_image(plain_set / "one.png"), 4)
+    lr = imresize(hr, 1 / 4).astype(np.float32)
+    outputs = []
+    for turns in range(4):  # the 8 rotations and mirrors, each output turned back
+        for mirror in (False, True):
+            view = np.rot90(lr, turns)[:, ::-1] if mirror else np.rot90(lr, turns)
+            sr = model.primal(np.ascontiguousarray(view)[None])[-1][0].numpy()
+            outputs.append(np.rot90(sr[:, ::-1] if mirror else sr, -turns))
+    expected = np.clip(np.round(np.mean(outputs, axis=0)), 0, 255).astype(np.uint8)
+    assert results["images"]["one"]["psnr"] == pytest.approx(psnr_y(expected, hr, 4), abs=1e-3)
+    plain = evaluate(model, plain_set, 4, progress=False)["mine"]["images"]["one"]["psnr"]
+    assert abs(results["images"]["one"]["psnr"] - plain) > 0.01  # the flag changes what is scored
+    with pytest.raises(ValueError, match="self-ensemble needs a DRN"):
+        evaluate("bicubic", plain_set, 4, self_ensemble=True)
+
+
 def test_bicubic_uses_matlab_imresize(plain_set):
     results = evaluate("bicubic", [plain_set], 4, progress=False)
     hr = modcrop(read_image(plain_set / "one.png"), 4)
@@ -221,6 +240,13 @@ def test_cli_evaluate_model_and_several_folders(tiny, plain_set, tmp_path, capsy
     content = json.loads(output.read_text())
     assert list(content["sets"]) == ["mine", "other"] and content["scale"] == 4
     direct = evaluate(tiny[0], [plain_set], 4, progress=False)["mine"]
+    assert content["sets"]["mine"]["psnr"] == pytest.approx(direct["psnr"], abs=1e-9)
+    assert content["self_ensemble"] is False
+    argv = ["evaluate", "--model", str(tiny[1]), str(plain_set), "--self-ensemble"]
+    assert cli.main([*argv, "--json", str(output)]) == 0
+    content = json.loads(output.read_text())
+    direct = evaluate(tiny[0], [plain_set], 4, progress=False, self_ensemble=True)["mine"]
+    assert content["self_ensemble"] is True
     assert content["sets"]["mine"]["psnr"] == pytest.approx(direct["psnr"], abs=1e-9)
 
 

@@ -64,6 +64,8 @@ def test_importing_the_settings_loads_no_tensorflow():
         ),
         (EvaluateConfig(frames_per_video=0), "--frames-per-video must be at least 1, got 0"),
         (EvaluateConfig(lr_only=True, model="bicubic"), "--lr-only needs a DRN model"),
+        (EvaluateConfig(self_ensemble=True, model="bicubic"), "--self-ensemble scores a DRN"),
+        (EvaluateConfig(self_ensemble=True, lr_only=True), "--self-ensemble scores a DRN"),
         (DegradeConfig(hr_dir="h", output="o", jpeg_quality=96), "--jpeg-quality must be 1..95"),
         (ConvertConfig(checkpoint="a.pt", output="m.h5"), "--output must name a .keras file"),
         (ConvertConfig(checkpoint="a.pt", output="m.keras", variant="drn-x"), "--variant must be"),
