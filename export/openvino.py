@@ -65,11 +65,7 @@ DEVICE = "CPU"
 #: Where the side-car's fields live in the IR's ``rt_info``: ``rt_info/drn_tf/<field>``.
 META_KEY = "drn_tf"
 PACKAGES = ("openvino", "nncf")
-#: Convolutions left in float by int8 quantization, counted from each end of the graph: the
-#: bicubic upsampling, sub_mean and head (they see raw 0..255 pixels), and the top tail and
-#: add_mean (they write them). Quantizing the last two as well loses 0.8 dB more Set5 ×4
-#: task PSNR, all five 2.4 dB more (measured on the packaged model).
-KEEP_FIRST, KEEP_LAST = 3, 2
+KEEP_FIRST, KEEP_LAST = base.KEEP_FIRST, base.KEEP_LAST
 
 _OPENVINO = ("openvino", "openvino")
 

@@ -19,10 +19,13 @@ Quantization (:data:`QUANTIZATIONS`): ``none`` float32; ``float16`` weights stor
 (dequantized at load, computed in float32 on CPUs); ``dynamic`` weights int8, activations
 float32 (quantized on the fly inside each op); ``int8`` weights and activations int8 ("full
 integer", calibrated on real photos: ``--calibration-data`` folders, else the bundled
-calibration set, :func:`photo_sets.calibration_images`), float32 input and output
-(``QUANTIZE``/``DEQUANTIZE`` at the two ends). Verified and timed in LiteRT (``ai_edge_litert``)
-with XNNPACK, as deployed. XNNPACK's int8 kernels widen to int16 before multiplying on every x86
-CPU (or use VNNI), so, unlike OpenVINO's, they need no overflow fix.
+calibration set, :func:`photo_sets.calibration_images`), float32 input and output, with the
+convolutions that read or write raw pixels left in float as OpenVINO's int8 leaves them
+(:data:`base.KEEP_FIRST`, :data:`base.KEEP_LAST`: the bicubic upsampling, sub_mean and head;
+the top tail and add_mean), and the down path too (:func:`float_nodes`). Verified and timed
+in LiteRT (``ai_edge_litert``) with XNNPACK, as deployed. XNNPACK's int8 kernels widen to
+int16 before multiplying on every x86 CPU (or use VNNI), so, unlike OpenVINO's, they need no
+overflow fix.
 
 ``--io uint8`` (with ``int8`` only) gives integer-only accelerators (Edge TPU, NPUs) a model
 with no float tensor at all: input ``images`` uint8, the pixels themselves (quantization scale
@@ -56,12 +59,17 @@ QUANTIZED = {
     "dynamic": "weights int8 (per channel; kernels under 1024 values stay float32); "
     "activations float32, quantized on the fly per op",
     "int8": "weights int8 (per channel) and activations int8 (calibrated); float32 input and "
-    "output, quantized and dequantized inside the model",
+    f"output, quantized and dequantized inside the model; the first {base.KEEP_FIRST} and last "
+    f"{base.KEEP_LAST} convolutions (upsample, sub_mean, head; tail, add_mean) and the down "
+    "path in float, except with --io uint8 (integer only)",
 }
 #: ``--io``: the input and output type; ``uint8`` needs ``--quantization int8``.
 IO_TYPES = ("float32", "uint8")
 PACKAGES = ("ai-edge-litert",)
 INPUT_NAME = "images"
+#: How the down path's convolutions (``drn_tf.models``' ``down_k`` blocks) are named in the
+#: converted graph; full int8 leaves them in float (:func:`float_nodes`).
+DOWN_PREFIX = "down_"
 OUTPUT_NAME = "sr"
 #: The name of the flatbuffer metadata entry holding the side-car's JSON.
 METADATA_NAME = "drn_tf_export"
@@ -155,8 +163,37 @@ def _quantize(calibrated: bytes, io: str = "float32") -> bytes:
             if calibrated and max(np.max(np.abs(q.min)), np.max(np.abs(q.max))) < 1e-6:
                 q.max = np.ones_like(np.asarray(q.max, np.float32))
     dtype = tf.uint8 if io == "uint8" else tf.float32
+    # Float I/O keeps the ends in float, as OpenVINO's int8 does; uint8 I/O promises no float.
+    keep = float_nodes(model) if io == "float32" else None
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    return mlir_quantize(flatbuffer, input_data_type=dtype, output_data_type=dtype)
+    return mlir_quantize(
+        flatbuffer, input_data_type=dtype, output_data_type=dtype, denylisted_nodes=keep
+    )
+
+
+def float_nodes(model: Any) -> list[str]:
+    """Output tensor names of the operators full int8 leaves in float in ``model``, a
+    flatbuffer's object form: the first :data:`base.KEEP_FIRST` and last :data:`base.KEEP_LAST`
+    convolutions (its operators run in topological order, and every convolution lies between
+    the bicubic upsampling and add_mean), and the whole down path (:data:`DOWN_PREFIX`: its
+    convolutions, LeakyReLUs and pads).
+
+    Why (Set5 ×4 task PSNR against Keras, :func:`verification.task_psnr`): the packaged 8 × 8
+    model lost 0.106 dB quantized whole and 0.051 so; a 16 × 8 model (issue #23's runs) 0.216
+    whole, 0.149 with the ends alone in float, 0.090 with its down path too, and still 0.15
+    with only the down path's convolutions, or only its LeakyReLUs, in float."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    (subgraph,) = model.subgraphs
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    names = [subgraph.tensors[op.outputs[0]].name.decode() for op in subgraph.operators]
+    convs = [
+        name
+        for name, op in zip(names, subgraph.operators, strict=True)
+        if codes[op.opcodeIndex] == schema.BuiltinOperator.CONV_2D
+    ]
+    ends = convs[: base.KEEP_FIRST] + convs[-base.KEEP_LAST :]
+    return ends + [name for name in names if name.startswith(DOWN_PREFIX) and name not in ends]
 
 
 def litert_runner(path: str | os.PathLike, threads: int | None = None) -> base.Runner:

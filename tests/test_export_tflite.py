@@ -53,7 +53,8 @@ def test_each_quantization_verifies_above_its_floor(exports, default_source, mod
 @pytest.mark.slow
 def test_quantized_sizes_and_tensor_types(exports):
     """float16 stores half-size weights, dynamic and int8 quarter-size ones; only int8 has
-    int8 activations (the input of every CONV_2D)."""
+    int8 activations (the input of every CONV_2D but the first three and last two, which read
+    and write raw pixels, and the down path's four, which stay float)."""
     sizes = {mode: exports(mode)[1].stat().st_size for mode in MODES}
     assert 0.45 < sizes["float16"] / sizes["none"] < 0.6
     assert 0.2 < sizes["dynamic"] / sizes["none"] < 0.35
@@ -70,6 +71,15 @@ def test_quantized_sizes_and_tensor_types(exports):
         # float16 weights reach the convolutions through DEQUANTIZE (to float32).
         stored = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
         convs = [op for op in ops if op["op_name"] == "CONV_2D"]
+        if mode == "int8":  # ×4: upsample, sub_mean, head, 2 × 2 down; tail, add_mean
+            reads = [tensors[op["inputs"][0]]["dtype"] for op in convs]
+            floats = [i for i, dtype in enumerate(reads) if dtype != np.int8]
+            assert floats == [*range(7), len(convs) - 2, len(convs) - 1]
+            assert {tensors[convs[i]["inputs"][1]]["dtype"] for i in floats} == {np.float32}
+            leaky = [op for op in ops if op["op_name"] == "LEAKY_RELU"]  # the down path's
+            assert len(leaky) == 2
+            assert {tensors[op["inputs"][0]]["dtype"] for op in leaky} == {np.float32}
+            convs = convs[7:-2]
         kernels = [tensors[stored.get(op["inputs"][1], op["inputs"][1])] for op in convs]
         # Dynamic-range quantization leaves kernels under 1024 values (1×1 attention) in float.
         large = {k["dtype"] for k in kernels if mode != "dynamic" or np.prod(k["shape"]) >= 1024}
