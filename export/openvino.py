@@ -65,7 +65,6 @@ DEVICE = "CPU"
 #: Where the side-car's fields live in the IR's ``rt_info``: ``rt_info/drn_tf/<field>``.
 META_KEY = "drn_tf"
 PACKAGES = ("openvino", "nncf")
-KEEP_FIRST, KEEP_LAST = base.KEEP_FIRST, base.KEEP_LAST
 
 _OPENVINO = ("openvino", "openvino")
 
@@ -106,12 +105,12 @@ def to_openvino(model: Any, io: str = "float32", layout: str = "nhwc") -> Any:
 
 
 def float_convolutions(ov_model: Any) -> list[str]:
-    """Names of the convolutions :func:`quantize` leaves in float (:data:`KEEP_FIRST`,
-    :data:`KEEP_LAST`). Every convolution lies between the head and the top tail, so the
+    """Names of the convolutions :func:`quantize` leaves in float (:data:`base.KEEP_FIRST`,
+    :data:`base.KEEP_LAST`). Every convolution lies between the head and the top tail, so the
     first and last ones in topological order are those layers."""
     ops = ov_model.get_ordered_ops()
     convs = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
-    return convs[:KEEP_FIRST] + convs[-KEEP_LAST:]
+    return convs[: base.KEEP_FIRST] + convs[-base.KEEP_LAST :]
 
 
 def quantize(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:
@@ -343,8 +342,9 @@ def export_openvino(
         notes.append(
             f"int8: NNCF post-training quantization calibrated on {len(calibration)} LR crops "
             f"of {size} from {folders}; overflow fix (7-bit weights: no int16 saturation "
-            f"on CPUs without VNNI); min-max activation ranges; the first {KEEP_FIRST} and "
-            f"last {KEEP_LAST} convolutions (upsample, sub_mean, head; tail, add_mean) in float"
+            f"on CPUs without VNNI); min-max activation ranges; the first {base.KEEP_FIRST} "
+            f"and last {base.KEEP_LAST} convolutions (upsample, sub_mean, head; tail, add_mean) "
+            "in float"
         )
     with staging.staged(output, overwrite) as temp:
         temp.mkdir()

@@ -67,7 +67,7 @@ QUANTIZED = {
 IO_TYPES = ("float32", "uint8")
 PACKAGES = ("ai-edge-litert",)
 INPUT_NAME = "images"
-#: How the down path's convolutions (``drn_tf.models``' ``down_k`` blocks) are named in the
+#: How the down path's operators (``drn_tf.models``' ``down_k`` blocks) are named in the
 #: converted graph; full int8 leaves them in float (:func:`float_nodes`).
 DOWN_PREFIX = "down_"
 OUTPUT_NAME = "sr"
@@ -163,7 +163,8 @@ def _quantize(calibrated: bytes, io: str = "float32") -> bytes:
             if calibrated and max(np.max(np.abs(q.min)), np.max(np.abs(q.max))) < 1e-6:
                 q.max = np.ones_like(np.asarray(q.max, np.float32))
     dtype = tf.uint8 if io == "uint8" else tf.float32
-    # Float I/O keeps the ends in float, as OpenVINO's int8 does; uint8 I/O promises no float.
+    # Float I/O keeps the ends (as OpenVINO's int8 does) and the down path in float; uint8 I/O
+    # promises no float tensor at all.
     keep = float_nodes(model) if io == "float32" else None
     flatbuffer = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     return mlir_quantize(
@@ -179,9 +180,10 @@ def float_nodes(model: Any) -> list[str]:
     convolutions, LeakyReLUs and pads).
 
     Why (Set5 ×4 task PSNR against Keras, :func:`verification.task_psnr`): the packaged 8 × 8
-    model lost 0.106 dB quantized whole and 0.051 so; a 16 × 8 model (issue #23's runs) 0.216
-    whole, 0.149 with the ends alone in float, 0.090 with its down path too, and still 0.15
-    with only the down path's convolutions, or only its LeakyReLUs, in float."""
+    model lost 0.106 dB quantized whole and 0.051 with these in float; a 16 × 8 model (issue
+    #23's runs) 0.216 whole, 0.149 with the ends alone in float, 0.090 with its down path
+    too, and still 0.15 with only the down path's convolutions, or only its LeakyReLUs, in
+    float."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     (subgraph,) = model.subgraphs
