@@ -28,7 +28,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_MODEL_PATHS = {s: WEIGHTS / f"drn_x{s}.keras" for s in (2, 4, 8)}
 #: The packaged ×4 model, ``load_model("default")``.
 DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS[4]
-#: The fast tier, ×4 only: ``load_model("fast")``, about 1/8.6 of the default ×4 model's
+#: The fast tier, ×4 only: ``load_model("fast")``, about 1/16 of the default ×4 model's
 #: multiply-accumulates (for video), at lower quality.
 FAST_MODEL_PATHS = {4: WEIGHTS / "drn_fast_x4.keras"}
 

@@ -287,7 +287,7 @@ class UpscaleConfig:
     model: str = setting(
         "default",
         "A .keras model, 'default' (the packaged model for --scale), 'fast' (the packaged "
-        "fast ×4 model, about 1/8.6 of the compute) or 'bicubic' (MATLAB bicubic, the baseline).",
+        "fast ×4 model, about 1/16 of the compute) or 'bicubic' (MATLAB bicubic, the baseline).",
     )
     scale: int | None = setting(
         None,
