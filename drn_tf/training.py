@@ -143,6 +143,7 @@ def _load_data(config: RunConfig, replicas: int, scale: int, shard: tuple[int, i
         cache_dir=config.cache_dir,
         progress=config.progress > 0,
         shard=shard,
+        scale_augment=config.scale_augment,
     )
     lr_images = []
     if adapting:

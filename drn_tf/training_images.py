@@ -137,9 +137,11 @@ def compute_pyramid_levels(hr: np.ndarray, scale: int) -> tuple[np.ndarray, ...]
     return (*levels, hr)
 
 
-def _cache_file(cache_dir: Path, path: Path, scale: int) -> Path:
+def _cache_file(cache_dir: Path, path: Path, scale: int, resize: float) -> Path:
     stat = path.stat()
     key = f"{_CACHE_VERSION}|{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{scale}"
+    if resize != 1:  # the original's key stays as it was: existing caches remain valid
+        key += f"|resize {resize!r}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return cache_dir / f"{path.stem}-{digest}.npz"
 
@@ -209,29 +211,35 @@ def _build_pyramid(
     min_size: int,
     cache_dir: Path | None,
     image_set: ImageSet,
+    resize: float = 1.0,
 ) -> Pyramid | str:
-    """One pyramid, or the reason the image is skipped."""
+    """One pyramid (of the HR image MATLAB-bicubic resized by ``resize`` first, when not 1),
+    or the reason the image is skipped."""
     try:
         hr_full = read_image(hr_path)
     except ImageReadError as error:
         return str(error).removeprefix(f"{hr_path}: ")  # the reason goes beside the path
+    copy = f"copy ×{resize:g}: " if resize != 1 else ""
+    if resize != 1:
+        hr_full = degrade.imresize(hr_full, resize)
     hr = degrade.modcrop(hr_full, scale)
     if hr.shape[0] < min_size or hr.shape[1] < min_size:
         return (
-            f"too small: {hr.shape[1]}x{hr.shape[0]} (WxH, after modcrop to a multiple of "
-            f"{scale}) < min_size {min_size}"
+            f"{copy}too small: {hr.shape[1]}x{hr.shape[0]} (WxH, after modcrop to a multiple "
+            f"of {scale}) < min_size {min_size}"
         )
     factors = pyramid_factors(scale)[:-1]
     levels: list[np.ndarray] | str | None = None
-    try:
-        levels = _read_official_levels(hr_path, hr_full, hr, image_set, scale)
-    except ImageReadError as error:
-        return f"official LR file unreadable: {error}"
+    if resize == 1:  # a set's official LR files are of the original image only
+        try:
+            levels = _read_official_levels(hr_path, hr_full, hr, image_set, scale)
+        except ImageReadError as error:
+            return f"official LR file unreadable: {error}"
     if isinstance(levels, str):
         return levels
     cache_file = None
     if levels is None and cache_dir is not None:
-        cache_file = _cache_file(cache_dir, hr_path, scale)
+        cache_file = _cache_file(cache_dir, hr_path, scale, resize)
         levels = _read_cached_levels(cache_file, hr, factors)
     if levels is None:
         levels = list(compute_pyramid_levels(hr, scale)[:-1])
@@ -248,6 +256,7 @@ def load_pyramids(
     progress: bool = True,
     num_workers: int = 2,
     shard: tuple[int, int] | None = None,
+    scale_augment: Sequence[float] = (),
 ) -> tuple[list[Pyramid], list[tuple[Path, str]]]:
     """Read HR images and build their LR pyramids (uint8, in memory).
 
@@ -273,11 +282,17 @@ def load_pyramids(
         progress: show a tqdm progress bar.
         num_workers: threads decoding and resizing images.
         shard: ``(count, index)`` to read only files ``index, index + count, …`` of all the
-            folders' files in the order below (:func:`shard_files`).
+            folders' files in the order below (:func:`shard_files`), copies included.
+        scale_augment: resize factors in (0, 1): each HR image also joins as a MATLAB-bicubic
+            copy resized by each factor (scale augmentation, as VDSR and LapSRN trained), with
+            its own pyramid; a copy under ``min_size`` is skipped like any image. The copies are
+            exactly those of saving ``imresize(hr, factor)`` as PNG and listing their folders
+            after the originals.
 
     Returns:
         ``(pyramids, skipped)``: the :class:`Pyramid` of every usable image, in folder order then
-        sorted path order; and ``(path, reason)`` for every skipped image.
+        sorted path order, then the copies of each factor in the same order (a copy's ``path``
+        is its original's); and ``(path, reason)`` for every skipped image or copy.
 
     Raises:
         FileNotFoundError / NotADirectoryError: a folder does not exist.
@@ -292,7 +307,7 @@ def load_pyramids(
         raise ValueError("load_pyramids needs at least one folder")
     cache_path = Path(cache_dir) if cache_dir is not None else None
 
-    jobs: list[tuple[int, Path, ImageSet]] = []
+    jobs: list[tuple[int, Path, ImageSet, float]] = []
     for index, folder in enumerate(folders):
         if not folder.exists():
             raise FileNotFoundError(f"training image folder does not exist: {folder}")
@@ -302,15 +317,18 @@ def load_pyramids(
             raise ValueError(
                 f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}"
             )
-        jobs.extend((index, path, image_set) for path in files)
+        jobs.extend((index, path, image_set, 1.0) for path in files)
+    jobs += [(*job[:3], factor) for factor in scale_augment for job in jobs]
     jobs = shard_files(jobs, shard, "training image", folders)
 
     results: list[Pyramid | str | None] = [None] * len(jobs)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers))
     try:
         futures = {
-            pool.submit(_build_pyramid, path, scale, min_size, cache_path, image_set): position
-            for position, (_, path, image_set) in enumerate(jobs)
+            pool.submit(
+                _build_pyramid, path, scale, min_size, cache_path, image_set, resize
+            ): position
+            for position, (_, path, image_set, resize) in enumerate(jobs)
         }
         bar = Bar(
             concurrent.futures.as_completed(futures),
@@ -329,7 +347,7 @@ def load_pyramids(
     skipped: list[tuple[Path, str]] = []
     per_folder_ok = [0] * len(folders)
     per_folder_reasons: list[list[str]] = [[] for _ in folders]
-    for (index, path, _), result in zip(jobs, results, strict=True):
+    for (index, path, _, _), result in zip(jobs, results, strict=True):
         if isinstance(result, Pyramid):
             pyramids.append(result)
             per_folder_ok[index] += 1

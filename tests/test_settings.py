@@ -73,6 +73,10 @@ def test_importing_the_settings_loads_no_tensorflow():
         (PackageConfig(model="b.keras", output="m"), "--output must name a .keras file, got m"),
         (DemoConfig(scales=[2, 6]), "--scales must be a power of two (2, 4, 8, …), got 6"),
         (AdaptConfig(paired_dir=["p"], unpaired_dir=["u"], frames_per_video=0), "--frames-per"),
+        (
+            TrainConfig(train_dir=["t"], scale_augment=[0.9, 1.0]),
+            "--scale-augment factors must be in (0, 1), got 1.0",
+        ),
     ],
 )
 def test_a_wrong_value_is_one_flag_error_naming_the_flag(settings, message):

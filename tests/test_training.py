@@ -37,6 +37,7 @@ from drn_tf.dual_regression import DualRegressionModel
 from drn_tf.models import DRN, save_model_atomic
 from drn_tf.settings import TrainConfig
 from drn_tf.training import resolve_precision, train
+from drn_tf.training_images import load_pyramids
 
 pytestmark = pytest.mark.usefixtures("float32_policy")
 
@@ -422,6 +423,27 @@ def test_validation_set_is_read_once_so_a_missing_lr_file_is_noted_once(tmp_path
     assert len(lrs) == len(val_pairs) == 2
     for lr, (expected, _) in zip(lrs, val_pairs, strict=True):  # the dataset is the pairs read
         np.testing.assert_array_equal(lr[0], expected)
+
+
+def test_scale_augment_adds_a_copy_of_each_training_image(tmp_path, monkeypatch):
+    """``--scale-augment 0.7`` reaches the pyramids: 2 images and their 2 copies (34 × 34 ≥ the
+    32-pixel patch); validation is not augmented."""
+    from drn_tf import training
+
+    loaded = []
+
+    def recording_load_pyramids(*args, **kwargs):
+        pyramids, skipped = load_pyramids(*args, **kwargs)
+        loaded.append([p.hr.shape[:2] for p in pyramids])
+        return pyramids, skipped
+
+    monkeypatch.setattr(training, "load_pyramids", recording_load_pyramids)
+    config = TrainConfig(
+        train_dir=[str(write_images(tmp_path / "train", 2, seed=0, size=48))],
+        scale_augment=[0.7], patch_size=32, batch_size=2, progress=0,
+    )  # fmt: skip
+    training._load_data(config, replicas=1, scale=4)
+    assert loaded == [[(48, 48), (48, 48), (32, 32), (32, 32)]]  # 34 modcropped to 32
 
 
 # --------------------------------------------------------------------------------------------

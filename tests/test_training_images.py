@@ -121,6 +121,53 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_scale_augment_is_the_resized_copies_saved_as_folders(tmp_path, monkeypatch):
+    """``scale_augment`` gives exactly what saving ``imresize(hr, f)`` as PNGs into folders
+    listed after the originals gave (how the packaged ×4 model's data was first made), with
+    copies under min_size skipped by name, and a cache that tells a copy from its original."""
+    originals = tmp_path / "train"
+    originals.mkdir()
+    save(noise(64, 80), originals / "a.png")
+    save(smooth(100, 120), originals / "b.png")
+    folders = []
+    for factor in (0.8, 0.5):
+        folder = tmp_path / f"s{factor}"
+        folder.mkdir()
+        for path in sorted(originals.iterdir()):
+            save(degrade.imresize(read_image(path), factor), folder / path.name)
+        folders.append(folder)
+    as_folders, skipped_folders = load_pyramids([originals, *folders], 4, 40, progress=False)
+    cache = tmp_path / "cache"
+    augmented, skipped = load_pyramids(
+        originals, 4, 40, cache_dir=cache, progress=False, scale_augment=(0.8, 0.5)
+    )
+    assert len(augmented) == len(as_folders) == 5  # a at 0.5 is 32x40: under 40
+    for ours, theirs in zip(augmented, as_folders, strict=True):
+        assert ours.path.name == theirs.path.name
+        for level, expected in zip(ours.levels, theirs.levels, strict=True):
+            np.testing.assert_array_equal(level, expected)
+    assert [p.name for p, _ in skipped_folders] == [p.name for p, _ in skipped] == ["a.png"]
+    assert skipped[0][1].startswith("copy ×0.5: too small: 40x32")
+
+    # Each copy's levels are cached under its own key: only the copies' HR is resized again.
+    calls = []
+    real_imresize = degrade.imresize
+
+    def counting_imresize(*args, **kwargs):
+        calls.append(1)
+        return real_imresize(*args, **kwargs)
+
+    monkeypatch.setattr(degrade, "imresize", counting_imresize)
+    again, _ = load_pyramids(
+        originals, 4, 40, cache_dir=cache, progress=False, scale_augment=(0.8, 0.5)
+    )
+    assert len(calls) == 2 * 2  # the four copies, and no pyramid level
+    assert len(list(cache.iterdir())) == 5
+    for ours, theirs in zip(again, augmented, strict=True):
+        for level, expected in zip(ours.levels, theirs.levels, strict=True):
+            np.testing.assert_array_equal(level, expected)
+
+
 @pytest.mark.skipif(not SET5.is_dir(), reason="shared Set5 not available")
 @pytest.mark.parametrize("scale", [4, 8])
 def test_benchmark_layout_reads_official_lr_files(monkeypatch, scale):
