@@ -190,9 +190,7 @@ class _RunSettings:
     dual_weight: float = setting(0.1, "Weight of the dual (closed-loop) loss.")
     augment: bool = setting(True, "Random flips and transposes.")
     scale_augment: list[float] = setting(
-        [],
-        "Resize factors in (0, 1), e.g. 0.9 0.8 0.7 0.6: a MATLAB-bicubic copy of each HR "
-        "training image resized by each factor joins the training set (scale augmentation).",
+        [], "Factors in (0, 1), e.g. 0.9 0.8 0.7 0.6: bicubic copies of each training image join."
     )
     precision: str = setting(
         "auto",
@@ -241,9 +239,8 @@ class _RunSettings:
         if not self.epsilon > 0:
             raise FlagError(f"--epsilon must be positive, got {self.epsilon}")
         check_at_least("--dual-weight", self.dual_weight, 0)
-        for factor in self.scale_augment:
-            if not 0 < factor < 1:
-                raise FlagError(f"--scale-augment factors must be in (0, 1), got {factor}")
+        if not all(0 < factor < 1 for factor in self.scale_augment):
+            raise FlagError(f"--scale-augment factors must be in (0, 1), got {self.scale_augment}")
         if self.progress not in (0, 1, 2):
             raise FlagError(f"--progress must be 0, 1 or 2, got {self.progress}")
 

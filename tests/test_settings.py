@@ -75,7 +75,7 @@ def test_importing_the_settings_loads_no_tensorflow():
         (AdaptConfig(paired_dir=["p"], unpaired_dir=["u"], frames_per_video=0), "--frames-per"),
         (
             TrainConfig(train_dir=["t"], scale_augment=[0.9, 1.0]),
-            "--scale-augment factors must be in (0, 1), got 1.0",
+            "--scale-augment factors must be in (0, 1), got [0.9, 1.0]",
         ),
     ],
 )
