@@ -1,7 +1,8 @@
 """The Keras callbacks of a training run, and the curves drawn from its log.
 
 Callbacks: :class:`ProgressBar` (Keras' bar, plain lines in a log), :class:`StopAtStep`
-(exactly ``--steps``), :class:`StopWhenDiverged` (:class:`TrainingDiverged`), :class:`RunLog`
+(exactly ``--steps``), :class:`StopOnInterrupt` (Ctrl-C or SIGTERM, even one a library
+swallowed), :class:`StopWhenDiverged` (:class:`TrainingDiverged`), :class:`RunLog`
 (``log.csv``), :class:`TensorBoardLog` (``tensorboard/``) and :class:`SaveModel`
 (``latest.keras``, ``best.keras``); :func:`plot_curves` draws ``curves.png`` from ``log.csv``.
 """
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from drn_tf.console import check_interrupted
 from drn_tf.degrade import imresize
 from drn_tf.files import DiskFull, atomic_path, naming_full_disk
 from drn_tf.models import save_model_atomic
@@ -96,6 +98,16 @@ class StopAtStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.epoch * self.steps_per_epoch + batch + 1 >= self.steps:
             self.model.stop_training = True
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ends ``fit`` with ``KeyboardInterrupt`` at the batch after Ctrl-C or SIGTERM, also when
+    the ``KeyboardInterrupt`` the signal raised was lost in a finalizer or caught inside a
+    library (:func:`drn_tf.console.check_interrupted`): otherwise such a run went on to its
+    last step before the command stopped."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        check_interrupted()
 
 
 class TrainingDiverged(ValueError):

@@ -31,6 +31,7 @@ from drn_tf.callbacks import (
     RunLog,
     SaveModel,
     StopAtStep,
+    StopOnInterrupt,
     StopWhenDiverged,
     TensorBoardLog,
     plot_curves,
@@ -284,6 +285,7 @@ def train(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> 
     steps_per_epoch = effective_steps_per_epoch(config)
     callbacks = [
         StopWhenDiverged(steps_per_epoch),  # first: before anything saves a diverged model
+        StopOnInterrupt(),
         Backup(str(run / "backup"), save_freq="epoch", delete_checkpoint=False),
         RunLog(run / "log.csv", steps_per_epoch, config.steps, resumed=note is not None),
         StopAtStep(config.steps, steps_per_epoch),

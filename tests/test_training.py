@@ -14,6 +14,7 @@ import inspect
 import io
 import json
 import os
+import signal
 from pathlib import Path
 
 import keras
@@ -423,6 +424,20 @@ def test_validation_set_is_read_once_so_a_missing_lr_file_is_noted_once(tmp_path
     assert len(lrs) == len(val_pairs) == 2
     for lr, (expected, _) in zip(lrs, val_pairs, strict=True):  # the dataset is the pairs read
         np.testing.assert_array_equal(lr[0], expected)
+
+
+def test_an_interrupt_a_library_swallowed_still_stops_training(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM whose ``KeyboardInterrupt`` was lost (raised in a finalizer, or caught
+    inside a library) ends the run at the next batch: such a run used to go on to ``--steps``
+    (seen as a `kill -TERM` that took minutes in test_cli's SIGTERM test)."""
+    from drn_tf import console
+
+    monkeypatch.setattr(console, "_received", [signal.SIGTERM])  # the handler ran; lost since
+    config = tiny_config(tmp_path, steps=1000, steps_per_epoch=2, val_dir=[])
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**config))
+    log = Path(config["output"]) / "log.csv"
+    assert not log.is_file() or read_log(log) == []  # stopped within its first epoch
 
 
 def test_scale_augment_adds_a_copy_of_each_training_image(tmp_path, monkeypatch):
