@@ -219,9 +219,9 @@ def _build_pyramid(
         hr_full = read_image(hr_path)
     except ImageReadError as error:
         return str(error).removeprefix(f"{hr_path}: ")  # the reason goes beside the path
-    copy = f"copy ×{resize:g}: " if resize != 1 else ""
+    copy = ""
     if resize != 1:
-        hr_full = degrade.imresize(hr_full, resize)
+        hr_full, copy = degrade.imresize(hr_full, resize), f"copy ×{resize:g}: "
     hr = degrade.modcrop(hr_full, scale)
     if hr.shape[0] < min_size or hr.shape[1] < min_size:
         return (

@@ -13,6 +13,26 @@ from drn_tf import degrade
 from drn_tf.images import read_image
 from drn_tf.training_images import load_lr_images, load_pyramids, pyramid_factors
 
+_IMRESIZE = degrade.imresize
+
+
+def count_imresize(monkeypatch) -> list:
+    """Counts ``degrade.imresize`` calls from here on: one entry per call."""
+    calls = []
+
+    def counting_imresize(*args, **kwargs):
+        calls.append(1)
+        return _IMRESIZE(*args, **kwargs)
+
+    monkeypatch.setattr(degrade, "imresize", counting_imresize)
+    return calls
+
+
+def assert_same_pyramids(ours, theirs) -> None:
+    for a, b in zip(ours, theirs, strict=True):
+        for level_a, level_b in zip(a.levels, b.levels, strict=True):
+            np.testing.assert_array_equal(level_a, level_b)
+
 
 def test_pyramid_factors():
     assert pyramid_factors(2) == (2, 1)
@@ -84,14 +104,7 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
         save(noise(40, 36, seed=i), images / f"{i}.png")
     cache = tmp_path / "cache"
 
-    calls = []
-    real_imresize = degrade.imresize
-
-    def counting_imresize(*args, **kwargs):
-        calls.append(1)
-        return real_imresize(*args, **kwargs)
-
-    monkeypatch.setattr(degrade, "imresize", counting_imresize)
+    calls = count_imresize(monkeypatch)
     first, _ = load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
     assert len(calls) == 3 * 2  # X4 and X2 per image
     cached = sorted(cache.iterdir())
@@ -102,13 +115,10 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(degrade, "imresize", forbidden)
     second, _ = load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
-    for a, b in zip(first, second, strict=True):
-        for level_a, level_b in zip(a.levels, b.levels, strict=True):
-            np.testing.assert_array_equal(level_a, level_b)
+    assert_same_pyramids(first, second)
 
     # A changed file (mtime) and a corrupt cache entry are both recomputed, not trusted.
-    calls.clear()
-    monkeypatch.setattr(degrade, "imresize", counting_imresize)
+    calls = count_imresize(monkeypatch)
     stat = (images / "0.png").stat()
     os.utime(images / "0.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     load_pyramids(images, 4, 16, cache_dir=cache, progress=False)
@@ -142,30 +152,19 @@ def test_scale_augment_is_the_resized_copies_saved_as_folders(tmp_path, monkeypa
         originals, 4, 40, cache_dir=cache, progress=False, scale_augment=(0.8, 0.5)
     )
     assert len(augmented) == len(as_folders) == 5  # a at 0.5 is 32x40: under 40
-    for ours, theirs in zip(augmented, as_folders, strict=True):
-        assert ours.path.name == theirs.path.name
-        for level, expected in zip(ours.levels, theirs.levels, strict=True):
-            np.testing.assert_array_equal(level, expected)
+    assert [p.path.name for p in augmented] == [p.path.name for p in as_folders]
+    assert_same_pyramids(augmented, as_folders)
     assert [p.name for p, _ in skipped_folders] == [p.name for p, _ in skipped] == ["a.png"]
     assert skipped[0][1].startswith("copy ×0.5: too small: 40x32")
 
     # Each copy's levels are cached under its own key: only the copies' HR is resized again.
-    calls = []
-    real_imresize = degrade.imresize
-
-    def counting_imresize(*args, **kwargs):
-        calls.append(1)
-        return real_imresize(*args, **kwargs)
-
-    monkeypatch.setattr(degrade, "imresize", counting_imresize)
+    calls = count_imresize(monkeypatch)
     again, _ = load_pyramids(
         originals, 4, 40, cache_dir=cache, progress=False, scale_augment=(0.8, 0.5)
     )
     assert len(calls) == 2 * 2  # the four copies, and no pyramid level
     assert len(list(cache.iterdir())) == 5
-    for ours, theirs in zip(again, augmented, strict=True):
-        for level, expected in zip(ours.levels, theirs.levels, strict=True):
-            np.testing.assert_array_equal(level, expected)
+    assert_same_pyramids(again, augmented)
 
 
 @pytest.mark.skipif(not SET5.is_dir(), reason="shared Set5 not available")
