@@ -94,7 +94,7 @@ def _worker(conn, spec: dict, image: np.ndarray, warmup: int, threads: int | Non
                 import torch
 
                 torch.set_num_threads(threads)
-            runner = peaks.gemm_runner(spec["path"], spec["n"])
+            runner = peaks.gemm_runner(spec["path"], spec["n"], spec["chain"])
         else:
             runner = P.make_runner(spec, threads)
         for _ in range(warmup):
@@ -269,9 +269,9 @@ def measure_model(
             results[path]["error"] = " ".join(str(error).split())[:300]
             continue
         _add_worker(workers, results[path], spec, image, config, verbose)
-    for path, (precision, n) in gemm.items():
-        spec = {"path": path, "n": n}
-        results[path] = {"path": path, "compute": precision, "n": n}
+    for path, (precision, n, chain) in gemm.items():
+        spec = {"path": path, "n": n, "chain": chain}
+        results[path] = {"path": path, "compute": precision, "n": n, "chain": chain}
         _add_worker(workers, results[path], spec, image, config, verbose)
 
     round_robin(workers, config.runs)
@@ -333,7 +333,10 @@ def run(config: LatencyConfig, positionals: list[str], verbose: bool = False) ->
     output = Path(config.output)
     work_dir = Path(config.work_dir) if config.work_dir else output / "artifacts"
     work_dir.mkdir(parents=True, exist_ok=True)
-    gemm = {p: (c, peaks.QUICK_GEMM if config.quick else n) for p, (c, n) in peaks.GEMMS.items()}
+    gemm = {
+        p: (c, peaks.QUICK_GEMM, 1) if config.quick else (c, n, chain)
+        for p, (c, n, chain) in peaks.GEMMS.items()
+    }
 
     cpu = P.cpu_info()
     image = benchmark_image(config.size)

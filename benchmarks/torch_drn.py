@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
 
 from benchmarks.checkpoints import checkpoint_sizes
 
@@ -151,6 +152,62 @@ def load(path: str | os.PathLike) -> DRN:
     model = DRN(**checkpoint_sizes(state_dict))
     model.load_state_dict({k.removeprefix("module."): v for k, v in state_dict.items()})
     return model.eval()
+
+
+def load_duals(path: str | os.PathLike) -> list[DownBlock]:
+    """The dual networks at ``path`` (the authors' ``*_dual_model.pt``: a list of state dicts,
+    one per ×2 step), each a ``DownBlock(3, F, 3)`` with ``F`` read from its weights."""
+    states = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(states, list):
+        raise ValueError(f"{path}: not a list of dual state dicts")
+    duals = []
+    for state in states:
+        dual = DownBlock(3, state["dual_module.0.0.weight"].shape[0], 3)
+        dual.load_state_dict(state)
+        duals.append(dual)
+    return duals
+
+
+def trainer(
+    model: DRN,
+    duals: list[DownBlock],
+    setting: str = "fp32",
+    learning_rate: float = 1e-4,
+    dual_weight: float = 0.1,
+) -> Callable[[np.ndarray, tuple[np.ndarray, ...]], dict[str, float]]:
+    """One training step of the authors' ``trainer.py`` (§1.3 of the reference: L1 on every
+    level + ``dual_weight`` × L1 of each dual's reconstruction, one backward pass, Adam over the
+    primal and dual weights), run by ``setting`` (:data:`SETTINGS`; ``bf16`` autocasts the
+    forward pass, the losses are taken in float32). The step takes NHWC float32 on 0..255: the
+    LR input ``(N, h, w, 3)`` and the targets of the levels above it, lowest first; it returns
+    the losses of the batch before the update."""
+    if setting not in SETTINGS:
+        raise ValueError(f"PyTorch setting {setting!r}: one of {', '.join(SETTINGS)}")
+    layout = torch.contiguous_format if setting == "fp32" else torch.channels_last
+    modules = [model, *duals]
+    for module in modules:
+        module.to(memory_format=layout).train()
+    parameters = [p for module in modules for p in module.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
+
+    def tensor(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).permute(0, 3, 1, 2)
+        return x.contiguous(memory_format=layout)
+
+    def step(lr: np.ndarray, targets: tuple[np.ndarray, ...]) -> dict[str, float]:
+        levels = [tensor(lr), *map(tensor, targets)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bf16"):
+            sr = model(levels[0])
+            back = [dual(sr[k + 1]) for k, dual in enumerate(duals)]
+        primal = sum(functional.l1_loss(s.float(), t) for s, t in zip(sr, levels, strict=True))
+        dual = sum(functional.l1_loss(d.float(), t) for d, t in zip(back, levels, strict=False))
+        loss = primal + dual_weight * dual
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), "primal_loss": primal.item(), "dual_loss": dual.item()}
+
+    return step
 
 
 def runner(model: DRN, setting: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:

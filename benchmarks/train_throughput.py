@@ -15,6 +15,11 @@ photos (the data pipeline in the loop); a last worker only draws batches from th
 take turns one step at a time. A step is one call of the compiled train function ``fit``
 runs (``train_on_batch``), so per-``fit`` set-up is not counted.
 
+Where torch is installed (``pip install '.[compare]'``), three more workers run the authors'
+training step in PyTorch (:func:`benchmarks.torch_drn.trainer`: fp32, channels_last, bf16
+autocast) on the same in-memory batches, and the report compares Keras's fastest step with
+PyTorch's (issue #21's bar on AMX: 1.3×, both bf16).
+
 ``--loss-steps N`` also trains float32 and mixed_bfloat16 from the same initial weights on the
 same seeded batches for N steps each and compares their loss curves. Writes
 ``train_throughput.md``, ``.json`` and ``.png`` to ``--output`` and prints the Markdown.
@@ -23,6 +28,7 @@ same seeded batches for N steps each and compares their loss curves. Writes
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import statistics
@@ -56,6 +62,11 @@ class ThroughputConfig:
     )
     xla_variants: bool = setting(True, "Also time each precision with XLA (jit_compile).")
     pipeline: bool = setting(True, "Also time with the data pipeline in the loop and alone.")
+    torch: bool = setting(
+        True,
+        "Also time the authors' training step in PyTorch (fp32, channels_last, bf16), "
+        "in memory, where torch is installed (the `compare` extra).",
+    )
     train_dir: list[str] = setting([str(_DEFAULT_TRAIN_DIR)], "HR photos for the pipeline.")
     steps: int = setting(10, "Timed steps per variant.")
     warmup: int = setting(2, "Untimed steps per variant first (tracing, XLA compile).")
@@ -80,6 +91,8 @@ def make_step_runner(spec: dict):
     batches = _batches(spec)
     if spec["data"] == "pipeline_alone":
         return lambda _: next(batches)[0].shape[0]
+    if spec["policy"].startswith("torch_"):
+        return _torch_step_runner(spec, batches)
     model = _model(spec)
     losses: list[float] = []
 
@@ -87,6 +100,26 @@ def make_step_runner(spec: dict):
         x, y = next(batches)
         logs = model.train_on_batch(x, y, return_dict=True)
         losses.append(float(logs["loss"]))
+        return np.asarray(losses)
+
+    return step
+
+
+def _torch_step_runner(spec: dict, batches):
+    """The authors' step (:func:`benchmarks.torch_drn.trainer`) at the same size and batches."""
+    import torch
+
+    from benchmarks import torch_drn
+
+    torch.manual_seed(spec["seed"])
+    model = torch_drn.DRN(4, spec["n_blocks"], spec["n_feats"])
+    duals = [torch_drn.DownBlock(3, spec["n_feats"], 3) for _ in range(model.phases)]
+    train = torch_drn.trainer(model, duals, spec["policy"].removeprefix("torch_"))
+    losses: list[float] = []
+
+    def step(_):
+        lr, targets = next(batches)
+        losses.append(train(lr, targets)["loss"])
         return np.asarray(losses)
 
     return step
@@ -145,6 +178,9 @@ def variants(config: ThroughputConfig, gpu: bool) -> list[dict]:
                 runs.append({"policy": policy, "xla": xla, "data": data})
     if config.pipeline:
         runs.append({"policy": "-", "xla": False, "data": "pipeline_alone"})
+    if config.torch and importlib.util.find_spec("torch"):
+        runs += [{"policy": f"torch_{name}", "xla": False, "data": "memory"}
+                 for name in ("fp32", "channels_last", "bf16")]  # fmt: skip
     return runs
 
 
@@ -231,6 +267,34 @@ def compare_curves(curves: dict[str, list[float]], window: int = 20) -> dict:
     }
 
 
+def versus_torch(times: dict) -> dict:
+    """Keras's fastest step against PyTorch's (all in memory, no XLA): overall (the issue's
+    bar: 1.3× on AMX, both bf16 there) and float32 against PyTorch's fastest fp32 setting.
+    ``times``: ``(policy, xla, data)`` → median ms or None. Empty without PyTorch rows."""
+    ran = {policy: ms for (policy, xla, data), ms in times.items()
+           if ms and not xla and data == "memory"}  # fmt: skip
+    torch_runs = {p: ms for p, ms in ran.items() if p.startswith("torch_")}
+    keras_runs = {p: ms for p, ms in ran.items() if not p.startswith("torch_")}
+    if not torch_runs or not keras_runs:
+        return {}
+    comparisons = {}
+    for label, keras_pick, torch_pick in (
+        ("fastest", keras_runs, torch_runs),
+        ("float32", {p: ms for p, ms in keras_runs.items() if p == "float32"},
+         {p: ms for p, ms in torch_runs.items() if p != "torch_bf16"}),
+    ):  # fmt: skip
+        if keras_pick and torch_pick:
+            keras_best, torch_best = (
+                min(keras_pick, key=keras_pick.get),
+                min(torch_pick, key=torch_pick.get),
+            )
+            comparisons[label] = {
+                "keras": keras_best, "torch": torch_best,
+                "speedup": torch_pick[torch_best] / keras_pick[keras_best],
+            }  # fmt: skip
+    return comparisons
+
+
 def markdown(report: dict) -> str:
     cpu = report["cpu"]
     lines = [
@@ -278,6 +342,9 @@ def markdown(report: dict) -> str:
                       f"{size['bf16_speedup']:.2f}× (target {BF16_TARGET}× on AMX: "
                       f"{'met' if met else 'MISSED'}); `auto` "
                       f"{'agrees' if size['auto_agrees'] else 'DISAGREES'}."]  # fmt: skip
+        for label, c in size.get("vs_torch", {}).items():
+            lines.append(f"\n{label}: Keras {c['keras']} / PyTorch's fastest ({c['torch']}) "
+                         f"step rate: {c['speedup']:.2f}×.")  # fmt: skip
     curve = report.get("loss_curves")
     if curve:
         lines += [
@@ -350,6 +417,7 @@ def run(config: ThroughputConfig, positionals: list[str], verbose: bool = False)
         if f32 and b16:
             size["bf16_speedup"] = f32 / b16
             size["auto_agrees"] = (report["auto"] == "mixed_bfloat16") == (f32 > b16)
+        size["vs_torch"] = versus_torch(times)
         report["sizes"].append(size)
     if config.loss_steps:
         report["loss_curves"] = loss_curves(config, verbose)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -176,6 +177,28 @@ def test_torch_module_reproduces_the_authors_outputs():
         torch_drn.runner(model, "fp16")
 
 
+def test_torch_training_step_is_the_authors_step():
+    pytest.importorskip("torch")
+    from benchmarks import torch_drn
+
+    io = np.load(REFERENCE / "drn_s_x4_io.npz")  # one step of the authors' trainer.py
+    model = torch_drn.load(REFERENCE / "drn_s_x4.pt")
+    duals = torch_drn.load_duals(REFERENCE / "drn_s_x4_dual.pt")
+    before = torch_drn.runner(model)(io["lr"])
+    losses = torch_drn.trainer(model, duals)(io["lr"], (io["step_lr_1"], io["step_hr"]))
+    for key, expected in (("loss", "step_loss"), ("primal_loss", "step_primary"),
+                          ("dual_loss", "step_dual")):  # fmt: skip
+        assert losses[key] == pytest.approx(float(io[expected]), rel=1e-4), key
+    after = torch_drn.runner(model.eval())(io["lr"])
+    assert np.abs(before - io["step_sr_after"]).mean() > 0.5  # so the check below means something
+    assert np.abs(after - io["step_sr_after"]).mean() < 0.01
+    fresh = torch_drn.load_duals(REFERENCE / "drn_s_x4_dual.pt")
+    bf16 = torch_drn.trainer(torch_drn.load(REFERENCE / "drn_s_x4.pt"), fresh, "bf16")
+    assert bf16(io["lr"], (io["step_lr_1"], io["step_hr"]))["loss"] == pytest.approx(
+        float(io["step_loss"]), rel=0.02
+    )
+
+
 def test_torch_module_on_keras_weights_matches_keras(tiny, tmp_path):
     pytest.importorskip("torch")
     from benchmarks import torch_drn
@@ -320,7 +343,14 @@ def test_train_throughput_runs_tiny(tmp_path):
     report = json.loads((tmp_path / "train_throughput.json").read_text())
     (size,) = report["sizes"]
     rows = {v["policy"]: v for v in size["variants"]}
-    assert set(rows) == {"float32", "mixed_bfloat16"}
+    torch_rows = {"torch_fp32", "torch_channels_last", "torch_bf16"}
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert set(rows) == {"float32", "mixed_bfloat16"} | (torch_rows if has_torch else set())
+    if has_torch:
+        fastest = size["vs_torch"]["fastest"]
+        keras_ms = min(rows[p]["median_ms"] for p in ("float32", "mixed_bfloat16"))
+        torch_ms = min(rows[p]["median_ms"] for p in torch_rows)
+        assert fastest["speedup"] == pytest.approx(torch_ms / keras_ms)
     for row in rows.values():
         assert row["samples_per_s"] == pytest.approx(1000 / row["median_ms"])
     assert size["bf16_speedup"] == pytest.approx(

@@ -175,8 +175,28 @@ def test_precision_hint_round_trips_and_is_compiled(exports, precision):
     assert read_ir(folder).get_rt_info(openvino.HINT_KEY).astype(str) == hint
     compiled = openvino.compile_artifact(folder)
     compiled_as = compiled.get_property("INFERENCE_PRECISION_HINT")
+    as_bf16 = hint == "bf16" or (precision == "int8" and openvino.INT8_BF16_FLAG in cpu.cpu_flags())
     # Without native bf16, OpenVINO computes a bf16 hint in f32.
-    assert compiled_as == (ov.Type.bf16 if hint == "bf16" and NATIVE_BF16 else ov.Type.f32)
+    assert compiled_as == (ov.Type.bf16 if as_bf16 and NATIVE_BF16 else ov.Type.f32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("amx", [True, False], ids=["amx", "no-amx"])
+def test_int8_float_parts_compile_in_bf16_only_with_amx(exports, monkeypatch, amx):
+    flags = cpu.cpu_flags() - {openvino.INT8_BF16_FLAG} | (
+        {openvino.INT8_BF16_FLAG} if amx else set()
+    )
+    monkeypatch.setattr(cpu, "cpu_flags", lambda *_: frozenset(flags))
+    compiled = openvino.compile_artifact(exports("int8")[1])
+    # A CPU without bf16 instructions computes a bf16 hint in f32 (OpenVINO's own fallback).
+    expected = ov.Type.bf16 if amx and NATIVE_BF16 else ov.Type.f32
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == expected
+    assert (
+        openvino.compile_artifact(exports("int8")[1], "f32").get_property(
+            "INFERENCE_PRECISION_HINT"
+        )
+        == ov.Type.f32
+    )  # an explicit hint wins
 
 
 @pytest.fixture(scope="module")
