@@ -290,7 +290,7 @@ def make_runner(spec: dict, threads: int | None = None) -> base.Runner:
     if name in OPENVINO:
         from export.openvino import openvino_runner
 
-        runner = openvino_runner(artifact)  # the hint stored in the IR, as deployed
+        runner = openvino_runner(artifact)  # compile_artifact's default hint, as deployed
         runner.kernels = lambda _: kernels.openvino_kernels(runner.compiled)
         return runner
     if name == "tensorrt":

@@ -16,7 +16,7 @@ from benchmarks.paths import Skipped
 from drn_tf import cpu
 from export import base
 
-__all__ = ["GEMMS", "QUICK_GEMM", "gemm_line", "gemm_runner", "peaks_of"]
+__all__ = ["GEMMS", "QUICK_GEMM", "gemm_line", "gemm_runner", "gemm_speed", "peaks_of"]
 
 #: ``{path: (precision, n, chain)}``: each GEMM the latency benchmark times, ``chain``
 #: n×n×n products in a row. OpenVINO's run as chains (:func:`kernels.openvino_gemm`): on the AMX
@@ -73,9 +73,14 @@ def peaks_of(model_record: dict) -> dict[str, float]:
     peaks: dict[str, float] = {}
     for record in model_record["gemm"].values():
         if "min_ms" in record:
-            peak = 2 * record.get("chain", 1) * record["n"] ** 3 / (record["min_ms"] / 1000) / 1e9
+            peak = gemm_speed(record)
             peaks[record["compute"]] = max(peak, peaks.get(record["compute"], 0.0))
     return peaks
+
+
+def gemm_speed(record: dict) -> float:
+    """GFLOP/s (int8: GOP/s) of a timed GEMM record: its ``chain`` × 2·n³ over its best time."""
+    return 2 * record.get("chain", 1) * record["n"] ** 3 / record["min_ms"] / 1e6
 
 
 def gemm_line(path: str, gemm: dict) -> str:
@@ -83,7 +88,7 @@ def gemm_line(path: str, gemm: dict) -> str:
     unit = "GOP/s" if gemm["compute"] == "int8" else "GFLOP/s"
     chain = gemm.get("chain", 1)
     if "min_ms" in gemm:
-        speed = f"{2 * chain * gemm['n'] ** 3 / gemm['min_ms'] / 1e6:,.0f} {unit}"
+        speed = f"{gemm_speed(gemm):,.0f} {unit}"
     else:
         speed = gemm.get("skipped") or gemm.get("error") or "not run"
     ran = kernels.kernel_summary(gemm.get("kernels"))

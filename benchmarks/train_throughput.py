@@ -273,25 +273,23 @@ def versus_torch(times: dict) -> dict:
     ``times``: ``(policy, xla, data)`` → median ms or None. Empty without PyTorch rows."""
     ran = {policy: ms for (policy, xla, data), ms in times.items()
            if ms and not xla and data == "memory"}  # fmt: skip
-    torch_runs = {p: ms for p, ms in ran.items() if p.startswith("torch_")}
-    keras_runs = {p: ms for p, ms in ran.items() if not p.startswith("torch_")}
-    if not torch_runs or not keras_runs:
-        return {}
+
+    def fastest(names) -> str | None:
+        return min((p for p in names if p in ran), key=ran.get, default=None)
+
+    keras_all = [p for p in ran if not p.startswith("torch_")]
+    torch_all = [p for p in ran if p.startswith("torch_")]
     comparisons = {}
-    for label, keras_pick, torch_pick in (
-        ("fastest", keras_runs, torch_runs),
-        ("float32", {p: ms for p, ms in keras_runs.items() if p == "float32"},
-         {p: ms for p, ms in torch_runs.items() if p != "torch_bf16"}),
-    ):  # fmt: skip
-        if keras_pick and torch_pick:
-            keras_best, torch_best = (
-                min(keras_pick, key=keras_pick.get),
-                min(torch_pick, key=torch_pick.get),
-            )
+    for label, keras, torch in (
+        ("fastest", fastest(keras_all), fastest(torch_all)),
+        ("float32", fastest(["float32"]), fastest(["torch_fp32", "torch_channels_last"])),
+    ):
+        if keras and torch:
             comparisons[label] = {
-                "keras": keras_best, "torch": torch_best,
-                "speedup": torch_pick[torch_best] / keras_pick[keras_best],
-            }  # fmt: skip
+                "keras": keras,
+                "torch": torch,
+                "speedup": ran[torch] / ran[keras],
+            }
     return comparisons
 
 

@@ -231,7 +231,7 @@ def _convert(model: Any, choice: Runtime, folder: Path) -> None:
 def _load(choice: Runtime, folder: Path) -> Runner:
     artifact = folder / _ARTIFACT[choice.name]
     if choice.name == "openvino":
-        return openvino.openvino_runner(folder)  # the hint stored in the IR
+        return openvino.openvino_runner(folder)  # compile_artifact's default hint
     if choice.name == "onnxruntime":
         return onnx.onnxruntime_runner(artifact)
     return tflite.litert_runner(artifact)

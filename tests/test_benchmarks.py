@@ -311,6 +311,9 @@ def test_openvino_gemm_names_the_kernels_of_its_precision(precision, suffix):
     # Every CPU this project runs on has AVX2: an int8 MatMul must run an int8 kernel there.
     assert ran and all(name.endswith(suffix) for name in ran), ran
     assert f"{suffix} ×1" in kernels.kernel_summary(ran)
+    run, ran = kernels.openvino_gemm(precision, 64, chain=3)
+    run(None)
+    assert sum(ran.values()) == 3 and all(name.endswith(suffix) for name in ran), ran
     assert kernels.kernel_summary(None) == "not logged"
 
 
@@ -322,6 +325,15 @@ def test_onednn_kernels_names_what_pytorch_ran():
     ran = kernels.onednn_kernels(lambda: torch._int_mm(a, a))
     assert ran and all(k.startswith(("gemm_api", "matmul:")) for k in ran), ran
     assert kernels.onednn_kernels(lambda: None) == {}
+
+
+def test_a_chained_gemm_counts_each_product():
+    record = {"compute": "int8", "n": 1000, "min_ms": 2.0}
+    assert peaks.gemm_speed(record) == pytest.approx(1000)  # 2·1000³ ops in 2 ms
+    chained = {**record, "chain": 16}
+    assert peaks.gemm_speed(chained) == pytest.approx(16_000)
+    assert peaks.peaks_of({"gemm": {"a": record, "b": chained}})["int8"] == pytest.approx(16_000)
+    assert "(int8, 16 × 1000³): 16,000 GOP/s" in peaks.gemm_line("b", chained)
 
 
 def test_loss_curve_comparison():
