@@ -36,6 +36,7 @@ The IR records its layout (``NHWC`` or ``NCHW`` on ``images`` and ``sr``) and, i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import subprocess
@@ -173,6 +174,16 @@ def save(ov_model: Any, folder: str | os.PathLike, hint: str) -> Path:
     return path
 
 
+@functools.cache
+def core() -> Any:
+    """The process's one ``ov.Core``, kept until exit. On Linux CPUs with AMX each Core's CPU
+    plugin installs an alternate signal stack when it starts and puts back the one it found when
+    it ends (openvinotoolkit/openvino#11894): two Cores ending out of order leave an unmapped
+    stack installed, and the next signal handled in Python (Ctrl-C, SIGTERM) ends the process
+    with SIGSEGV instead."""
+    return base.require(*_OPENVINO, purpose="OpenVINO").Core()
+
+
 def stored_hint(ov_model: Any) -> str | None:
     """The inference precision hint stored in an ``ov.Model``'s ``rt_info``, if any."""
     return ov_model.get_rt_info(HINT_KEY).astype(str) if ov_model.has_rt_info(HINT_KEY) else None
@@ -183,9 +194,7 @@ def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
     for an int8 IR on a CPU with :data:`INT8_BF16_FLAG`; none stored: ``f32``) as its
     ``INFERENCE_PRECISION_HINT``; ``bf16`` on a CPU without native bf16
     (:func:`drn_tf.cpu.native_bf16`) compiles ``f32``."""
-    ov = base.require(*_OPENVINO, purpose="running OpenVINO")
-    core = ov.Core()
-    ov_model = core.read_model(Path(folder) / XML)
+    ov_model = core().read_model(Path(folder) / XML)
     if hint is None and INT8_BF16_FLAG in cpu.cpu_flags() and is_int8(ov_model):
         hint = "bf16"
     hint = hint or stored_hint(ov_model) or "f32"
@@ -193,7 +202,7 @@ def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
         # OpenVINO does this itself on such a CPU, but not when oneDNN is only held below
         # bf16 (ONEDNN_MAX_CPU_ISA): it then fails to create the bf16 convolutions.
         hint = "f32"
-    return core.compile_model(ov_model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
+    return core().compile_model(ov_model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
 
 
 def is_int8(ov_model: Any) -> bool:
@@ -274,17 +283,15 @@ def verify_without_vnni(
 def op_types(folder: str | os.PathLike) -> set[tuple[str, str]]:
     """``(type name, opset)`` of every operation of the IR in ``folder``; a framework or
     extension operation would show a non-``opsetN`` version."""
-    ov = base.require(*_OPENVINO, purpose="reading OpenVINO IR")
-    ov_model = ov.Core().read_model(Path(folder) / XML)
+    ov_model = core().read_model(Path(folder) / XML)
     return {(op.get_type_info().name, op.get_type_info().version_id) for op in ov_model.get_ops()}
 
 
 def cpu_note(compiled: Any) -> str:
     """What the CPU is and supports, and the precision OpenVINO compiled for."""
     ov = base.require(*_OPENVINO, purpose="running OpenVINO")
-    core = ov.Core()
-    capabilities = list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
-    name = core.get_property(DEVICE, "FULL_DEVICE_NAME")
+    capabilities = list(core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+    name = core().get_property(DEVICE, "FULL_DEVICE_NAME")
     compiled_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     native = "BF16" in capabilities and cpu.native_bf16()
     bf16 = "native bf16" if native else "NO native bf16 (bf16 runs emulated/f32)"
@@ -410,8 +417,7 @@ def embedded_metadata(folder: str | os.PathLike) -> dict[str, Any]:
     """The side-car fields stored in the IR in ``folder`` (:func:`embed`), parsed."""
     import json
 
-    ov = base.require(*_OPENVINO, purpose="reading OpenVINO IR")
-    info = ov.Core().read_model(Path(folder) / XML).get_rt_info()
+    info = core().read_model(Path(folder) / XML).get_rt_info()
     return {key: json.loads(value.astype(str)) for key, value in info[META_KEY].items()}
 
 

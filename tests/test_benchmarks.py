@@ -311,6 +311,9 @@ def test_openvino_gemm_names_the_kernels_of_its_precision(precision, suffix):
     # Every CPU this project runs on has AVX2: an int8 MatMul must run an int8 kernel there.
     assert ran and all(name.endswith(suffix) for name in ran), ran
     assert f"{suffix} ×1" in kernels.kernel_summary(ran)
+    run, ran = kernels.openvino_gemm(precision, 64, chain=3)
+    run(None)
+    assert sum(ran.values()) == 3 and all(name.endswith(suffix) for name in ran), ran
     assert kernels.kernel_summary(None) == "not logged"
 
 
