@@ -84,7 +84,7 @@ def openvino_gemm(
     import openvino as ov
     from openvino import opset13 as ops
 
-    from export.openvino import core
+    from export.openvino import DEVICE, core
 
     rng = np.random.default_rng(0)
     x = ops.parameter([n, n], ov.Type.f32, name="x")
@@ -103,7 +103,7 @@ def openvino_gemm(
         activations = ops.relu(ops.matmul(quantized, weights, False, True))
     model = ov.Model([activations], [x])
     hint = "bf16" if precision == "bf16" else "f32"
-    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    compiled = core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
     request = compiled.create_infer_request()
     a = rng.uniform(0, 255, (n, n)).astype(np.float32)
     return (lambda _: request.infer([a])), openvino_kernels(compiled)

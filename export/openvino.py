@@ -181,7 +181,7 @@ def core() -> Any:
     it ends (openvinotoolkit/openvino#11894): two Cores ending out of order leave an unmapped
     stack installed, and the next signal handled in Python (Ctrl-C, SIGTERM) ends the process
     with SIGSEGV instead."""
-    return base.require(*_OPENVINO, purpose="OpenVINO").Core()
+    return base.require(*_OPENVINO, purpose="running OpenVINO").Core()
 
 
 def stored_hint(ov_model: Any) -> str | None:
