@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,23 @@ PATHS = {
         PathInfo("torch_fp32", "PyTorch eager fp32 (authors' code)", "fp32", "fp32", "torch"),
         PathInfo("torch_channels_last", "PyTorch fp32 channels_last", "fp32", "fp32", "torch"),
         PathInfo("torch_bf16", "PyTorch bf16 autocast, channels_last", "bf16", "bf16", "torch"),
+        PathInfo("torch_compiled", "PyTorch fp32 channels_last, torch.compile", "fp32", "fp32",
+                 "torch"),
+        PathInfo("torch_bf16_compiled", "PyTorch bf16 autocast, channels_last, torch.compile",
+                 "bf16", "bf16", "torch"),
     )
 }  # fmt: skip
 
 TFLITE = {"tflite_fp32": "none", "tflite_fp16": "float16", "tflite_dynamic": "dynamic",
           "tflite_int8": "int8"}  # fmt: skip
 OPENVINO = {"openvino_fp32": "fp32", "openvino_bf16": "bf16", "openvino_int8": "int8"}
-TORCH = {"torch_fp32": "fp32", "torch_channels_last": "channels_last", "torch_bf16": "bf16"}
+TORCH = {
+    "torch_fp32": "fp32",
+    "torch_channels_last": "channels_last",
+    "torch_bf16": "bf16",
+    "torch_compiled": "channels_last_compiled",
+    "torch_bf16_compiled": "bf16_compiled",
+}
 
 
 class Skipped(Exception):
@@ -174,6 +185,9 @@ def prepare(name: str, source: base.Source, folder: Path, torch_weights: Path | 
         return spec
     if info.runtime != "tensorflow":
         _require_runtime(info.runtime)
+    compiler = os.environ.get("CXX", "g++")  # what torch.compile's inductor runs on Linux
+    if TORCH.get(name, "").endswith("_compiled") and not shutil.which(compiler):
+        raise Skipped(f"torch.compile needs a C++ compiler ({compiler}) and none is on PATH")
     if name == "saved_model":
         target = folder / "saved_model"
         if not (target / "1").exists():

@@ -24,9 +24,13 @@ from benchmarks.checkpoints import checkpoint_sizes
 #: DIV2K RGB mean of the authors' MeanShift (std 1, rgb_range 255).
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
-#: How :func:`runner` runs the model: fp32 NCHW (the authors' code), fp32 channels_last, and
-#: bf16 autocast on channels_last (the fastest PyTorch setting on CPUs with bf16).
-SETTINGS = ("fp32", "channels_last", "bf16")
+#: How :func:`runner` and :func:`trainer` run the model: fp32 NCHW (the authors' code), fp32
+#: channels_last, bf16 autocast on channels_last, and the last two through ``torch.compile``
+#: (inductor; for inference with ``freezing``, PyTorch's advice for CPUs), needing a C++
+#: compiler. Compiled bf16 is PyTorch's fastest on the AMX Xeon (docs/speed_xeon_amx.md: DRN-S
+#: ×4 at 128² 291 ms against 431 eager, the paper-size training step 1,562 against 1,678), at a
+#: compile of about a minute.
+SETTINGS = ("fp32", "channels_last", "bf16", "channels_last_compiled", "bf16_compiled")
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Conv2d:
@@ -181,12 +185,12 @@ def trainer(
     forward pass, the losses are taken in float32). The step takes NHWC float32 on 0..255: the
     LR input ``(N, h, w, 3)`` and the targets of the levels above it, lowest first; it returns
     the losses of the batch before the update."""
-    if setting not in SETTINGS:
-        raise ValueError(f"PyTorch setting {setting!r}: one of {', '.join(SETTINGS)}")
-    layout = torch.contiguous_format if setting == "fp32" else torch.channels_last
+    layout, bf16, compiled = _setting(setting)
     modules = [model, *duals]
     for module in modules:
         module.to(memory_format=layout).train()
+        if compiled:
+            module.forward = torch.compile(module.forward)
     parameters = [p for module in modules for p in module.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
 
@@ -196,7 +200,7 @@ def trainer(
 
     def step(lr: np.ndarray, targets: tuple[np.ndarray, ...]) -> dict[str, float]:
         levels = [tensor(lr), *map(tensor, targets)]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             sr = model(levels[0])
             back = [dual(sr[k + 1]) for k, dual in enumerate(duals)]
         primal = sum(functional.l1_loss(s.float(), t) for s, t in zip(sr, levels, strict=True))
@@ -213,17 +217,28 @@ def trainer(
 def runner(model: DRN, setting: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
     """``model`` run by ``setting`` (:data:`SETTINGS`) as an :mod:`export.base` runner: float32
     NHWC ``(N, H, W, 3)`` on 0..255 → float32 NHWC top SR level."""
-    if setting not in SETTINGS:
-        raise ValueError(f"PyTorch setting {setting!r}: one of {', '.join(SETTINGS)}")
-    layout = torch.contiguous_format if setting == "fp32" else torch.channels_last
+    layout, bf16, compiled = _setting(setting)
     model = model.to(memory_format=layout)
+    if compiled:
+        from torch._inductor import config as inductor
+
+        inductor.freezing = True  # weights as constants: inference only
+        model = torch.compile(model)
 
     @torch.inference_mode()
     def run(images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).permute(0, 3, 1, 2)
         x = x.contiguous(memory_format=layout)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             top = model(x)[-1]
         return top.float().permute(0, 2, 3, 1).numpy()
 
     return run
+
+
+def _setting(setting: str) -> tuple[torch.memory_format, bool, bool]:
+    """``setting`` (:data:`SETTINGS`) → (memory format, bf16 autocast, compiled)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"PyTorch setting {setting!r}: one of {', '.join(SETTINGS)}")
+    layout = torch.contiguous_format if setting == "fp32" else torch.channels_last
+    return layout, setting.startswith("bf16"), setting.endswith("_compiled")

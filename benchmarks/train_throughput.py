@@ -15,9 +15,10 @@ photos (the data pipeline in the loop); a last worker only draws batches from th
 take turns one step at a time. A step is one call of the compiled train function ``fit``
 runs (``train_on_batch``), so per-``fit`` set-up is not counted.
 
-Where torch is installed (``pip install '.[compare]'``), three more workers run the authors'
+Where torch is installed (``pip install '.[compare]'``), more workers run the authors'
 training step in PyTorch (:func:`benchmarks.torch_drn.trainer`: fp32, channels_last, bf16
-autocast) on the same in-memory batches, and the report compares Keras's fastest step with
+autocast, and the last two through ``torch.compile`` unless ``--no-torch-compile``) on the same
+in-memory batches, and the report compares Keras's fastest step with
 PyTorch's (issue #21's bar on AMX: 1.3×, both bf16).
 
 ``--loss-steps N`` also trains float32 and mixed_bfloat16 from the same initial weights on the
@@ -46,6 +47,8 @@ PROG = "python -m benchmarks.train_throughput"
 _DEFAULT_TRAIN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 #: size name → (n_blocks, n_feats, HR patch, batch)
 SIZES = {"default": (4, 8, 96, 8), "paper": (30, 16, 384, 2)}
+#: PyTorch's float32 steps, for the float32 comparison.
+TORCH_FP32 = ("torch_fp32", "torch_channels_last", "torch_channels_last_compiled")
 #: The issue's bar: mixed_bfloat16 / float32 step rate on a CPU with AMX.
 BF16_TARGET = 1.8
 
@@ -66,6 +69,9 @@ class ThroughputConfig:
         True,
         "Also time the authors' training step in PyTorch (fp32, channels_last, bf16), "
         "in memory, where torch is installed (the `compare` extra).",
+    )
+    torch_compile: bool = setting(
+        True, "Also PyTorch's channels_last and bf16 steps through torch.compile (inductor)."
     )
     train_dir: list[str] = setting([str(_DEFAULT_TRAIN_DIR)], "HR photos for the pipeline.")
     steps: int = setting(10, "Timed steps per variant.")
@@ -179,8 +185,9 @@ def variants(config: ThroughputConfig, gpu: bool) -> list[dict]:
     if config.pipeline:
         runs.append({"policy": "-", "xla": False, "data": "pipeline_alone"})
     if config.torch and importlib.util.find_spec("torch"):
-        runs += [{"policy": f"torch_{name}", "xla": False, "data": "memory"}
-                 for name in ("fp32", "channels_last", "bf16")]  # fmt: skip
+        names = ["fp32", "channels_last", "bf16"]
+        names += ["channels_last_compiled", "bf16_compiled"] if config.torch_compile else []
+        runs += [{"policy": f"torch_{name}", "xla": False, "data": "memory"} for name in names]
     return runs
 
 
@@ -282,7 +289,7 @@ def versus_torch(times: dict) -> dict:
     comparisons = {}
     for label, keras, torch in (
         ("fastest", fastest(keras_all), fastest(torch_all)),
-        ("float32", fastest(["float32"]), fastest(["torch_fp32", "torch_channels_last"])),
+        ("float32", fastest(["float32"]), fastest(TORCH_FP32)),
     ):
         if keras and torch:
             comparisons[label] = {

@@ -35,6 +35,7 @@ The IR records its layout (``NHWC`` or ``NCHW`` on ``images`` and ``sr``) and, i
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -68,6 +69,8 @@ XML = "model.xml"
 INPUT_NAME = onnx_export.INPUT_NAME
 OUTPUT_NAME = "sr"
 DEVICE = "CPU"
+#: Input shapes an int8 runner keeps compiled for themselves (:func:`openvino_runner`).
+SHAPES_KEPT = 4
 #: Where the side-car's fields live in the IR's ``rt_info``: ``rt_info/drn_tf/<field>``.
 META_KEY = "drn_tf"
 PACKAGES = ("openvino", "nncf")
@@ -194,7 +197,11 @@ def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
     for an int8 IR on a CPU with :data:`INT8_BF16_FLAG`; none stored: ``f32``) as its
     ``INFERENCE_PRECISION_HINT``; ``bf16`` on a CPU without native bf16
     (:func:`drn_tf.cpu.native_bf16`) compiles ``f32``."""
-    ov_model = core().read_model(Path(folder) / XML)
+    return _compile(core().read_model(Path(folder) / XML), hint)
+
+
+def _compile(ov_model: Any, hint: str | None, shape: tuple[int, ...] | None = None) -> Any:
+    """:func:`compile_artifact` of a read IR; ``shape``: for that input shape alone."""
     if hint is None and INT8_BF16_FLAG in cpu.cpu_flags() and is_int8(ov_model):
         hint = "bf16"
     hint = hint or stored_hint(ov_model) or "f32"
@@ -202,6 +209,9 @@ def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
         # OpenVINO does this itself on such a CPU, but not when oneDNN is only held below
         # bf16 (ONEDNN_MAX_CPU_ISA): it then fails to create the bf16 convolutions.
         hint = "f32"
+    if shape is not None:
+        ov_model = ov_model.clone()
+        ov_model.reshape(list(shape))
     return core().compile_model(ov_model, DEVICE, {"INFERENCE_PRECISION_HINT": hint})
 
 
@@ -212,23 +222,45 @@ def is_int8(ov_model: Any) -> bool:
 
 def openvino_runner(folder: str | os.PathLike, hint: str | None = None) -> base.Runner:
     """:func:`compile_artifact` as a :data:`base.Runner`: float32 NHWC on 0..255 of any size
-    (the IR is dynamic, no reshape) → float32 NHWC ``sr``, whatever the IR's ``--io`` and
-    ``--layout`` (:func:`export.onnx.to_model_input`, :func:`export.onnx.from_model_output`)."""
-    return _as_runner(compile_artifact(folder, hint))
+    → float32 NHWC ``sr``, whatever the IR's ``--io`` and ``--layout``
+    (:func:`export.onnx.to_model_input`, :func:`export.onnx.from_model_output`).
 
-
-def _as_runner(compiled: Any) -> base.Runner:
+    An int8 IR is compiled once more for an input shape it is given a second time (a photo's
+    tiles, a video's frames), for that shape alone, keeping :data:`SHAPES_KEPT` such shapes:
+    OpenVINO 2026.4 fuses each block's gate multiply, requantization and residual add into one
+    pass only at a static shape (DRN-S ×4 at 128² on the AMX Xeon, 113.8 → 100.9 ms). A float
+    IR fuses them at any shape (bf16 171.6 and 170.3 ms) and keeps its one compile.
+    """
     ov = base.require(*_OPENVINO, purpose="running OpenVINO")
-    given = compiled.input(0)
+    ov_model = core().read_model(Path(folder) / XML)
+    any_shape = _compile(ov_model, hint)
+    given = any_shape.input(0)
     io = "uint8" if given.get_element_type() == ov.Type.u8 else "float32"
     channels = given.get_partial_shape()[1]
     layout = "nchw" if channels.is_static and channels.get_length() == 3 else "nhwc"
+    per_shape = is_int8(ov_model)
+    seen: set[tuple[int, ...]] = set()
+    by_shape: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+
+    def compiled_for(shape: tuple[int, ...]) -> Any:
+        if not per_shape:
+            return any_shape
+        if shape not in seen:  # a one-off shape is not worth a compile
+            seen.add(shape)
+            return any_shape
+        if shape not in by_shape:
+            by_shape[shape] = _compile(ov_model, hint, shape)
+            while len(by_shape) > SHAPES_KEPT:
+                by_shape.popitem(last=False)
+        by_shape.move_to_end(shape)
+        return by_shape[shape]
 
     def run(images: np.ndarray) -> np.ndarray:
-        output = compiled(onnx_export.to_model_input(images, io, layout))[0]
-        return onnx_export.from_model_output(output, layout)
+        inputs = onnx_export.to_model_input(images, io, layout)
+        run.compiled = compiled_for(inputs.shape)
+        return onnx_export.from_model_output(run.compiled(inputs)[0], layout)
 
-    run.compiled = compiled  # for who asks which kernels ran (benchmarks.kernels)
+    run.compiled = any_shape  # the last one run, for who asks which kernels ran
     return run
 
 
@@ -369,8 +401,8 @@ def export_openvino(
     with staging.staged(output, overwrite) as temp:
         temp.mkdir()
         save(ov_model, temp, HINTS[precision])
-        compiled = compile_artifact(temp)
-        notes.insert(0, cpu_note(compiled))
+        runner = openvino_runner(temp)
+        notes.insert(0, cpu_note(runner.compiled))
         also_verified = {}
         if precision == "int8" and "avx2" in reporting.host_cpu()["features"]:
             base.progress(f"verifying int8 with oneDNN held to {NO_VNNI_ISA} (no VNNI)")
@@ -386,7 +418,7 @@ def export_openvino(
             source=source,
             staged_path=temp,
             output=output,
-            runner=_as_runner(compiled),
+            runner=runner,
             precision=precision,
             io=io_contract(scale, precision, io, layout),
             pixels=io == "uint8",

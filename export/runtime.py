@@ -15,10 +15,10 @@ matches (:data:`AUTO_TABLE`): the fastest path that holds the export floors agai
 =========================  ==================  ===============================================
 CPU flag                   auto picks          why (measurements)
 =========================  ==================  ===============================================
-``amx_bf16`` (Xeon AMX)    OpenVINO bf16       1000×750 photo ×4: bf16 4.6 s (54.7 dB vs
-                                               Keras), int8 4.6 (50.6 dB), Keras
-                                               mixed_bfloat16 11.8; 4000×3000: bf16 2.0×
-                                               Keras (int8 is 1.5× bf16 on a 128² input
+``amx_bf16`` (Xeon AMX)    OpenVINO bf16       1000×750 photo ×4: bf16 3.5 s (54.7 dB vs
+                                               Keras), int8 3.9 (50.6 dB), Keras
+                                               mixed_bfloat16 9.4; 4000×3000: bf16 2.0×
+                                               Keras (int8 is 1.7× bf16 on a 128² input
                                                alone, no faster on a photo)
 ``avx512_bf16`` (EPYC)     OpenVINO int8       1000×750 photo ×4, seconds on 2 cores: int8
 ``avx512_vnni``,                               11.4 (50.9 dB vs Keras), bf16 14.3 (54.4 dB),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import keras
@@ -212,6 +214,41 @@ def test_torch_module_on_keras_weights_matches_keras(tiny, tmp_path):
 
 
 @pytest.mark.slow
+def test_torch_compiled_settings_compute_what_eager_does():
+    """torch.compile (PyTorch's fastest setting, timed by the benchmarks) changes speed only:
+    the same outputs and the same training step as eager, on a small DRN."""
+    torch = pytest.importorskip("torch")
+    if not shutil.which(os.environ.get("CXX", "g++")):
+        pytest.skip("torch.compile needs a C++ compiler")
+    from benchmarks import torch_drn
+
+    def fresh():
+        torch.manual_seed(0)
+        model = torch_drn.DRN(4, 1, 4)
+        return model, [torch_drn.DownBlock(3, 4, 3) for _ in range(model.phases)]
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (1, 12, 16, 3)).astype(np.float32)
+    eager = torch_drn.runner(fresh()[0], "channels_last")(images)
+    compiled = torch_drn.runner(fresh()[0], "channels_last_compiled")(images)
+    assert verification.agreement(compiled, eager)["psnr_db"] >= 80
+    targets = tuple(rng.uniform(0, 255, (1, 12 * f, 16 * f, 3)).astype(np.float32) for f in (2, 4))
+    steps = [torch_drn.trainer(*fresh(), setting) for setting in ("bf16", "bf16_compiled")]
+    for _ in range(2):  # the second step runs on weights the compiled step updated
+        eager_loss, compiled_loss = (step(images, targets)["loss"] for step in steps)
+        assert compiled_loss == pytest.approx(eager_loss, rel=0.02)
+
+
+def test_torch_compile_without_a_compiler_is_skipped_naming_it(
+    default_source, tmp_path, monkeypatch
+):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(bench_paths.Skipped, match="needs a C.. compiler .no-such-compiler."):
+        bench_paths.prepare("torch_bf16_compiled", default_source, tmp_path, None)
+
+
+@pytest.mark.slow
 def test_latency_quick_run(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--quick", "--paths", "tf_function", "tflite_fp32", "tensorrt", "--runs", "2"]
@@ -350,7 +387,8 @@ def test_loss_curve_comparison():
 @pytest.mark.slow
 def test_train_throughput_runs_tiny(tmp_path):
     argv = ["--steps", "1", "--warmup", "1", "--batch-size", "1", "--patch-size", "16",
-            "--no-xla-variants", "--no-pipeline", "--output", str(tmp_path)]  # fmt: skip
+            "--no-xla-variants", "--no-pipeline", "--no-torch-compile",
+            "--output", str(tmp_path)]  # fmt: skip
     assert train_throughput.main(argv) == 0
     report = json.loads((tmp_path / "train_throughput.json").read_text())
     (size,) = report["sizes"]
