@@ -185,9 +185,10 @@ def prepare(name: str, source: base.Source, folder: Path, torch_weights: Path | 
         return spec
     if info.runtime != "tensorflow":
         _require_runtime(info.runtime)
-    compiler = os.environ.get("CXX", "g++")  # what torch.compile's inductor runs on Linux
-    if TORCH.get(name, "").endswith("_compiled") and not shutil.which(compiler):
-        raise Skipped(f"torch.compile needs a C++ compiler ({compiler}) and none is on PATH")
+    if TORCH.get(name, "").endswith("_compiled") and not shutil.which(inductor_compiler()):
+        raise Skipped(
+            f"torch.compile needs a C++ compiler ({inductor_compiler()}) and none is on PATH"
+        )
     if name == "saved_model":
         target = folder / "saved_model"
         if not (target / "1").exists():
@@ -210,6 +211,11 @@ def prepare(name: str, source: base.Source, folder: Path, torch_weights: Path | 
             torch_weights = _cached(folder / "primal_state.npz", _write_state, source)
         spec["artifact"] = str(torch_weights)
     return spec
+
+
+def inductor_compiler() -> str:
+    """The C++ compiler torch.compile's inductor runs on Linux (``$CXX``, else ``g++``)."""
+    return os.environ.get("CXX", "g++")
 
 
 def _require_runtime(runtime: str) -> None:

@@ -197,11 +197,12 @@ def compile_artifact(folder: str | os.PathLike, hint: str | None = None) -> Any:
     for an int8 IR on a CPU with :data:`INT8_BF16_FLAG`; none stored: ``f32``) as its
     ``INFERENCE_PRECISION_HINT``; ``bf16`` on a CPU without native bf16
     (:func:`drn_tf.cpu.native_bf16`) compiles ``f32``."""
-    return _compile(core().read_model(Path(folder) / XML), hint)
+    ov_model = core().read_model(Path(folder) / XML)
+    return _compile(ov_model, _hint(ov_model, hint))
 
 
-def _compile(ov_model: Any, hint: str | None, shape: tuple[int, ...] | None = None) -> Any:
-    """:func:`compile_artifact` of a read IR; ``shape``: for that input shape alone."""
+def _hint(ov_model: Any, hint: str | None) -> str:
+    """The precision hint :func:`compile_artifact` compiles ``ov_model`` with."""
     if hint is None and INT8_BF16_FLAG in cpu.cpu_flags() and is_int8(ov_model):
         hint = "bf16"
     hint = hint or stored_hint(ov_model) or "f32"
@@ -209,6 +210,11 @@ def _compile(ov_model: Any, hint: str | None, shape: tuple[int, ...] | None = No
         # OpenVINO does this itself on such a CPU, but not when oneDNN is only held below
         # bf16 (ONEDNN_MAX_CPU_ISA): it then fails to create the bf16 convolutions.
         hint = "f32"
+    return hint
+
+
+def _compile(ov_model: Any, hint: str, shape: tuple[int, ...] | None = None) -> Any:
+    """``ov_model`` compiled with the resolved ``hint``; ``shape``: for that input shape alone."""
     if shape is not None:
         ov_model = ov_model.clone()
         ov_model.reshape(list(shape))
@@ -233,6 +239,7 @@ def openvino_runner(folder: str | os.PathLike, hint: str | None = None) -> base.
     """
     ov = base.require(*_OPENVINO, purpose="running OpenVINO")
     ov_model = core().read_model(Path(folder) / XML)
+    hint = _hint(ov_model, hint)
     any_shape = _compile(ov_model, hint)
     given = any_shape.input(0)
     io = "uint8" if given.get_element_type() == ov.Type.u8 else "float32"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
@@ -218,7 +217,7 @@ def test_torch_compiled_settings_compute_what_eager_does():
     """torch.compile (PyTorch's fastest setting, timed by the benchmarks) changes speed only:
     the same outputs and the same training step as eager, on a small DRN."""
     torch = pytest.importorskip("torch")
-    if not shutil.which(os.environ.get("CXX", "g++")):
+    if not shutil.which(bench_paths.inductor_compiler()):
         pytest.skip("torch.compile needs a C++ compiler")
     from benchmarks import torch_drn
 
