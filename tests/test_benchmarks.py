@@ -7,6 +7,8 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -22,6 +24,7 @@ from benchmarks import (
     latency_report,
     peaks,
     precision,
+    profile_ops,
     quality,
     train_throughput,
 )
@@ -38,6 +41,7 @@ from export import verification
         (latency, latency.LatencyConfig),
         (quality, quality.QualityConfig),
         (train_throughput, train_throughput.ThroughputConfig),
+        (profile_ops, profile_ops.ProfileConfig),
     ],
 )
 def test_usage_examples_in_docstrings_parse(module, config_cls):
@@ -405,6 +409,34 @@ def test_train_throughput_runs_tiny(tmp_path):
     assert size["bf16_speedup"] == pytest.approx(
         rows["float32"]["median_ms"] / rows["mixed_bfloat16"]["median_ms"]
     )
+
+
+def test_profile_layers_of_forward_backward_and_optimizer_ops():
+    layer_of = profile_ops.layer_of
+    assert layer_of("model_1/up_1_rcab_7_1/attention_1/Mean") == "up_1_rcab/attention"
+    assert layer_of("model_1/head_1/convolution") == "head"
+    backward = "gradient_tape/drn-s_x4_primal_1/up_0_rcab_3_1/conv2_1/convolution/Conv2D"
+    assert layer_of(backward) == "up_0_rcab/conv2 (backward)"
+    assert layer_of("cond/then/_0/cond/adam/mul_132") == "optimizer"
+
+
+@pytest.mark.slow
+def test_profile_of_a_training_step_adds_up(tmp_path):
+    """One op at a time (--inter-op-threads 1), the ops' times cannot add up to more than the
+    steps took; the profile sees the gradients and the optimizer. In its own process: TensorFlow
+    takes the inter-op setting only before it starts."""
+    argv = ["--step", "train", "--model", "tiny", "--precision", "mixed_bfloat16", "--size", "8",
+            "--runs", "2", "--inter-op-threads", "1", "--output", str(tmp_path)]  # fmt: skip
+    command = [sys.executable, "-m", "benchmarks.profile_ops", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "profile_ops_tiny_mixed_bfloat16_train.json").read_text())
+    assert 0 < report["op_total_ms"] <= report["run_ms"]
+    ops = {row["op"] for row in report["by_type"]}
+    assert any("Conv2DBackpropFilter" in op for op in ops), ops
+    assert any("Conv2DBackpropInput" in op for op in ops), ops
+    layers = {row["layer"] for row in report["by_layer"]}
+    assert "optimizer" in layers and "up_0_rcab/conv2 (backward)" in layers, layers
 
 
 @pytest.mark.slow
