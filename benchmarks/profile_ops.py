@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import report as R
+from benchmarks import train_throughput
 from drn_tf.console import run_command
 from drn_tf.flags import UsageError, setting
 
@@ -98,8 +99,8 @@ def layer_of(op_name: str) -> str:
     return f"{layer}/{parts[2]}" if "_rcab" in layer and len(parts) > 3 else layer
 
 
-#: ``--step train`` models → (RCABs per phase, features), as :mod:`benchmarks.train_throughput`.
-TRAIN_SIZES = {"drn-s": (30, 16), "tiny": (1, 4)}
+#: ``--step train`` models → (RCABs per phase, features): drn-s at the paper's sizes.
+TRAIN_SIZES = {"drn-s": train_throughput.SIZES["paper"][:2], "tiny": (1, 4)}
 
 
 def _inference_run(config: ProfileConfig):
@@ -131,13 +132,11 @@ def _inference_run(config: ProfileConfig):
 
 def _train_run(config: ProfileConfig):
     """One ``train_on_batch`` of a DualRegressionModel on random in-memory patches."""
-    from benchmarks.train_throughput import make_step_runner
-
     n_blocks, n_feats = TRAIN_SIZES[config.model]
     spec = {"policy": config.precision, "xla": False, "data": "memory", "seed": 0,
             "n_blocks": n_blocks, "n_feats": n_feats, "patch_size": 4 * config.size,
             "batch_size": config.batch_size}  # fmt: skip
-    step = make_step_runner(spec)
+    step = train_throughput.make_step_runner(spec)
     what = f"training step, {config.batch_size} × {config.size}² LR patches (HR {4 * config.size}²)"
     return f"{config.model} ×4 (n_blocks {n_blocks}, n_feats {n_feats})", what, lambda: step(None)
 
